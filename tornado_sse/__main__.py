@@ -1,0 +1,34 @@
+"""The ``tornado-sse`` command.
+
+``tornado-sse [flags]`` runs the gateway; ``tornado-sse demo [flags]`` runs it with the bundled
+demo backend and page. Bad settings print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import demo
+from . import log as logsetup
+from .config import ConfigError
+from .server import parse, serve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tornado-sse`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        return demo.main(argv[1:])
+    try:
+        settings = parse(argv)
+    except ConfigError as exc:
+        print("tornado-sse: error: %s" % exc, file=sys.stderr)
+        return 2
+    logsetup.configure(settings.log_format, settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""One stream: its token, the request captured at connect, its state and its bounded output.
+
+A :class:`Connection` knows nothing of HTTP. It writes frames (already-encoded bytes) through a
+:class:`StreamWriter`, which knows the bytes its socket has not yet accepted; past
+``max_queued_bytes`` the registry closes it as a slow consumer instead of buffering without
+bound.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Protocol
+
+from .errors import BufferFull
+
+
+class StreamWriter(Protocol):
+    """The transport of one open stream (in production, the stream's request handler)."""
+
+    def write_frame(self, frame: bytes) -> None:
+        """Queue ``frame`` on the socket without waiting; errors close the stream."""
+
+    def buffered_bytes(self) -> int:
+        """Bytes written but not yet accepted by the socket."""
+
+    def end(self) -> None:
+        """End the response cleanly (the client sees the stream end and may reconnect)."""
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, discarding unsent bytes."""
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"  # the connect callback is in flight; sends are queued
+    OPEN = "open"  # headers are flushed; frames go straight to the writer
+    CLOSED = "closed"  # ended for good; the close reason is set
+
+
+class Connection:
+    """One SSE stream from the moment its connect callback starts until it ends.
+
+    ``url`` and ``headers`` are the request snapshot sent in every callback for this token.
+    ``close_reason`` is set exactly once, by the first cause that ends the stream.
+    """
+
+    __slots__ = (
+        "token",
+        "url",
+        "headers",
+        "request_id",
+        "last_event_id",
+        "channels",
+        "connected_at",
+        "opened_at",
+        "state",
+        "close_reason",
+        "close_detail",
+        "backend_may_know",
+        "_pending",
+        "_pending_close",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        token: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        request_id: str | None = None,
+        last_event_id: str | None = None,
+    ) -> None:
+        self.token = token
+        self.url = url
+        self.headers = headers
+        self.request_id = request_id
+        self.last_event_id = last_event_id
+        self.channels: tuple[str, ...] = ()
+        self.connected_at = time.time()
+        self.opened_at = 0.0  # monotonic time the stream opened
+        self.state = State.CONNECTING
+        self.close_reason: str | None = None
+        self.close_detail: str | None = None
+        self.backend_may_know = False
+        self._pending: list[bytes] = []
+        self._pending_close = False
+        self._writer: StreamWriter | None = None
+
+    def __repr__(self) -> str:
+        return "<Connection %s %s>" % (self.token, self.state.value)
+
+    # -- while connecting -------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True once a close is queued or done: the token no longer takes sends."""
+        return self._pending_close or self.state is State.CLOSED
+
+    def queue(self, frame: bytes | None, close: bool, limit: int) -> None:
+        """Queue a send that arrived during the connect callback (FIFO, at most ``limit``).
+
+        ``frame`` ``None`` queues nothing but may still queue the close. Raises
+        :class:`BufferFull` when ``limit`` frames are already queued.
+        """
+        if frame is not None:
+            if len(self._pending) >= limit:
+                raise BufferFull(
+                    "%d events are already queued for this connecting stream" % limit
+                )
+            self._pending.append(frame)
+        if close:
+            self._pending_close = True
+
+    def take_pending(self) -> tuple[list[bytes], bool]:
+        """The frames queued while connecting and whether a close was queued; clears both."""
+        frames, close = self._pending, self._pending_close
+        self._pending, self._pending_close = [], False
+        return frames, close
+
+    # -- while open ---------------------------------------------------------------------------
+
+    def attach(self, writer: StreamWriter) -> None:
+        """Mark the stream open on ``writer``."""
+        self._writer = writer
+        self.state = State.OPEN
+        self.opened_at = time.monotonic()
+
+    def write(self, frame: bytes) -> int:
+        """Write ``frame`` to an open stream; returns the bytes now waiting for the socket."""
+        writer = self._writer
+        if writer is None:
+            return 0
+        writer.write_frame(frame)
+        return writer.buffered_bytes()
+
+    def detach(self) -> StreamWriter | None:
+        """Mark the stream closed and return its writer (``None`` if it never opened)."""
+        writer = self._writer
+        self._writer = None
+        self.state = State.CLOSED
+        self._pending = []
+        return writer
+

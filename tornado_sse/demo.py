@@ -1,0 +1,150 @@
+"""The demo: the gateway, a tiny backend and a page, in one process.
+
+``tornado-sse demo`` (or ``python -m tornado_sse.demo``) starts:
+
+- a backend on a free loopback port that accepts every stream, subscribes it to the ``clock``
+  channel, greets each new token with an event of its own, and publishes the time every second
+  through ``POST /internal/send``, exactly as a real backend would;
+- the gateway on ``PORT`` (default 3000) with ``CALLBACK_URL`` pointing at that backend;
+- a page at ``/`` whose ``EventSource`` shows the events as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
+
+from . import log as logsetup
+from .app import make_app
+from .config import ConfigError, replace
+from .server import parse, serve
+
+log = logging.getLogger("tornado_sse.demo")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tornado_sse demo</title>
+<style>
+ body { font: 15px/1.4 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; }
+ #state { font-weight: bold; } li { font-family: ui-monospace, monospace; }
+</style></head>
+<body>
+<h1>tornado_sse demo</h1>
+<p>EventSource on <code>/sse/demo</code>: <span id="state">connecting</span></p>
+<ol id="events" reversed></ol>
+<script>
+const list = document.getElementById("events");
+const state = document.getElementById("state");
+function show(kind, e) {
+  const item = document.createElement("li");
+  item.textContent = kind + (e.lastEventId ? " #" + e.lastEventId : "") + ": " + e.data;
+  list.prepend(item);
+  while (list.children.length > 50) list.lastChild.remove();
+}
+const source = new EventSource("/sse/demo");
+source.onopen = () => { state.textContent = "open"; };
+source.onerror = () => { state.textContent = "reconnecting"; };
+source.addEventListener("welcome", (e) => show("welcome", e));
+source.addEventListener("tick", (e) => show("tick", e));
+</script>
+</body></html>
+"""
+
+
+class PageHandler(RequestHandler):
+    """Serves the demo page on the gateway's port."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(PAGE)
+
+
+class CallbackHandler(RequestHandler):
+    """The demo backend's callback endpoint: accept everyone, greet them, log disconnects."""
+
+    def initialize(self, gateway: InternalAPI) -> None:
+        self.gateway = gateway
+
+    async def post(self) -> None:
+        body = json.loads(self.request.body)
+        if body["action"] == "connect":
+            log.info("backend: connect token=%s", body["token"])
+            # Sent while the connect callback is still in flight: the gateway buffers it.
+            asyncio.get_running_loop().create_task(self._greet(body["token"]))
+            self.finish({"channels": ["clock"]})
+        else:
+            log.info("backend: disconnect token=%s reason=%s", body["token"], body["reason"])
+            self.finish({})
+
+    async def _greet(self, token: str) -> None:
+        data = "hello, your token is %s" % token
+        await self.gateway.send({"token": token, "event": {"name": "welcome", "data": data}})
+
+
+class InternalAPI:
+    """Where the demo backend sends: the gateway's internal API, with its secret if set."""
+
+    def __init__(self, url: str, secret: str | None) -> None:
+        self.url = url + "/internal/send"
+        self.headers = {"Content-Type": "application/json"}
+        if secret:
+            self.headers["Authorization"] = "Bearer " + secret
+
+    async def send(self, item: dict[str, object]) -> None:
+        response = await AsyncHTTPClient().fetch(
+            self.url, method="POST", body=json.dumps(item), headers=self.headers, raise_error=False
+        )
+        if response.code != 200:
+            log.warning("backend: send answered status=%d", response.code)
+
+    async def clock(self) -> None:
+        """Publish the time on the ``clock`` channel every second."""
+        while True:
+            await asyncio.sleep(1)
+            now = time.strftime("%H:%M:%S")
+            await self.send({"channel": "clock", "event": {"name": "tick", "data": now}})
+
+
+async def run(argv: Sequence[str]) -> int:
+    settings = parse(argv, prog="tornado-sse demo")
+    backend_socket = bind_sockets(0, "127.0.0.1")
+    backend_port = backend_socket[0].getsockname()[1]
+    internal = InternalAPI(
+        "http://127.0.0.1:%d" % (settings.internal_port or settings.port), settings.internal_secret
+    )
+    settings = replace(settings, callback_url="http://127.0.0.1:%d/callback" % backend_port)
+
+    backend = HTTPServer(Application([(r"/callback", CallbackHandler, {"gateway": internal})]))
+    backend.add_sockets(backend_socket)
+    app = make_app(settings)
+    app.add_handlers(r".*", [(r"/", PageHandler)])
+    log.info("demo: open http://localhost:%d/ in a browser (Ctrl-C stops)", settings.port)
+    clock = asyncio.get_running_loop().create_task(internal.clock())
+    status = await serve(settings, app)
+    clock.cancel()
+    backend.stop()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse(argv, prog="tornado-sse demo")
+    except ConfigError as exc:
+        print("tornado-sse demo: error: %s" % exc, file=sys.stderr)
+        return 2
+    logsetup.configure(settings.log_format, settings.log_level)
+    return asyncio.run(run(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The gateway's state and decisions, without HTTP: what handlers ask, and what shutdown does.
+
+:class:`Gateway` holds the registry, the backend client and the broker of one process, runs the
+single heartbeat timer for all streams, and knows whether the process is draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+
+from tornado.ioloop import PeriodicCallback
+
+from . import protocol
+from .backend import Backend, ConnectOutcome, Outcome
+from .broker import Broker
+from .config import Settings
+from .connection import Connection, StreamWriter
+from .history import Replay
+from .registry import Registry
+
+log = logging.getLogger("tornado_sse.gateway")
+
+
+class Gateway:
+    """One process of tornado_sse: streams, callbacks, heartbeats and shutdown.
+
+    Built by :func:`tornado_sse.app.make_app`; handlers reach it through ``initialize``.
+    """
+
+    def __init__(
+        self, settings: Settings, *, registry: Registry, backend: Backend | None, broker: Broker
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.backend = backend
+        self.broker = broker
+        self.draining = False
+        self.started_at = time.time()
+        self._heartbeat: PeriodicCallback | None = None
+        self._connecting = 0
+        registry.on_ended = self.connection_ended
+
+    # -- streams ------------------------------------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        """Whether a ``CALLBACK_URL`` is set (no stream can open without one)."""
+        return self.backend is not None
+
+    @property
+    def full(self) -> bool:
+        """Whether ``MAX_CONNECTIONS`` streams (connecting or open) are already held."""
+        return len(self.registry) >= self.settings.max_connections
+
+    def new_connection(
+        self,
+        url: str,
+        headers: dict[str, str],
+        request_id: str | None,
+        last_event_id: str | None,
+    ) -> Connection:
+        """Create and register a connection with a fresh UUID4 token; sends to it queue."""
+        conn = Connection(
+            str(uuid.uuid4()),
+            url,
+            headers,
+            request_id=request_id,
+            last_event_id=last_event_id,
+        )
+        self.registry.add(conn)
+        return conn
+
+    async def connect(self, conn: Connection) -> ConnectOutcome:
+        """Run the connect callback for ``conn`` and settle everything but the HTTP answer.
+
+        On a 2xx the caller opens the stream with :meth:`open`. Otherwise the connection is
+        ended here, and the backend hears ``disconnect`` if it may believe the token connected.
+        """
+        assert self.backend is not None
+        self._connecting += 1
+        try:
+            outcome = await self.backend.connect(
+                conn.token, conn.url, conn.headers, conn.request_id
+            )
+        finally:
+            self._connecting -= 1
+        if outcome.outcome is Outcome.ACCEPTED:
+            conn.channels = outcome.channels
+        elif outcome.outcome is Outcome.TIMEOUT:
+            self.registry.fail(conn, backend_may_know=True, detail="connect_timeout")
+        elif outcome.outcome is Outcome.BAD_ANSWER:
+            self.registry.fail(conn, backend_may_know=True, detail="bad_callback_response")
+        else:
+            self.registry.fail(conn, backend_may_know=False)
+        return outcome
+
+    def replay_for(self, conn: Connection) -> tuple[bytes, ...]:
+        """Frames a (re)connecting stream gets before live events: replay or a gap event."""
+        if conn.last_event_id is None or not conn.channels:
+            return ()
+        replay: Replay = self.broker.replay(conn.last_event_id, conn.channels)
+        if replay.gap:
+            return (protocol.encode_event(conn.last_event_id, "history_gap"),)
+        return replay.frames
+
+    def open(self, conn: Connection, writer: StreamWriter) -> bool:
+        """Open an accepted stream on ``writer``: queued sends, replay, then live events."""
+        return self.registry.open(conn, writer, self.replay_for(conn))
+
+    def connection_ended(self, conn: Connection) -> None:
+        """Log the end of ``conn`` and, if it may believe it connected, tell the backend.
+
+        Called once per connection by the registry, after the stream has ended; the callback is
+        scheduled and never waited for.
+        """
+        if conn.opened_at:
+            log.info(
+                "stream closed token=%s request_id=%s reason=%s detail=%s duration=%.3f",
+                conn.token,
+                conn.request_id,
+                conn.close_reason,
+                conn.close_detail or "-",
+                time.monotonic() - conn.opened_at,
+            )
+        if self.backend is None or not conn.backend_may_know:
+            return
+        self.backend.disconnect(
+            conn.token,
+            conn.close_reason or "error",
+            conn.url,
+            conn.headers,
+            detail=conn.close_detail,
+            request_id=conn.request_id,
+        )
+
+    # -- heartbeats ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the shared heartbeat timer (call once the IOLoop runs)."""
+        if self._heartbeat is None:
+            interval = self.settings.heartbeat_interval_seconds
+            self._heartbeat = PeriodicCallback(self.beat, interval * 1000)
+            self._heartbeat.start()
+
+    def beat(self) -> None:
+        """Write one heartbeat to every stream open for at least half an interval."""
+        self.registry.heartbeat(self.settings.heartbeat_interval_seconds / 2)
+
+    def stop(self) -> None:
+        """Stop the heartbeat timer."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    async def shutdown(self) -> bool:
+        """Drain: refuse new streams, end every stream with a jittered ``retry:`` hint, send the
+        disconnect callbacks, and wait for them within ``SHUTDOWN_TIMEOUT_SECONDS``.
+
+        Returns True if every callback finished in time.
+        """
+        self.draining = True
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+        self.stop()
+        count = self.registry.close_all("server_closed", "shutdown", last_frame=_retry_hint)
+        log.info("draining streams=%d", count)
+        done = True
+        if self.backend is not None:
+            # Connects still in flight report their disconnect when their answer arrives.
+            while self.backend.pending_disconnects or self._connecting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    done = False
+                    break
+                if self.backend.pending_disconnects:
+                    await self.backend.drain(min(remaining, 0.5))
+                else:
+                    await asyncio.sleep(min(remaining, 0.05))
+        await self.broker.close()
+        if self.backend is not None:
+            self.backend.close()
+        return done
+
+
+def _retry_hint() -> bytes:
+    """A ``retry:`` field of 1-5 s, different per stream so reconnects spread out."""
+    return protocol.encode_retry(random.randint(1000, 5000))

@@ -1,0 +1,389 @@
+"""HTTP handlers: thin adapters between Tornado and the :class:`~tornado_sse.gateway.Gateway`.
+
+Every error leaves as the JSON shape of the wire contract (see :class:`JSONErrorMixin`); the
+decisions live in the gateway, registry and protocol modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from tornado import httputil
+from tornado.web import HTTPError, RequestHandler, stream_request_body
+
+from . import protocol
+from .backend import Outcome
+from .connection import State
+from .errors import (
+    GatewayError,
+    NotFound,
+    ServiceNotConfigured,
+    ServiceUnavailable,
+    Unauthorized,
+    code_for_status,
+    error_json,
+)
+from .gateway import Gateway
+from .registry import CLIENT_CLOSED
+
+log = logging.getLogger("tornado_sse.handlers")
+
+_REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
+_JSON_TYPE_RE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
+
+
+class JSONErrorMixin(RequestHandler):
+    """JSON errors for every failure, and no traceback in logs for expected ones."""
+
+    gateway: Gateway
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, GatewayError):
+            self.set_status(exc.status)
+            status_code = exc.status
+            code, message = exc.code, exc.message
+        elif isinstance(exc, HTTPError):
+            code = code_for_status(status_code)
+            message = exc.log_message or httputil.responses.get(status_code, "error")
+            if exc.args and "%" in message:
+                message = message % exc.args
+        else:
+            code, message = code_for_status(status_code), httputil.responses.get(
+                status_code, "error"
+            )
+        if status_code == 304 or status_code < 200:
+            self.finish()  # these statuses cannot carry a body
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(error_json(code, message))
+
+    def send_gateway_error(self, error: GatewayError) -> None:
+        """Answer with ``error`` (its status and JSON body)."""
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, GatewayError):
+            log.debug("request refused status=%d code=%s", value.status, value.code)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        """Answer ``status`` with ``value`` as compact JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - only streaming handlers
+        pass
+
+
+class PublicHandler(JSONErrorMixin):
+    """Base of the endpoints pages may call: CORS headers and ``OPTIONS`` preflights."""
+
+    def initialize(self, gateway: Gateway) -> None:
+        super().initialize(gateway)
+        self._set_cors_headers()
+
+    def set_default_headers(self) -> None:
+        # Tornado calls this before initialize() and again after clear() on errors.
+        if hasattr(self, "gateway"):
+            self._set_cors_headers()
+
+    def _set_cors_headers(self) -> None:
+        origins = self.gateway.settings.cors_origin_list
+        if not origins:
+            return
+        if origins == ("*",):
+            self.set_header("Access-Control-Allow-Origin", "*")
+            return
+        origin = self.request.headers.get("Origin")
+        self.set_header("Vary", "Origin")
+        if origin is not None and origin in origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+
+    def options(self, *args: str) -> None:
+        if self.gateway.settings.cors_origin_list:
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            self.set_header(
+                "Access-Control-Allow-Headers", "Content-Type, Cache-Control, Last-Event-ID"
+            )
+            self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
+        self.finish()
+
+
+class StreamHandler(PublicHandler):
+    """``GET {SSE_PATH_PREFIX}...``: the connect callback, then the event stream.
+
+    Also the :class:`~tornado_sse.connection.StreamWriter` of its connection.
+    """
+
+    conn = None
+    _done: asyncio.Future[None] | None = None
+
+    async def prepare(self) -> None:
+        if self.request.method != "GET":
+            return
+        gw = self.gateway
+        if not gw.configured:
+            raise ServiceNotConfigured("CALLBACK_URL is not set: no stream can be authorised")
+        if gw.draining:
+            raise ServiceUnavailable("the gateway is shutting down", code="SHUTTING_DOWN")
+        if gw.full:
+            raise ServiceUnavailable(
+                "the gateway holds its maximum of streams", code="TOO_MANY_CONNECTIONS"
+            )
+        request = self.request
+        conn = self.conn = gw.new_connection(
+            request.uri or "/",
+            protocol.capture_headers(request.headers.get_all()),
+            _request_id(request.headers.get("X-Request-ID")),
+            _last_event_id(request),
+        )
+        outcome = await gw.connect(conn)
+        if outcome.outcome is not Outcome.ACCEPTED:
+            raise _connect_error(outcome.outcome, outcome.status, outcome.message)
+        if conn.state is State.CLOSED:
+            # The client left, or the gateway began draining, while the backend answered.
+            gw.open(conn, self)
+            raise ServiceUnavailable("the stream ended before it opened", code="SHUTTING_DOWN")
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Connection", "keep-alive")
+        self.set_header("X-Accel-Buffering", "no")
+        self._done = asyncio.get_running_loop().create_future()
+        self.flush()
+        log.info("stream opened token=%s request_id=%s", conn.token, conn.request_id)
+        gw.open(conn, self)
+
+    async def get(self, *args: str) -> None:
+        if self._done is not None:
+            await self._done
+        if not self.request.connection.stream.closed():  # type: ignore[attr-defined]
+            self.finish()
+
+    def on_connection_close(self) -> None:
+        if self.conn is not None:
+            self.gateway.registry.close(self.conn, CLIENT_CLOSED)
+        self._resolve()
+
+    def on_finish(self) -> None:
+        self._resolve()
+
+    def _resolve(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # -- StreamWriter -------------------------------------------------------------------------
+
+    def write_frame(self, frame: bytes) -> None:
+        self.request.connection.write(frame)  # type: ignore[union-attr]
+
+    def buffered_bytes(self) -> int:
+        # Tornado has no public accessor for an IOStream's unsent bytes. These two counters
+        # (Tornado >= 5) give the exact backlog: bytes queued minus bytes the socket accepted.
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        return stream._total_write_index - stream._total_write_done_index  # type: ignore[no-any-return]
+
+    def end(self) -> None:
+        self._resolve()
+
+    def abort(self) -> None:
+        self.request.connection.close()  # type: ignore[union-attr]
+        self._resolve()
+
+
+def _request_id(value: str | None) -> str:
+    """The client's ``X-Request-ID`` if it is sane, else a fresh one."""
+    if value is not None and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def _last_event_id(request: httputil.HTTPServerRequest) -> str | None:
+    """``Last-Event-ID`` from the header, else from the ``lastEventId`` query parameter."""
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        values = request.query_arguments.get("lastEventId")
+        if values:
+            value = values[-1].decode("utf-8", "replace")
+    return value
+
+
+def _connect_error(outcome: Outcome, status: int | None, message: str) -> GatewayError:
+    """The error a client gets for a connect callback that did not accept."""
+    if outcome is Outcome.TIMEOUT:
+        return GatewayError(message, status=504, code="GATEWAY_TIMEOUT")
+    if outcome is Outcome.UNAVAILABLE:
+        return GatewayError(message, status=503, code="BACKEND_UNAVAILABLE")
+    if outcome is Outcome.BAD_ANSWER:
+        return GatewayError(
+            "the backend's connect answer is unusable: %s" % message,
+            status=502,
+            code="BAD_CALLBACK_RESPONSE",
+        )
+    assert status is not None
+    if status == 401:
+        return GatewayError("the backend refused the credentials", status=401, code="BACKEND_AUTH_FAILED")
+    if status == 403:
+        return GatewayError("the backend forbade this stream", status=403, code="BACKEND_FORBIDDEN")
+    return GatewayError(
+        "the backend answered %d" % status, status=status, code="BACKEND_ERROR"
+    )
+
+
+class InternalHandler(JSONErrorMixin):
+    """Base of ``/internal/*``: bearer secret check, no CORS."""
+
+    def prepare(self) -> None:
+        secret = self.gateway.settings.internal_secret
+        if secret is None:
+            return
+        given = self.request.headers.get("Authorization", "")
+        expected = "Bearer " + secret
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("a valid 'Authorization: Bearer <INTERNAL_SECRET>' is required")
+
+
+@stream_request_body
+class SendHandler(InternalHandler):
+    """``POST /internal/send``: one send, or a JSON array of them (a batch)."""
+
+    _body: bytearray
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._body = bytearray()
+        limit = self.gateway.settings.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise _too_large(limit)
+        content_type = self.request.headers.get("Content-Type")
+        if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
+            raise GatewayError(
+                "the body must be JSON (Content-Type: application/json)",
+                status=415,
+                code="UNSUPPORTED_MEDIA_TYPE",
+            )
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
+        limit = self.gateway.settings.max_body_bytes
+        if len(self._body) > limit:
+            raise _too_large(limit)
+
+    async def post(self) -> None:
+        try:
+            body = protocol.decode_json(bytes(self._body))
+        except GatewayError as error:
+            self.send_gateway_error(error)
+            return
+        if isinstance(body, list):
+            results = []
+            for item in body:
+                status, answer = await self._send_one(item)
+                results.append({"status": status, "body": answer})
+            self.write_json({"results": results})
+            return
+        if not isinstance(body, dict):
+            self.send_gateway_error(
+                GatewayError("the body must be a JSON object or array", status=400, code="INVALID_JSON")
+            )
+            return
+        status, answer = await self._send_one(body)
+        self.write_json(answer, status)
+
+    async def _send_one(self, item: Any) -> tuple[int, dict[str, Any]]:
+        """Validate and deliver one send: its HTTP status and JSON body."""
+        try:
+            request = protocol.validate_send(item)
+            result = await self.gateway.broker.send(request)
+        except GatewayError as error:
+            return error.status, error.to_dict()
+        return 200, {"status": result}
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        "the body is larger than MAX_BODY_BYTES (%d bytes)" % limit,
+        status=413,
+        code="PAYLOAD_TOO_LARGE",
+    )
+
+
+class ConnectionsHandler(InternalHandler):
+    """``GET /internal/connections``: how many streams are open, and up to ``limit`` of them."""
+
+    def get(self) -> None:
+        try:
+            limit = int(self.get_query_argument("limit", "100"))
+        except ValueError:
+            limit = -1
+        if limit < 0:
+            raise GatewayError("'limit' must be a whole number >= 0", status=400, code="INVALID_LIMIT")
+        registry = self.gateway.registry
+        listed = []
+        for conn in registry.connections():
+            if len(listed) >= limit:
+                break
+            listed.append(
+                {
+                    "token": conn.token,
+                    "url": conn.url,
+                    "channels": list(conn.channels),
+                    "connected_at": _iso(conn.connected_at),
+                }
+            )
+        self.write_json({"count": registry.open_count, "connections": listed})
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+class HealthHandler(PublicHandler):
+    """``GET /healthz``: 200 while the process runs."""
+
+    def get(self) -> None:
+        self.write_json({"status": "ok"})
+
+
+class ReadyHandler(PublicHandler):
+    """``GET /readyz``: 200 when the gateway can take streams, else 503 with the reasons."""
+
+    def get(self) -> None:
+        gw = self.gateway
+        reasons = []
+        if not gw.configured:
+            reasons.append("CALLBACK_URL is not set")
+        if not gw.broker.ready:
+            reasons.append("the broker (Redis) is unreachable")
+        if gw.draining:
+            reasons.append("the gateway is shutting down")
+        if reasons:
+            self.write_json(
+                {"status": "not_ready", "configured": gw.configured, "reasons": reasons}, 503
+            )
+        else:
+            self.write_json(
+                {"status": "ready", "configured": True, "connections": gw.registry.open_count}
+            )
+
+
+class NotFoundHandler(JSONErrorMixin):
+    """Every unmatched route: 404 JSON."""
+
+    def prepare(self) -> None:
+        raise NotFound("no route for %s %s" % (self.request.method, self.request.path))

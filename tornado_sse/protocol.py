@@ -1,0 +1,282 @@
+"""The pure protocol core: SSE encoding, request validation and callback bodies.
+
+Nothing here does I/O or imports tornado, asyncio or redis. Every function takes values and
+returns values (or raises :class:`~tornado_sse.errors.InvalidRequest`), so the whole wire format
+can be tested byte for byte in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidRequest
+
+#: The heartbeat comment written to idle streams.
+HEARTBEAT = b": heartbeat\n\n"
+
+#: Most channels a connect answer may name.
+MAX_CHANNELS = 100
+#: Longest channel name, in characters.
+MAX_CHANNEL_LENGTH = 200
+
+_CHANNEL_RE = re.compile(r"[!-~]{1,%d}" % MAX_CHANNEL_LENGTH)
+_FORBIDDEN_IN_FIELD = ("\r", "\n", "\0")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One SSE event as the backend sent it. ``name`` and ``id`` are ``None`` when absent."""
+
+    data: str
+    name: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A validated item of ``POST /internal/send``: exactly one of ``token`` and ``channel``."""
+
+    token: str | None
+    channel: str | None
+    event: Event | None
+    close: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def split_lines(data: str) -> list[str]:
+    """Split ``data`` on CRLF, CR and LF, as an SSE parser will join it back with LF."""
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    return data.split("\n")
+
+
+def encode_event(data: str, name: str | None = None, id: str | None = None) -> bytes:
+    """Encode one event to the SSE wire format (UTF-8).
+
+    ``id:`` comes first when ``id`` is not ``None``, ``event:`` when ``name`` is a non-empty
+    string, then one ``data:`` line per line of ``data``, then the blank line. ``name`` and
+    ``id`` must already be valid (no CR, LF or NUL: see :func:`validate_send`).
+    """
+    parts = []
+    if id is not None:
+        parts.append("id: %s\n" % id)
+    if name:
+        parts.append("event: %s\n" % name)
+    for line in split_lines(data):
+        parts.append("data: %s\n" % line)
+    parts.append("\n")
+    return "".join(parts).encode("utf-8")
+
+
+def encode(event: Event) -> bytes:
+    """Encode an :class:`Event` (see :func:`encode_event`)."""
+    return encode_event(event.data, event.name, event.id)
+
+
+def encode_comment(text: str) -> bytes:
+    """Encode an SSE comment line followed by a blank line. ``text`` must be a single line."""
+    if any(c in text for c in _FORBIDDEN_IN_FIELD):
+        raise ValueError("a comment must be a single line without NUL")
+    return (": %s\n\n" % text).encode("utf-8")
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    """Encode a ``retry:`` field that sets the client's reconnection delay."""
+    if milliseconds < 0:
+        raise ValueError("retry must not be negative")
+    return b"retry: %d\n\n" % milliseconds
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of /internal/send
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a JSON request body, or raise ``INVALID_JSON``.
+
+    Rejects bytes that are not UTF-8, the non-standard constants ``NaN`` and ``Infinity``, and
+    strings holding lone surrogates (they cannot be written to a UTF-8 stream).
+    """
+    try:
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+        _check_unicode(value)
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest("INVALID_JSON", "body is not valid JSON: %s" % _short(exc)) from None
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("%s is not JSON" % name)
+
+
+def _check_unicode(value: Any) -> None:
+    """Raise ``UnicodeError`` if any string in ``value`` (keys included) is not encodable."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _is_clean_field(value: str) -> bool:
+    return not any(c in value for c in _FORBIDDEN_IN_FIELD)
+
+
+def is_valid_channel(name: object) -> bool:
+    """Whether ``name`` is a channel name: 1-200 printable ASCII characters, no spaces."""
+    return isinstance(name, str) and _CHANNEL_RE.fullmatch(name) is not None
+
+
+def validate_send(item: Any) -> SendRequest:
+    """Validate one ``/internal/send`` object, in the order of the wire contract.
+
+    Raises :class:`InvalidRequest` with the code of the first rule broken:
+    ``INVALID_JSON``, ``INVALID_TOKEN_MISSING``, ``INVALID_CHANNEL``, ``INVALID_EVENT_TYPE``,
+    ``INVALID_EVENT_DATA_MISSING``, ``INVALID_EVENT_NAME_TYPE``, ``INVALID_EVENT_ID``,
+    ``INVALID_CLOSE_TYPE``.
+    """
+    if not isinstance(item, dict):
+        raise InvalidRequest("INVALID_JSON", "each send must be a JSON object")
+
+    token = item.get("token")
+    channel = item.get("channel")
+    if token is not None and channel is not None:
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "give either 'token' or 'channel', not both")
+    if token is None and channel is None:
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' (or 'channel') is required")
+    if token is not None and not (isinstance(token, str) and token):
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' must be a non-empty string")
+    if channel is not None:
+        if not (isinstance(channel, str) and channel):
+            raise InvalidRequest("INVALID_TOKEN_MISSING", "'channel' must be a non-empty string")
+        if not is_valid_channel(channel):
+            raise InvalidRequest(
+                "INVALID_CHANNEL",
+                "'channel' must be 1-200 printable ASCII characters without spaces",
+            )
+
+    event = None
+    if "event" in item:
+        event = _validate_event(item["event"])
+
+    close = item.get("close", False)
+    if "close" in item and not isinstance(close, bool):
+        raise InvalidRequest("INVALID_CLOSE_TYPE", "'close' must be a boolean")
+    if close and channel is not None:
+        raise InvalidRequest("INVALID_CLOSE_TYPE", "'close' cannot be used with a channel")
+
+    return SendRequest(token=token, channel=channel, event=event, close=close)
+
+
+def _validate_event(event: Any) -> Event:
+    if not isinstance(event, dict):
+        raise InvalidRequest("INVALID_EVENT_TYPE", "'event' must be an object")
+    data = event.get("data")
+    if not isinstance(data, str):
+        raise InvalidRequest("INVALID_EVENT_DATA_MISSING", "'event.data' must be a string")
+    name = event.get("name")
+    if "name" in event and not (isinstance(name, str) and _is_clean_field(name)):
+        raise InvalidRequest(
+            "INVALID_EVENT_NAME_TYPE", "'event.name' must be a string without CR, LF or NUL"
+        )
+    id_ = event.get("id")
+    if "id" in event and not (isinstance(id_, str) and _is_clean_field(id_)):
+        raise InvalidRequest("INVALID_EVENT_ID", "'event.id' must be a string without CR, LF or NUL")
+    return Event(data=data, name=name, id=id_)
+
+
+# --------------------------------------------------------------------------------------------
+# Connect answers
+
+
+def parse_connect_answer(body: bytes) -> tuple[str, ...]:
+    """The channels named by a 2xx connect answer (wire contract 3.1), without duplicates.
+
+    An empty body or one that is not a JSON object means no channels. Raises ``ValueError`` when
+    an object carries ``channels`` (or its alias ``bindings``) that is not a list of at most 100
+    valid channel names.
+    """
+    if not body.strip():
+        return ()
+    try:
+        answer = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeError, ValueError, RecursionError):
+        return ()
+    if not isinstance(answer, dict):
+        return ()
+    key = "channels" if "channels" in answer else "bindings"
+    if key not in answer:
+        return ()
+    channels = answer[key]
+    if not isinstance(channels, list):
+        raise ValueError("'%s' must be a list of channel names" % key)
+    if len(channels) > MAX_CHANNELS:
+        raise ValueError("'%s' names more than %d channels" % (key, MAX_CHANNELS))
+    for name in channels:
+        if not is_valid_channel(name):
+            raise ValueError("'%s' holds an invalid channel name" % key)
+    return tuple(dict.fromkeys(channels))
+
+
+# --------------------------------------------------------------------------------------------
+# Callback bodies
+
+
+def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The ``headers`` of a callback: names lower-cased, repeats joined with ``", "``.
+
+    ``cookie`` headers are joined with ``"; "`` instead, as a single Cookie header would be.
+    """
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in headers:
+            separator = "; " if key == "cookie" else ", "
+            headers[key] = headers[key] + separator + value
+        else:
+            headers[key] = value
+    return headers
+
+
+def _dumps(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def connect_body(token: str, url: str, headers: Mapping[str, str]) -> bytes:
+    """The compact JSON body of a ``connect`` callback."""
+    return _dumps(
+        {"action": "connect", "token": token, "request": {"url": url, "headers": headers}}
+    )
+
+
+def disconnect_body(
+    token: str, reason: str, url: str, headers: Mapping[str, str], detail: str | None = None
+) -> bytes:
+    """The compact JSON body of a ``disconnect`` callback; ``detail`` only when given."""
+    body: dict[str, Any] = {
+        "action": "disconnect",
+        "reason": reason,
+        "token": token,
+        "request": {"url": url, "headers": headers},
+    }
+    if detail is not None:
+        body["detail"] = detail
+    return _dumps(body)

@@ -1,0 +1,225 @@
+"""Tokens and channels to connections, local delivery, and the exactly-once disconnect rule.
+
+The :class:`Registry` is the one place that decides what happens to a stream: it queues sends
+during the connect callback, opens streams, writes frames, fans channel frames out, and closes
+streams. :meth:`Registry.close` is idempotent: the first cause that ends a stream sets its reason,
+and the backend is told ``disconnect`` once, after the stream has ended, if it may have believed
+the token connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from tornado.iostream import StreamClosedError
+
+from . import protocol
+from .connection import Connection, State, StreamWriter
+from .errors import TokenNotFound
+
+log = logging.getLogger("tornado_sse.registry")
+
+#: Told once about every connection that ended and that the backend or the logs must hear of:
+#: every stream that opened, and every connection the backend may believe connected. Reason and
+#: detail are on the connection; ``backend_may_know`` says whether to send ``disconnect``. Must
+#: not block.
+EndListener = Callable[[Connection], None]
+
+CLIENT_CLOSED = "client_closed"
+SERVER_CLOSED = "server_closed"
+ERROR = "error"
+
+
+class Registry:
+    """All connections of this process, by token and by channel."""
+
+    def __init__(
+        self,
+        *,
+        max_pending_events: int = 100,
+        max_queued_bytes: int = 2 * 1024 * 1024,
+        on_ended: EndListener | None = None,
+    ) -> None:
+        #: Called once per ended connection (see :data:`EndListener`); the gateway sets it.
+        self.on_ended = on_ended
+        self.max_pending_events = max_pending_events
+        self.max_queued_bytes = max_queued_bytes
+        self._by_token: dict[str, Connection] = {}
+        self._by_channel: dict[str, set[Connection]] = {}
+        self._open = 0
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Connections known: connecting and open."""
+        return len(self._by_token)
+
+    @property
+    def open_count(self) -> int:
+        """Streams that are open (headers flushed)."""
+        return self._open
+
+    def get(self, token: str) -> Connection | None:
+        """The live connection holding ``token``, if any."""
+        return self._by_token.get(token)
+
+    def connections(self) -> Iterator[Connection]:
+        """Every open connection (a snapshot, safe to close while iterating)."""
+        return iter([c for c in self._by_token.values() if c.state is State.OPEN])
+
+    def subscribers(self, channel: str) -> int:
+        """How many open streams are subscribed to ``channel``."""
+        return len(self._by_channel.get(channel, ()))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        """Register a connection whose connect callback is starting; sends to it are queued."""
+        self._by_token[conn.token] = conn
+
+    def open(self, conn: Connection, writer: StreamWriter, replay: Iterable[bytes] = ()) -> bool:
+        """Open ``conn`` on ``writer`` after a 2xx connect answer.
+
+        Writes, in order, the sends queued during the callback, then ``replay`` frames, then
+        subscribes ``conn.channels`` so live frames follow. Returns False (and reports the
+        disconnect) if the stream was closed meanwhile, e.g. the client left during the callback.
+        """
+        conn.backend_may_know = True
+        if conn.state is State.CLOSED:
+            self._report(conn)
+            return False
+        conn.attach(writer)
+        self._open += 1
+        frames, close = conn.take_pending()
+        for frame in frames:
+            self.write(conn, frame)
+        if close:
+            self.close(conn, SERVER_CLOSED)
+            return False
+        for frame in replay:
+            self.write(conn, frame)
+        for channel in conn.channels:
+            self._by_channel.setdefault(channel, set()).add(conn)
+        return conn.state is State.OPEN
+
+    def fail(self, conn: Connection, *, backend_may_know: bool, detail: str | None = None) -> None:
+        """End a connection whose connect did not open a stream.
+
+        With ``backend_may_know`` (the answer timed out or was unusable) the backend hears
+        ``disconnect``: reason ``client_closed`` if the client had already left, else ``error``
+        with ``detail``.
+        """
+        conn.backend_may_know = backend_may_know
+        if conn.state is State.CLOSED:
+            self._report(conn)
+            return
+        self.close(conn, ERROR, detail)
+
+    def close(self, conn: Connection, reason: str, detail: str | None = None) -> None:
+        """End ``conn`` for ``reason``; idempotent, the first reason wins.
+
+        An open stream is ended (``abort`` for errors, a clean end otherwise) before the
+        disconnect callback is scheduled; a connecting one is only marked, and reported when its
+        connect answer arrives (see :meth:`open` and :meth:`fail`).
+        """
+        if conn.state is State.CLOSED:
+            return
+        was_open = conn.state is State.OPEN
+        conn.close_reason, conn.close_detail = reason, detail
+        if self._by_token.get(conn.token) is conn:
+            del self._by_token[conn.token]
+        for channel in conn.channels:
+            members = self._by_channel.get(channel)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self._by_channel[channel]
+        writer = conn.detach()
+        if was_open:
+            self._open -= 1
+            if writer is not None and reason != CLIENT_CLOSED:
+                if reason == ERROR:
+                    writer.abort()
+                else:
+                    writer.end()
+        if was_open or conn.backend_may_know:
+            self._report(conn)
+
+    def _report(self, conn: Connection) -> None:
+        if self.on_ended is not None:
+            self.on_ended(conn)
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def send(self, token: str, frame: bytes | None, close: bool) -> str:
+        """Deliver a send to a local token: ``"ok"``, or ``"buffered"`` while it connects.
+
+        Raises :class:`TokenNotFound` if no live local stream holds ``token`` (or it is closing),
+        :class:`~tornado_sse.errors.BufferFull` past the pending bound.
+        """
+        conn = self._by_token.get(token)
+        if conn is None or conn.closing:
+            raise TokenNotFound("no open stream has this token")
+        if conn.state is State.CONNECTING:
+            conn.queue(frame, close, self.max_pending_events)
+            return "buffered"
+        if frame is not None:
+            self.write(conn, frame)
+        if close:
+            self.close(conn, SERVER_CLOSED)
+        return "ok"
+
+    def write(self, conn: Connection, frame: bytes) -> None:
+        """Write ``frame`` to an open stream; past ``max_queued_bytes`` unsent, close it.
+
+        A stream whose socket does not take its bytes is a slow consumer: it is aborted with
+        reason ``error``, detail ``slow_consumer``, so memory stays bounded by the limit plus one
+        frame per stream.
+        """
+        try:
+            backlog = conn.write(frame)
+        except StreamClosedError:
+            self.close(conn, CLIENT_CLOSED)
+            return
+        except OSError as exc:
+            log.warning("write failed token=%s error=%r", conn.token, exc)
+            self.close(conn, ERROR, "write_failed")
+            return
+        if backlog > self.max_queued_bytes:
+            self.close(conn, ERROR, "slow_consumer")
+
+    def publish(self, channel: str, frame: bytes) -> int:
+        """Write ``frame`` to every open stream subscribed to ``channel``; returns how many."""
+        members = self._by_channel.get(channel)
+        if not members:
+            return 0
+        targets = list(members)
+        for conn in targets:
+            self.write(conn, frame)
+        return len(targets)
+
+    def heartbeat(self, min_age: float, now: float | None = None) -> int:
+        """Write a heartbeat to every stream open for at least ``min_age`` seconds."""
+        now = time.monotonic() if now is None else now
+        count = 0
+        for conn in self.connections():
+            if now - conn.opened_at >= min_age:
+                self.write(conn, protocol.HEARTBEAT)
+                count += 1
+        return count
+
+    def close_all(
+        self,
+        reason: str,
+        detail: str | None = None,
+        last_frame: Callable[[], bytes] | None = None,
+    ) -> int:
+        """End every stream, open streams after a frame from ``last_frame()``; returns how many."""
+        targets = list(self._by_token.values())
+        for conn in targets:
+            if last_frame is not None and conn.state is State.OPEN:
+                self.write(conn, last_frame())
+            self.close(conn, reason, detail)
+        return len(targets)
