@@ -71,7 +71,10 @@ def make_app(
     public = _public_routes(settings)
     internal = _internal_routes()
     kwargs = {"gateway": gateway}
-    options: dict[str, Any] = {"default_handler_class": NotFoundHandler, "default_handler_args": kwargs}
+    options: dict[str, Any] = {
+        "default_handler_class": NotFoundHandler,
+        "default_handler_args": kwargs,
+    }
     if settings.internal_port is None:
         app = App([(p, h, kwargs) for p, h in internal + public], **options)
         app.internal_app = None

@@ -24,7 +24,6 @@ log = logging.getLogger("tornado_sse.backend")
 
 try:  # pragma: no cover - depends on the install
     import pycurl  # noqa: F401
-
     from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
 
     _CURL = True
@@ -139,7 +138,9 @@ class Backend:
     ) -> None:
         """Schedule the disconnect callback and return at once. Failures are logged, not raised."""
         body = protocol.disconnect_body(token, reason, url, headers, detail)
-        task = asyncio.get_running_loop().create_task(self._send_disconnect(token, body, request_id))
+        task = asyncio.get_running_loop().create_task(
+            self._send_disconnect(token, body, request_id)
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

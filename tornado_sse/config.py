@@ -194,7 +194,12 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),
-    _Spec("processes", _processes, "processes to fork (0: one per core)", env=("PROCESSES", "WEB_CONCURRENCY")),
+    _Spec(
+        "processes",
+        _processes,
+        "processes to fork (0: one per core)",
+        env=("PROCESSES", "WEB_CONCURRENCY"),
+    ),
     _Spec("log_format", _choice("text", "json"), "log line format: text or json"),
     _Spec("log_level", _choice("debug", "info", "warning", "error"), "log level"),
 )
@@ -206,7 +211,8 @@ def _convert(spec: _Spec, value: Any, origin: str) -> Any:
     try:
         return spec.parse(value)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("%s: bad value %r for %s: %s" % (origin, value, spec.name.upper(), exc))
+        message = "%s: bad value %r for %s: %s" % (origin, value, spec.name.upper(), exc)
+        raise ConfigError(message) from None
 
 
 def read_conf_file(path: str) -> dict[str, Any]:
@@ -245,7 +251,9 @@ def argument_parser(prog: str = "tornado-sse") -> argparse.ArgumentParser:
         dashed = "--" + spec.name.replace("_", "-")
         flags = [dashed] if "_" not in spec.name else [dashed, "--" + spec.name]
         env = "/".join(spec.env_names)
-        parser.add_argument(*flags, dest=spec.name, metavar="VALUE", help="%s [%s]" % (spec.help, env))
+        parser.add_argument(
+            *flags, dest=spec.name, metavar="VALUE", help="%s [%s]" % (spec.help, env)
+        )
     return parser
 
 

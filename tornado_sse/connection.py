@@ -105,9 +105,7 @@ class Connection:
         """
         if frame is not None:
             if len(self._pending) >= limit:
-                raise BufferFull(
-                    "%d events are already queued for this connecting stream" % limit
-                )
+                raise BufferFull("%d events are already queued for this connecting stream" % limit)
             self._pending.append(frame)
         if close:
             self._pending_close = True
@@ -141,4 +139,3 @@ class Connection:
         self.state = State.CLOSED
         self._pending = []
         return writer
-

@@ -13,9 +13,10 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from . import protocol
@@ -59,8 +60,9 @@ class JSONErrorMixin(RequestHandler):
             if exc.args and "%" in message:
                 message = message % exc.args
         else:
-            code, message = code_for_status(status_code), httputil.responses.get(
-                status_code, "error"
+            code, message = (
+                code_for_status(status_code),
+                httputil.responses.get(status_code, "error"),
             )
         if status_code == 304 or status_code < 200:
             self.finish()  # these statuses cannot carry a body
@@ -171,8 +173,12 @@ class StreamHandler(PublicHandler):
     async def get(self, *args: str) -> None:
         if self._done is not None:
             await self._done
-        if not self.request.connection.stream.closed():  # type: ignore[attr-defined]
+        if not self._http.stream.closed():
             self.finish()
+
+    @property
+    def _http(self) -> HTTP1Connection:
+        return cast(HTTP1Connection, self.request.connection)
 
     def on_connection_close(self) -> None:
         if self.conn is not None:
@@ -189,19 +195,19 @@ class StreamHandler(PublicHandler):
     # -- StreamWriter -------------------------------------------------------------------------
 
     def write_frame(self, frame: bytes) -> None:
-        self.request.connection.write(frame)  # type: ignore[union-attr]
+        self._http.write(frame)
 
     def buffered_bytes(self) -> int:
         # Tornado has no public accessor for an IOStream's unsent bytes. These two counters
         # (Tornado >= 5) give the exact backlog: bytes queued minus bytes the socket accepted.
-        stream = self.request.connection.stream  # type: ignore[union-attr]
-        return stream._total_write_index - stream._total_write_done_index  # type: ignore[no-any-return]
+        stream = self._http.stream
+        return stream._total_write_index - stream._total_write_done_index
 
     def end(self) -> None:
         self._resolve()
 
     def abort(self) -> None:
-        self.request.connection.close()  # type: ignore[union-attr]
+        self._http.close()
         self._resolve()
 
 
@@ -236,12 +242,12 @@ def _connect_error(outcome: Outcome, status: int | None, message: str) -> Gatewa
         )
     assert status is not None
     if status == 401:
-        return GatewayError("the backend refused the credentials", status=401, code="BACKEND_AUTH_FAILED")
+        return GatewayError(
+            "the backend refused the credentials", status=401, code="BACKEND_AUTH_FAILED"
+        )
     if status == 403:
         return GatewayError("the backend forbade this stream", status=403, code="BACKEND_FORBIDDEN")
-    return GatewayError(
-        "the backend answered %d" % status, status=status, code="BACKEND_ERROR"
-    )
+    return GatewayError("the backend answered %d" % status, status=status, code="BACKEND_ERROR")
 
 
 class InternalHandler(JSONErrorMixin):
@@ -299,7 +305,9 @@ class SendHandler(InternalHandler):
             return
         if not isinstance(body, dict):
             self.send_gateway_error(
-                GatewayError("the body must be a JSON object or array", status=400, code="INVALID_JSON")
+                GatewayError(
+                    "the body must be a JSON object or array", status=400, code="INVALID_JSON"
+                )
             )
             return
         status, answer = await self._send_one(body)
@@ -332,9 +340,11 @@ class ConnectionsHandler(InternalHandler):
         except ValueError:
             limit = -1
         if limit < 0:
-            raise GatewayError("'limit' must be a whole number >= 0", status=400, code="INVALID_LIMIT")
+            raise GatewayError(
+                "'limit' must be a whole number >= 0", status=400, code="INVALID_LIMIT"
+            )
         registry = self.gateway.registry
-        listed = []
+        listed: list[dict[str, Any]] = []
         for conn in registry.connections():
             if len(listed) >= limit:
                 break

@@ -199,7 +199,9 @@ def _validate_event(event: Any) -> Event:
         )
     id_ = event.get("id")
     if "id" in event and not (isinstance(id_, str) and _is_clean_field(id_)):
-        raise InvalidRequest("INVALID_EVENT_ID", "'event.id' must be a string without CR, LF or NUL")
+        raise InvalidRequest(
+            "INVALID_EVENT_ID", "'event.id' must be a string without CR, LF or NUL"
+        )
     return Event(data=data, name=name, id=id_)
 
 

@@ -8,9 +8,10 @@ import signal
 from collections.abc import Sequence
 
 from tornado.httpserver import HTTPServer
+from tornado.web import Application
 
 from .app import App, make_app
-from .config import ConfigError, Settings, argument_parser, load
+from .config import Settings, argument_parser, load
 
 log = logging.getLogger("tornado_sse")
 
@@ -22,19 +23,25 @@ def parse(argv: Sequence[str], prog: str = "tornado-sse") -> Settings:
     return load(args, conf_file=conf)
 
 
+def http_server(app: Application, settings: Settings) -> HTTPServer:
+    """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
+    return HTTPServer(
+        app,
+        # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
+        # only stops a client that keeps sending after that answer.
+        max_body_size=settings.max_body_bytes + 64 * 1024,
+        max_header_size=settings.max_header_bytes,
+        idle_connection_timeout=120,
+    )
+
+
 def listen(app: App, settings: Settings) -> list[HTTPServer]:
     """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set."""
-    options = {
-        "max_body_size": settings.max_body_bytes + 64 * 1024,
-        "max_header_size": settings.max_header_bytes,
-        "idle_connection_timeout": 120,
-    }
-    servers = []
-    server = HTTPServer(app, **options)
+    server = http_server(app, settings)
     server.listen(settings.port, settings.address)
-    servers.append(server)
+    servers = [server]
     if app.internal_app is not None and settings.internal_port is not None:
-        internal = HTTPServer(app.internal_app, **options)
+        internal = http_server(app.internal_app, settings)
         internal.listen(settings.internal_port, settings.address)
         servers.append(internal)
     return servers

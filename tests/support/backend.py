@@ -1,0 +1,133 @@
+"""A fake backend: a real HTTP server on loopback that records every callback it receives.
+
+Tests tell it how to answer connect callbacks (status, body, delay, or drop the connection) and
+await what it recorded (``await backend.wait_for_calls(action="disconnect", count=1)``) instead
+of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from tornado.web import Application, RequestHandler
+
+
+@dataclass
+class Answer:
+    """How the fake backend answers one callback."""
+
+    status: int = 200
+    body: bytes = b""
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the TCP connection instead of answering
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One callback as the backend received it."""
+
+    body: dict[str, Any]
+    raw: bytes
+    headers: dict[str, str]
+
+    @property
+    def action(self) -> str:
+        return str(self.body.get("action"))
+
+    @property
+    def token(self) -> str:
+        return str(self.body.get("token"))
+
+
+class FakeBackend:
+    """Records callbacks; answers connects with :attr:`connect_answer` (or :attr:`answer_for`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callback] = []
+        self.connect_answer = Answer()
+        self.disconnect_answer = Answer()
+        #: If set, decides the answer to each connect callback from its body.
+        self.answer_for: Callable[[dict[str, Any]], Answer] | None = None
+        #: Called with each connect body as it arrives (before the answer), e.g. to send events.
+        self.on_connect: Callable[[dict[str, Any]], Any] | None = None
+        self._changed = asyncio.Event()
+        self._closing = asyncio.Event()
+        sock, self.port = bind_unused_port()
+        self._server = HTTPServer(Application([(r"/.*", _CallbackHandler, {"backend": self})]))
+        self._server.add_sockets([sock])
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d/callback" % self.port
+
+    def record(self, callback: Callback) -> None:
+        self.calls.append(callback)
+        self._changed.set()
+
+    def of(self, action: str, token: str | None = None) -> list[Callback]:
+        """Callbacks recorded for ``action`` (and ``token``)."""
+        return [c for c in self.calls if c.action == action and (token is None or c.token == token)]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds, re-checking after each callback; fail at timeout."""
+
+        async def loop() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def wait_for_calls(
+        self, action: str, count: int = 1, token: str | None = None, timeout: float = 5.0
+    ) -> list[Callback]:
+        """Wait until at least ``count`` ``action`` callbacks (for ``token``) were recorded."""
+        await self.wait_for(lambda: len(self.of(action, token)) >= count, timeout)
+        return self.of(action, token)
+
+    async def pause(self, seconds: float) -> None:
+        """The backend "thinking" for ``seconds``; cut short when the backend is closed."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def close(self) -> None:
+        self._closing.set()
+        self._server.stop()
+
+
+class _CallbackHandler(RequestHandler):
+    def initialize(self, backend: FakeBackend) -> None:
+        self.backend = backend
+
+    async def post(self) -> None:
+        raw = self.request.body
+        body = json.loads(raw)
+        headers = {k.lower(): v for k, v in self.request.headers.get_all()}
+        self.backend.record(Callback(body=body, raw=raw, headers=headers))
+        if body.get("action") == "connect":
+            if self.backend.on_connect is not None:
+                result = self.backend.on_connect(body)
+                if asyncio.iscoroutine(result):
+                    await result
+            chooser = self.backend.answer_for
+            answer = chooser(body) if chooser is not None else self.backend.connect_answer
+        else:
+            answer = self.backend.disconnect_answer
+        if answer.delay:
+            await self.backend.pause(answer.delay)
+        if answer.drop:
+            self.request.connection.close()  # type: ignore[union-attr]
+            return
+        self.set_status(answer.status)
+        for name, value in answer.headers.items():
+            self.set_header(name, value)
+        self.finish(answer.body)
