@@ -1,0 +1,192 @@
+"""A real browser: headless Chromium's own EventSource against the gateway.
+
+The page reports every ``open``, ``error`` and event back to the test server with ``fetch``, so
+the test awaits those reports instead of polling the browser. Selenium's blocking calls run in a
+worker thread while the IOLoop keeps serving the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from tornado.web import RequestHandler
+
+from tests.support.backend import Answer
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>e2e</title><script>
+let seq = 0;
+function report(item) {
+  item.seq = seq++;  // reports travel on parallel requests: the test re-orders them
+  fetch("/report", {method: "POST", body: JSON.stringify(item)});
+}
+const params = new URLSearchParams(location.search);
+const source = new EventSource(params.get("stream"));
+source.onopen = () => report({kind: "open"});
+source.onerror = () => report({kind: "error", readyState: source.readyState});
+for (const type of ["message", "update", "history_gap"]) {
+  source.addEventListener(type, (e) => report(
+    {kind: "event", type: e.type, data: e.data, lastEventId: e.lastEventId}));
+}
+</script>"""
+
+
+class Reports:
+    """What the page reported, with a way to await a condition on it."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The reports of ``kind``, in the order the page made them."""
+        return sorted((i for i in self.items if i["kind"] == kind), key=lambda i: i["seq"])
+
+    async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
+        async def loop() -> None:
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+class PageHandler(RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(PAGE)
+
+
+class ReportHandler(RequestHandler):
+    def initialize(self, reports: Reports) -> None:
+        self.reports = reports
+
+    def post(self) -> None:
+        self.reports.add(json.loads(self.request.body))
+        self.set_status(204)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "Chromium and chromedriver are needed (tests/run.py installs)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+async def visit(driver: webdriver.Chrome, url: str) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, driver.get, url)
+
+
+def serve_page(gw: Any) -> Reports:
+    reports = Reports()
+    gw.app.add_handlers(
+        r".*", [(r"/page", PageHandler), (r"/report", ReportHandler, {"reports": reports})]
+    )
+    return reports
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_browser_receives_named_unnamed_multiline_utf8_events_exactly(
+    gateway, backend, browser
+):
+    gw = gateway()
+    reports = serve_page(gw)
+    await visit(browser, gw.base_url + "/page?stream=/sse/e2e")
+    await reports.wait_for(lambda r: r.of("open"))
+    (connect,) = backend.of("connect")
+    sent = [
+        {"data": "plain"},
+        {"name": "update", "data": "line one\nline two\n\nline four"},
+        {"name": "update", "data": "héllo wörld ✓ 🎉 — 日本語"},
+        {"data": "crlf\r\nand\rcr", "id": "42"},
+        {"data": ""},
+    ]
+    for event in sent:
+        status, _ = await gw.send({"token": connect.token, "event": event})
+        assert status == 200
+    await reports.wait_for(lambda r: len(r.of("event")) >= len(sent))
+    got = [(e["type"], e["data"]) for e in reports.of("event")]
+    assert got == [
+        ("message", "plain"),
+        ("update", "line one\nline two\n\nline four"),
+        ("update", "héllo wörld ✓ 🎉 — 日本語"),
+        ("message", "crlf\nand\ncr"),
+        ("message", ""),
+    ]
+    assert reports.of("event")[3]["lastEventId"] == "42"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_browser_reconnects_after_close_and_replays_missed_channel_events(
+    gateway, backend, browser
+):
+    backend.connect_answer = Answer(body=b'{"channels": ["feed"]}')
+    gw = gateway()
+    reports = serve_page(gw)
+
+    async def publish(data: str) -> None:
+        status, _ = await gw.send({"channel": "feed", "event": {"data": data}})
+        assert status == 200
+
+    await visit(browser, gw.base_url + "/page?stream=/sse/feed")
+    await reports.wait_for(lambda r: r.of("open"))
+    for i in range(3):
+        await publish("before-%d" % i)
+    await reports.wait_for(lambda r: len(r.of("event")) >= 3)
+    (first,) = backend.of("connect")
+
+    status, _ = await gw.send({"token": first.token, "close": True})
+    assert status == 200
+    await backend.wait_for_calls("disconnect", token=first.token)
+    for i in range(3):  # published while the browser is away
+        await publish("missed-%d" % i)
+
+    second = (await backend.wait_for_calls("connect", count=2, timeout=15))[1]
+    last_before = reports.of("event")[2]["lastEventId"]
+    assert second.body["request"]["headers"]["last-event-id"] == last_before
+    await reports.wait_for(lambda r: len(r.of("open")) >= 2)
+    await publish("after")
+    await reports.wait_for(lambda r: len(r.of("event")) >= 7)
+    datas = [e["data"] for e in reports.of("event")]
+    assert datas == ["before-0", "before-1", "before-2", "missed-0", "missed-1", "missed-2", "after"]
+    ids = [int(e["lastEventId"]) for e in reports.of("event")]
+    assert ids == sorted(set(ids))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_backend_401_stops_the_browser_reconnect_loop(gateway, backend, browser):
+    backend.connect_answer = Answer(status=401, body=b"no")
+    gw = gateway()
+    reports = serve_page(gw)
+    await visit(browser, gw.base_url + "/page?stream=/sse/denied")
+    await reports.wait_for(lambda r: r.of("error"))
+    # readyState CLOSED (2): the browser failed the connection and will not retry by itself.
+    assert [e["readyState"] for e in reports.of("error")] == [2]
+    assert len(backend.of("connect")) == 1
+    assert reports.of("open") == []
