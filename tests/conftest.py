@@ -55,7 +55,9 @@ class RunningGateway:
         return "http://127.0.0.1:%d" % (self.internal_port or self.port)
 
     async def stream(
-        self, path: str = "/sse/test", headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        self,
+        path: str = "/sse/test",
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> SSEStream:
         """Open a stream (any status); it is closed at teardown."""
@@ -70,14 +72,21 @@ class RunningGateway:
         return stream
 
     async def post(
-        self, body: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None,
+        self,
+        body: Any,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
         path: str = "/internal/send",
     ) -> HTTPResponse:
         """POST to the internal API; ``body`` as JSON unless ``raw`` is given."""
         data = raw if raw is not None else json.dumps(body).encode()
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         return await AsyncHTTPClient().fetch(
-            self.internal_url + path, method="POST", body=data, headers=all_headers,
+            self.internal_url + path,
+            method="POST",
+            body=data,
+            headers=all_headers,
             raise_error=False,
         )
 
@@ -86,8 +95,9 @@ class RunningGateway:
         response = await self.post(body, **kwargs)
         return response.code, json.loads(response.body)
 
-    async def get(self, path: str, headers: dict[str, str] | None = None, internal: bool = False
-                  ) -> HTTPResponse:
+    async def get(
+        self, path: str, headers: dict[str, str] | None = None, internal: bool = False
+    ) -> HTTPResponse:
         base = self.internal_url if internal else self.base_url
         return await AsyncHTTPClient().fetch(base + path, headers=headers, raise_error=False)
 

@@ -28,8 +28,18 @@ def run(command: list[str]) -> None:
 
 
 def install_python_packages() -> None:
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-e", ".[test,redis,metrics]"])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            ".[test,redis,metrics]",
+        ]
+    )
 
 
 def install_system_packages() -> None:
@@ -41,13 +51,17 @@ def install_system_packages() -> None:
     elif shutil.which("sudo"):
         sudo = ["sudo", "-n"]
     else:
-        sys.exit("tests/run.py: %s missing and no way to install them (not root, no sudo)"
-                 % ", ".join(missing))
+        sys.exit(
+            "tests/run.py: %s missing and no way to install them (not root, no sudo)"
+            % ", ".join(missing)
+        )
     if shutil.which("apt-get") is None:
         sys.exit("tests/run.py: install %s with your package manager" % ", ".join(missing))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    ):
         print("+ " + " ".join(sudo + command), flush=True)
         subprocess.run(sudo + command, check=True, env=env, stdout=subprocess.DEVNULL)
 

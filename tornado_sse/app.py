@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tornado.httputil import HTTPServerRequest
 from tornado.web import Application
 
 from .backend import Backend
@@ -17,6 +18,7 @@ from .config import Settings
 from .gateway import Gateway
 from .handlers import (
     ConnectionsHandler,
+    HeadersTooLargeHandler,
     HealthHandler,
     NotFoundHandler,
     ReadyHandler,
@@ -29,15 +31,35 @@ from .registry import Registry
 RESERVED = r"(?!internal/|internal$|healthz$|readyz$|metrics$)"
 
 
-class App(Application):
-    """A Tornado application with its :class:`Gateway`.
+class GatewayApplication(Application):
+    """A Tornado application serving (part of) a :class:`Gateway`.
 
-    ``internal_app`` is the application to serve on ``INTERNAL_PORT`` (``None`` when the
-    internal API shares the main port).
+    Requests whose head is larger than ``MAX_HEADER_BYTES`` get 431 here, before routing.
     """
 
     gateway: Gateway
-    internal_app: Application | None
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
+        if head_size(request) > self.gateway.settings.max_header_bytes:
+            return self.get_handler_delegate(
+                request, HeadersTooLargeHandler, {"gateway": self.gateway}
+            )
+        return super().find_handler(request, **kwargs)
+
+
+class App(GatewayApplication):
+    """The main application. ``internal_app`` is the one to serve on ``INTERNAL_PORT``
+    (``None`` when the internal API shares the main port)."""
+
+    internal_app: GatewayApplication | None
+
+
+def head_size(request: HTTPServerRequest) -> int:
+    """The size in bytes of a request's head, as it came on the wire (near enough)."""
+    size = len(request.method or "") + len(request.uri or "") + len(request.version) + 4
+    for name, value in request.headers.get_all():
+        size += len(name) + len(value) + 4
+    return size
 
 
 def make_app(
@@ -80,7 +102,8 @@ def make_app(
         app.internal_app = None
     else:
         app = App([(p, h, kwargs) for p, h in public], **options)
-        app.internal_app = Application([(p, h, kwargs) for p, h in internal], **options)
+        app.internal_app = GatewayApplication([(p, h, kwargs) for p, h in internal], **options)
+        app.internal_app.gateway = gateway
     app.gateway = gateway
     return app
 

@@ -273,15 +273,18 @@ def load(
     if conf_file:
         for name, value in read_conf_file(conf_file).items():
             values[name] = _convert(_SPEC_BY_NAME[name], value, conf_file)
+    from_web_concurrency = False
     for spec in SPECS:
         for env_name in spec.env_names:
             if env_name in environ:
                 values[spec.name] = _convert(spec, environ[env_name], "environment")
+                from_web_concurrency |= env_name == "WEB_CONCURRENCY"
                 break
     for name, value in flags.items():
         if name in _SPEC_BY_NAME:
             values[name] = _convert(_SPEC_BY_NAME[name], value, "command line")
-    if "processes" not in flags and "PROCESSES" not in environ and not values.get("redis_url"):
+            from_web_concurrency &= name != "processes"
+    if from_web_concurrency and not values.get("redis_url"):
         # Heroku sets WEB_CONCURRENCY for every Python app; without Redis it cannot apply here.
         values.pop("processes", None)
     settings = Settings(**values)

@@ -156,6 +156,13 @@ class Gateway:
             self._heartbeat.stop()
             self._heartbeat = None
 
+    def retry_hint_ms(self) -> int:
+        """A reconnection delay of 1-5 s, random per stream so that reconnects spread out."""
+        return random.randint(1000, 5000)
+
+    def _retry_frame(self) -> bytes:
+        return protocol.encode_retry(self.retry_hint_ms())
+
     # -- shutdown -----------------------------------------------------------------------------
 
     async def shutdown(self) -> bool:
@@ -167,7 +174,7 @@ class Gateway:
         self.draining = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.stop()
-        count = self.registry.close_all("server_closed", "shutdown", last_frame=_retry_hint)
+        count = self.registry.close_all("server_closed", "shutdown", last_frame=self._retry_frame)
         log.info("draining streams=%d", count)
         done = True
         if self.backend is not None:
@@ -185,8 +192,3 @@ class Gateway:
         if self.backend is not None:
             self.backend.close()
         return done
-
-
-def _retry_hint() -> bytes:
-    """A ``retry:`` field of 1-5 s, different per stream so reconnects spread out."""
-    return protocol.encode_retry(random.randint(1000, 5000))

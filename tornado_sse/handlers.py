@@ -156,19 +156,34 @@ class StreamHandler(PublicHandler):
         )
         outcome = await gw.connect(conn)
         if outcome.outcome is not Outcome.ACCEPTED:
-            raise _connect_error(outcome.outcome, outcome.status, outcome.message)
+            error = _connect_error(outcome.outcome, outcome.status, outcome.message)
+            if gw.settings.retry_on_unavailable and error.status in (503, 504):
+                self._answer_retry(error)
+                return
+            raise error
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
             gw.open(conn, self)
             raise ServiceUnavailable("the stream ended before it opened", code="SHUTTING_DOWN")
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("Connection", "keep-alive")
-        self.set_header("X-Accel-Buffering", "no")
+        self._set_stream_headers()
         self._done = asyncio.get_running_loop().create_future()
         self.flush()
         log.info("stream opened token=%s request_id=%s", conn.token, conn.request_id)
         gw.open(conn, self)
+
+    def _answer_retry(self, error: GatewayError) -> None:
+        """Open and at once end a stream with a ``retry:`` hint, so that a browser retries a
+        transient failure by itself (it gives up for good on any non-200 answer)."""
+        self._set_stream_headers()
+        self.write(protocol.encode_comment("%s %s" % (error.status, error.code)))
+        self.write(protocol.encode_retry(self.gateway.retry_hint_ms()))
+        self.finish()
+
+    def _set_stream_headers(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Connection", "keep-alive")
+        self.set_header("X-Accel-Buffering", "no")
 
     async def get(self, *args: str) -> None:
         if self._done is not None:
@@ -285,12 +300,19 @@ class SendHandler(InternalHandler):
             )
 
     def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return  # already answered 413; the rest of the body is discarded
         self._body += chunk
         limit = self.gateway.settings.max_body_bytes
         if len(self._body) > limit:
-            raise _too_large(limit)
+            # Answer now (Tornado does not route exceptions raised here to write_error), then
+            # Tornado closes the connection instead of reading the rest of the body.
+            self._body = bytearray()
+            self.send_gateway_error(_too_large(limit))
 
     async def post(self) -> None:
+        if self._finished:
+            return
         try:
             body = protocol.decode_json(bytes(self._body))
         except GatewayError as error:
@@ -397,3 +419,15 @@ class NotFoundHandler(JSONErrorMixin):
 
     def prepare(self) -> None:
         raise NotFound("no route for %s %s" % (self.request.method, self.request.path))
+
+
+class HeadersTooLargeHandler(JSONErrorMixin):
+    """Any request whose head is over ``MAX_HEADER_BYTES``: 431 JSON."""
+
+    def prepare(self) -> None:
+        raise GatewayError(
+            "the request headers are larger than %d bytes"
+            % self.gateway.settings.max_header_bytes,
+            status=431,
+            code="REQUEST_HEADER_FIELDS_TOO_LARGE",
+        )

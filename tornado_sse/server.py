@@ -30,7 +30,9 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
         # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
         # only stops a client that keeps sending after that answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
-        max_header_size=settings.max_header_bytes,
+        # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
+        # beyond that Tornado drops the connection without reading more.
+        max_header_size=2 * settings.max_header_bytes,
         idle_connection_timeout=120,
     )
 

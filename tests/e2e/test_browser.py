@@ -174,7 +174,15 @@ async def test_browser_reconnects_after_close_and_replays_missed_channel_events(
     await publish("after")
     await reports.wait_for(lambda r: len(r.of("event")) >= 7)
     datas = [e["data"] for e in reports.of("event")]
-    assert datas == ["before-0", "before-1", "before-2", "missed-0", "missed-1", "missed-2", "after"]
+    assert datas == [
+        "before-0",
+        "before-1",
+        "before-2",
+        "missed-0",
+        "missed-1",
+        "missed-2",
+        "after",
+    ]
     ids = [int(e["lastEventId"]) for e in reports.of("event")]
     assert ids == sorted(set(ids))
 

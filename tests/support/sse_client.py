@@ -18,7 +18,10 @@ class SSEStream:
     """One GET request and its response, read incrementally."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: int,
         headers: dict[str, str],
     ) -> None:
         self.reader = reader
@@ -80,7 +83,9 @@ class SSEStream:
         async def loop() -> None:
             while not predicate(self):
                 if not await self._pump():
-                    assert predicate(self), "the stream ended first; got %r" % bytes(self.raw[-500:])
+                    assert predicate(self), "the stream ended first; got %r" % bytes(
+                        self.raw[-500:]
+                    )
 
         await asyncio.wait_for(loop(), timeout)
 

@@ -1,0 +1,120 @@
+"""Helpers for tests of the internal API and of JSON error answers.
+
+:func:`raw_request` speaks HTTP/1.1 over a plain asyncio socket, so a test controls every header
+and byte (Tornado's client adds a ``Content-Type`` to POSTs, and always sends ``Content-Length``).
+:func:`error_code` checks the JSON error shape of the wire contract and returns its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tornado.httpclient import HTTPResponse
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A response read off the socket: status, lower-cased headers, de-chunked body."""
+
+    code: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    chunked: bool = False,
+    timeout: float = 5.0,
+) -> RawResponse:
+    """Send one request with exactly ``headers`` (plus Host, Connection and the body framing)
+    and read the whole response. ``chunked`` sends the body in 1 KiB chunks, without
+    ``Content-Length``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = [
+            "%s %s HTTP/1.1" % (method, path),
+            "Host: 127.0.0.1:%d" % port,
+            "Connection: close",
+        ]
+        lines += ["%s: %s" % (name, value) for name, value in (headers or {}).items()]
+        if chunked:
+            lines.append("Transfer-Encoding: chunked")
+            payload = (
+                b"".join(
+                    b"%x\r\n%s\r\n" % (len(body[i : i + 1024]), body[i : i + 1024])
+                    for i in range(0, len(body), 1024)
+                )
+                + b"0\r\n\r\n"
+            )
+        else:
+            if body or method in ("POST", "PUT"):
+                lines.append("Content-Length: %d" % len(body))
+            payload = body
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            writer.write(payload)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the server may answer (e.g. 413) and close before reading the whole body
+        return await asyncio.wait_for(_read_response(reader), timeout)
+    finally:
+        writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> RawResponse:
+    status_line = await reader.readline()
+    assert status_line, "the server closed the connection without answering"
+    code = int(status_line.split()[1])
+    headers: dict[str, str] = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        return RawResponse(code, headers, bytes(body))
+    if "content-length" in headers:
+        return RawResponse(code, headers, await reader.readexactly(int(headers["content-length"])))
+    return RawResponse(code, headers, await reader.read())
+
+
+def error_code(response: HTTPResponse | RawResponse, status: int) -> str:
+    """Assert ``response`` is a ``status`` JSON error of the contract's shape; return its code."""
+    code = response.code
+    assert code == status, (code, response.body[:300])
+    content_type = (
+        response.headers.get("content-type", "")
+        if isinstance(response, RawResponse)
+        else response.headers.get("Content-Type", "")
+    )
+    assert content_type.split(";")[0].strip() == "application/json", content_type
+    body = json.loads(response.body)
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+    return str(body["error"]["code"])
+
+
+def cors_headers(headers: Any) -> dict[str, str]:
+    """The ``Access-Control-*`` headers among ``headers`` (names lower-cased)."""
+    items = headers.get_all() if hasattr(headers, "get_all") else headers.items()
+    return {k.lower(): v for k, v in items if k.lower().startswith("access-control-")}
