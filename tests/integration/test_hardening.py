@@ -1,0 +1,89 @@
+"""Signed callbacks, header limits, retry streams for transient failures, exposure warning."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.support.backend import Answer
+from tests.support.process import start_gateway
+from tornado_sse import signing
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_callbacks_are_signed_and_verify_with_the_shipped_function(gateway, backend):
+    gw = gateway(callback_secret="cb-secret")
+    stream = await gw.open()
+    (connect,) = await backend.wait_for_calls("connect")
+    await stream.aclose()
+    (disconnect,) = await backend.wait_for_calls("disconnect")
+    for call in (connect, disconnect):
+        header = call.headers["x-sse-signature"]
+        assert signing.verify(call.raw, header, "cb-secret")
+        assert not signing.verify(call.raw, header, "other-secret")
+        assert not signing.verify(call.raw + b" ", header, "cb-secret")
+        timestamp = int(header.split(",")[0].removeprefix("t="))
+        assert abs(timestamp - time.time()) < 60
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_callbacks_are_unsigned_without_a_secret(gateway, backend):
+    gw = gateway()
+    await gw.open()
+    (connect,) = await backend.wait_for_calls("connect")
+    assert "x-sse-signature" not in connect.headers
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_request_head_over_the_limit_is_431_json(gateway, backend):
+    gw = gateway(max_header_bytes=4096)
+    stream = await gw.stream("/sse/big", {"X-Big": "a" * 5000})
+    assert stream.status == 431
+    assert stream.headers["content-type"] == "application/json"
+    assert json.loads(await stream.read_to_end())["error"]["code"] == (
+        "REQUEST_HEADER_FIELDS_TOO_LARGE"
+    )
+    assert backend.calls == []
+    ok = await gw.stream("/sse/small", {"X-Small": "a" * 1000})
+    assert ok.status == 200
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_retry_on_unavailable_turns_a_timeout_into_a_retry_stream(gateway, backend):
+    backend.connect_answer = Answer(delay=1.0)
+    gw = gateway(retry_on_unavailable=True, callback_timeout_seconds=0.1)
+    stream = await gw.stream()
+    assert stream.status == 200
+    assert stream.headers["content-type"] == "text/event-stream"
+    body = await stream.read_to_end()
+    assert stream.events == []
+    assert 1000 <= stream.parser.retry <= 5000, body
+    assert b": 504 GATEWAY_TIMEOUT\n\n" in body
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_retry_on_unavailable_leaves_backend_refusals_alone(gateway, backend):
+    backend.connect_answer = Answer(status=403)
+    gw = gateway(retry_on_unavailable=True)
+    stream = await gw.stream()
+    assert stream.status == 403
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_without_retry_on_unavailable_a_timeout_is_504(gateway, backend):
+    backend.connect_answer = Answer(delay=1.0)
+    gw = gateway(callback_timeout_seconds=0.1)
+    stream = await gw.stream()
+    assert stream.status == 504
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_startup_warns_when_internal_api_is_public_without_secret(backend):
+    exposed = await start_gateway({"CALLBACK_URL": backend.url})
+    await exposed.stop()
+    assert any("INTERNAL_SECRET" in line and "WARNING" in line for line in exposed.log)
+    protected = await start_gateway({"CALLBACK_URL": backend.url, "INTERNAL_SECRET": "s"})
+    await protected.stop()
+    assert not any("WARNING" in line and "INTERNAL_SECRET" in line for line in protected.log)
