@@ -19,10 +19,10 @@ setup(
         # libcurl keeps callback connections alive and pooled; the gateway falls back to
         # Tornado's own client where pycurl cannot be installed.
         "pycurl>=7.45; platform_system != 'Windows'",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "redis": ["redis>=5.0"],
-        "metrics": ["prometheus-client>=0.17"],
         "fast": ["uvloop>=0.17; platform_system != 'Windows'"],
         "test": [
             "pytest>=7",

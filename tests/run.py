@@ -37,7 +37,7 @@ def install_python_packages() -> None:
             "--quiet",
             "--disable-pip-version-check",
             "-e",
-            ".[test,redis,metrics]",
+            ".[test,redis]",
         ]
     )
 

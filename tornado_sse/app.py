@@ -19,12 +19,12 @@ from .gateway import Gateway
 from .handlers import (
     ConnectionsHandler,
     HeadersTooLargeHandler,
-    HealthHandler,
     NotFoundHandler,
-    ReadyHandler,
     SendHandler,
     StreamHandler,
 )
+from .metrics import Metrics
+from .ops import HealthHandler, MetricsHandler, ReadyHandler, log_request
 from .registry import Registry
 
 #: Paths that are never streams, whatever SSE_PATH_PREFIX says.
@@ -68,6 +68,7 @@ def make_app(
     backend: Backend | None = None,
     broker: Broker | None = None,
     registry: Registry | None = None,
+    metrics: Metrics | None = None,
 ) -> App:
     """Build the gateway for ``settings`` and the application that serves it.
 
@@ -79,16 +80,19 @@ def make_app(
             max_pending_events=settings.max_pending_events,
             max_queued_bytes=settings.max_queued_bytes,
         )
+    if metrics is None:
+        metrics = Metrics()
     if backend is None and settings.callback_url:
         backend = Backend(
             settings.callback_url,
             timeout=settings.callback_timeout_seconds,
             max_clients=settings.callback_max_clients,
             secret=settings.callback_secret,
+            observer=metrics.observe_callback,
         )
     if broker is None:
         broker = LocalBroker(registry, settings.history_size, settings.history_ttl_seconds)
-    gateway = Gateway(settings, registry=registry, backend=backend, broker=broker)
+    gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
 
     public = _public_routes(settings)
     internal = _internal_routes()
@@ -96,6 +100,7 @@ def make_app(
     options: dict[str, Any] = {
         "default_handler_class": NotFoundHandler,
         "default_handler_args": kwargs,
+        "log_function": log_request,
     }
     if settings.internal_port is None:
         app = App([(p, h, kwargs) for p, h in internal + public], **options)
@@ -125,4 +130,5 @@ def _internal_routes() -> list[tuple[str, type]]:
     return [
         (r"/internal/send", SendHandler),
         (r"/internal/connections", ConnectionsHandler),
+        (r"/metrics", MetricsHandler),
     ]

@@ -20,6 +20,7 @@ from .broker import Broker
 from .config import Settings
 from .connection import Connection, StreamWriter
 from .history import Replay
+from .metrics import Metrics
 from .registry import Registry
 
 log = logging.getLogger("tornado_sse.gateway")
@@ -32,12 +33,28 @@ class Gateway:
     """
 
     def __init__(
-        self, settings: Settings, *, registry: Registry, backend: Backend | None, broker: Broker
+        self,
+        settings: Settings,
+        *,
+        registry: Registry,
+        backend: Backend | None,
+        broker: Broker,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.backend = backend
         self.broker = broker
+        self.metrics = metrics
+        metrics.open_streams.set_function(lambda: registry.open_count)
+        metrics.broker_up.set_function(lambda: 1 if broker.ready else 0)
+        metrics.watch_writes(
+            lambda: (
+                registry.frames_written - registry.heartbeats_written,
+                registry.heartbeats_written,
+                registry.bytes_written,
+            )
+        )
         self.draining = False
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
@@ -88,6 +105,7 @@ class Gateway:
             )
         finally:
             self._connecting -= 1
+        self.metrics.connects.labels(outcome.outcome.value).inc()
         if outcome.outcome is Outcome.ACCEPTED:
             conn.channels = outcome.channels
         elif outcome.outcome is Outcome.TIMEOUT:
@@ -117,6 +135,9 @@ class Gateway:
         Called once per connection by the registry, after the stream has ended; the callback is
         scheduled and never waited for.
         """
+        if conn.close_detail == "slow_consumer":
+            self.metrics.slow_consumers.inc()
+        self.metrics.disconnects.labels(conn.close_reason, conn.close_detail or "").inc()
         if conn.opened_at:
             log.info(
                 "stream closed token=%s request_id=%s reason=%s detail=%s duration=%.3f",

@@ -385,35 +385,6 @@ def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-class HealthHandler(PublicHandler):
-    """``GET /healthz``: 200 while the process runs."""
-
-    def get(self) -> None:
-        self.write_json({"status": "ok"})
-
-
-class ReadyHandler(PublicHandler):
-    """``GET /readyz``: 200 when the gateway can take streams, else 503 with the reasons."""
-
-    def get(self) -> None:
-        gw = self.gateway
-        reasons = []
-        if not gw.configured:
-            reasons.append("CALLBACK_URL is not set")
-        if not gw.broker.ready:
-            reasons.append("the broker (Redis) is unreachable")
-        if gw.draining:
-            reasons.append("the gateway is shutting down")
-        if reasons:
-            self.write_json(
-                {"status": "not_ready", "configured": gw.configured, "reasons": reasons}, 503
-            )
-        else:
-            self.write_json(
-                {"status": "ready", "configured": True, "connections": gw.registry.open_count}
-            )
-
-
 class NotFoundHandler(JSONErrorMixin):
     """Every unmatched route: 404 JSON."""
 
@@ -426,8 +397,7 @@ class HeadersTooLargeHandler(JSONErrorMixin):
 
     def prepare(self) -> None:
         raise GatewayError(
-            "the request headers are larger than %d bytes"
-            % self.gateway.settings.max_header_bytes,
+            "the request headers are larger than %d bytes" % self.gateway.settings.max_header_bytes,
             status=431,
             code="REQUEST_HEADER_FIELDS_TOO_LARGE",
         )

@@ -61,5 +61,8 @@ def configure(log_format: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Tornado's access log writes one line per request, streams included: keep it for errors.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    # tornado_sse.access logs each internal API call at INFO and each failed request at WARNING
+    # or ERROR; below DEBUG only the failures show, so a busy backend does not log every send.
+    logging.getLogger("tornado_sse.access").setLevel(
+        logging.DEBUG if level.lower() == "debug" else logging.WARNING
+    )

@@ -49,6 +49,10 @@ class Registry:
         self._by_token: dict[str, Connection] = {}
         self._by_channel: dict[str, set[Connection]] = {}
         self._open = 0
+        #: Frames (events, heartbeats, retry hints) and bytes written, and heartbeats among them.
+        self.frames_written = 0
+        self.bytes_written = 0
+        self.heartbeats_written = 0
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -178,6 +182,8 @@ class Registry:
         reason ``error``, detail ``slow_consumer``, so memory stays bounded by the limit plus one
         frame per stream.
         """
+        self.frames_written += 1
+        self.bytes_written += len(frame)
         try:
             backlog = conn.write(frame)
         except StreamClosedError:
@@ -208,6 +214,7 @@ class Registry:
             if now - conn.opened_at >= min_age:
                 self.write(conn, protocol.HEARTBEAT)
                 count += 1
+        self.heartbeats_written += count
         return count
 
     def close_all(
