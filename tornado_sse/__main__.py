@@ -1,7 +1,8 @@
 """The ``tornado-sse`` command.
 
 ``tornado-sse [flags]`` runs the gateway; ``tornado-sse demo [flags]`` runs it with the bundled
-demo backend and page. Bad settings print one line and exit with status 2.
+demo backend and page; ``tornado-sse check [flags]`` validates the settings and probes the
+backend and Redis. Bad settings print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import demo
+from . import check, demo
 from . import log as logsetup
 from .config import ConfigError
 from .server import parse, serve
@@ -21,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
         return demo.main(argv[1:])
+    if argv and argv[0] == "check":
+        return check.main(argv[1:])
     try:
         settings = parse(argv)
     except ConfigError as exc:
