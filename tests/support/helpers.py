@@ -1,0 +1,137 @@
+"""Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
+
+They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
+body) and provide the few network tricks the tests need (a closed port, a request sent without
+waiting for its answer). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from tornado.netutil import bind_sockets
+from tornado.testing import bind_unused_port
+
+from .backend import Callback, FakeBackend
+from .sse_client import SSEStream
+
+
+def is_uuid4(text: object) -> bool:
+    """Whether ``text`` is a UUID4 in its canonical lower-case, hyphenated string form."""
+    if not isinstance(text, str):
+        return False
+    try:
+        value = uuid.UUID(text)
+    except ValueError:
+        return False
+    return value.version == 4 and str(value) == text
+
+
+async def assert_json_error(
+    stream: SSEStream, status: int, code: str, *, cors: bool = True
+) -> dict[str, Any]:
+    """Read ``stream``'s body and check it is the contract's JSON error ``code`` with ``status``.
+
+    The body must be exactly ``{"error": {"code": code, "message": <non-empty str>}}`` with
+    ``Content-Type: application/json``. With ``cors`` (errors of the stream endpoint, default
+    ``CORS_ORIGINS=*``) it must also carry ``Access-Control-Allow-Origin: *``. Returns the body.
+    """
+    # Check the status first: a stream accepted by mistake would never end.
+    assert stream.status == status, (stream.status, stream.headers)
+    raw = await stream.read_to_end()
+    content_type = stream.headers.get("content-type", "")
+    assert content_type.split(";")[0].strip().lower() == "application/json", (content_type, raw)
+    body = json.loads(raw)
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"code", "message"}, body
+    assert error["code"] == code, body
+    assert isinstance(error["message"], str) and error["message"].strip(), body
+    if cors:
+        assert stream.headers.get("access-control-allow-origin") == "*", stream.headers
+    return body
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): connecting to it is refused."""
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+def listen_also_on(backend: FakeBackend, port: int) -> None:
+    """Make ``backend`` also accept callbacks on ``port`` of 127.0.0.1 (e.g. a port that was
+    closed a moment ago), so a gateway configured with that port reaches it from now on."""
+    sockets = bind_sockets(port, "127.0.0.1")
+    backend._server.add_sockets(sockets)  # the fake exposes no public way to add a listener
+
+
+async def send_request(
+    port: int, path: str, headers: list[tuple[str, str]] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a GET for ``path`` and return at once, without waiting for the answer.
+
+    For tests where the client leaves before the gateway has answered.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port]
+    lines += ["%s: %s" % pair for pair in headers or []]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    return reader, writer
+
+
+async def read_to_clean_end(stream: SSEStream, timeout: float = 5.0) -> bool:
+    """Read the rest of a chunked body into ``stream`` (``raw``, ``events``); True if it ended
+    with the terminating zero-size chunk, False if the connection was cut instead.
+
+    :meth:`SSEStream.read_to_end` treats both the same; the contract's clean end (a browser sees
+    the stream end and reconnects) is the terminating chunk.
+    """
+    assert stream.headers.get("transfer-encoding", "").lower() == "chunked", stream.headers
+
+    async def loop() -> bool:
+        reader = stream.reader
+        while True:
+            try:
+                size_line = await reader.readline()
+                if not size_line.endswith(b"\n"):
+                    return False  # EOF in the middle of (or instead of) a chunk header
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    trailer = await reader.readline()
+                    return trailer == b"\r\n"
+                data = await reader.readexactly(size)
+                if await reader.readexactly(2) != b"\r\n":
+                    return False
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return False
+            stream.raw += data
+            stream.events.extend(stream.parser.feed(data))
+
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    finally:
+        stream.ended = True
+
+
+def connects_for(backend: FakeBackend, url: str) -> list[Callback]:
+    """The connect callbacks recorded for the request target ``url``."""
+    return [c for c in backend.of("connect") if c.body["request"]["url"] == url]
+
+
+async def open_and_close_another(gw: Any, backend: FakeBackend, path: str) -> Callback:
+    """Open an accepted stream on ``path``, leave, and wait for its disconnect callback.
+
+    Proves an absence: a disconnect the gateway would have sent for an earlier stream was
+    scheduled before this one's and has had its chance to arrive. ``path`` must be unique in the
+    test and ``backend`` must accept it. Returns the disconnect callback received.
+    """
+    stream = await gw.open(path)
+    (connect,) = connects_for(backend, path)
+    await stream.aclose()
+    (disconnect,) = await backend.wait_for_calls("disconnect", token=connect.token)
+    return disconnect
