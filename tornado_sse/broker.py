@@ -26,8 +26,17 @@ class Broker(Protocol):
     async def send(self, request: SendRequest) -> str:
         """Deliver ``request``: ``"ok"`` or ``"buffered"``; raises a ``GatewayError``."""
 
-    def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
-        """Frames published on ``channels`` after ``last_event_id``, or a gap."""
+    async def register(self, token: str) -> None:
+        """Make ``token`` reachable (before its connect callback); raises ``BrokerUnavailable``."""
+
+    def unregister(self, token: str) -> None:
+        """Forget ``token`` (its stream ended); never waits."""
+
+    async def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
+        """Events published on ``channels`` after ``last_event_id``, or a gap."""
+
+    def start(self) -> None:
+        """Start background work (call once the IOLoop runs)."""
 
     async def close(self) -> None:
         """Release the broker's resources."""
@@ -59,10 +68,19 @@ class LocalBroker:
         event_id = self.ids.next()
         frame = protocol.encode_event(event.data, event.name, str(event_id))
         self.history.append(event_id, channel, frame)
-        return self.registry.publish(channel, frame)
+        return self.registry.publish(channel, event_id, frame)
 
-    def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
+    async def register(self, token: str) -> None:
+        return None
+
+    def unregister(self, token: str) -> None:
+        return None
+
+    async def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
         return self.history.replay(last_event_id, channels)
+
+    def start(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

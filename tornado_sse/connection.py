@@ -57,6 +57,7 @@ class Connection:
         "close_reason",
         "close_detail",
         "backend_may_know",
+        "held",
         "_pending",
         "_pending_close",
         "_writer",
@@ -83,6 +84,9 @@ class Connection:
         self.close_reason: str | None = None
         self.close_detail: str | None = None
         self.backend_may_know = False
+        #: While a replay is fetched: the live channel events that arrived meanwhile, as
+        #: ``(id, frame)``; ``None`` when live events are written straight away.
+        self.held: list[tuple[int, bytes]] | None = None
         self._pending: list[bytes] = []
         self._pending_close = False
         self._writer: StreamWriter | None = None

@@ -18,8 +18,9 @@ from . import protocol
 from .backend import Backend, ConnectOutcome, Outcome
 from .broker import Broker
 from .config import Settings
-from .connection import Connection, StreamWriter
-from .history import Replay
+from .connection import Connection, State, StreamWriter
+from .errors import GatewayError
+from .history import Replay, parse_event_id
 from .metrics import Metrics
 from .registry import Registry
 
@@ -116,18 +117,29 @@ class Gateway:
             self.registry.fail(conn, backend_may_know=False)
         return outcome
 
-    def replay_for(self, conn: Connection) -> tuple[bytes, ...]:
-        """Frames a (re)connecting stream gets before live events: replay or a gap event."""
-        if conn.last_event_id is None or not conn.channels:
-            return ()
-        replay: Replay = self.broker.replay(conn.last_event_id, conn.channels)
+    async def open(self, conn: Connection, writer: StreamWriter) -> None:
+        """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
+        when the client sent ``Last-Event-ID``, then live events."""
+        replaying = (
+            conn.last_event_id is not None
+            and bool(conn.channels)
+            and self.settings.history_size > 0
+        )
+        if not self.registry.open(conn, writer, hold=replaying) or not replaying:
+            return
+        assert conn.last_event_id is not None
+        try:
+            replay = await self.broker.replay(conn.last_event_id, conn.channels)
+        except GatewayError:
+            replay = Replay(gap=True)  # the history is out of reach: say so, go on live
+        if conn.state is not State.OPEN:
+            return
         if replay.gap:
-            return (protocol.encode_event(conn.last_event_id, "history_gap"),)
-        return replay.frames
-
-    def open(self, conn: Connection, writer: StreamWriter) -> bool:
-        """Open an accepted stream on ``writer``: queued sends, replay, then live events."""
-        return self.registry.open(conn, writer, self.replay_for(conn))
+            gap = protocol.encode_event(conn.last_event_id, "history_gap")
+            self.registry.release(conn, [(0, gap)], after=0)
+        else:
+            last = parse_event_id(conn.last_event_id) or 0
+            self.registry.release(conn, replay.events, after=last)
 
     def connection_ended(self, conn: Connection) -> None:
         """Log the end of ``conn`` and, if it may believe it connected, tell the backend.

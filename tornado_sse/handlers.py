@@ -163,13 +163,13 @@ class StreamHandler(PublicHandler):
             raise error
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
-            gw.open(conn, self)
+            await gw.open(conn, self)
             raise ServiceUnavailable("the stream ended before it opened", code="SHUTTING_DOWN")
         self._set_stream_headers()
         self._done = asyncio.get_running_loop().create_future()
         self.flush()
         log.info("stream opened token=%s request_id=%s", conn.token, conn.request_id)
-        gw.open(conn, self)
+        await gw.open(conn, self)
 
     def _answer_retry(self, error: GatewayError) -> None:
         """Open and at once end a stream with a ``retry:`` hint, so that a browser retries a

@@ -25,9 +25,10 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """What a reconnecting stream gets: the frames to replay, or a gap (replay impossible)."""
+    """What a reconnecting stream gets: ``(id, frame)`` pairs to replay in order, or a gap
+    (replay impossible)."""
 
-    frames: tuple[bytes, ...] = ()
+    events: tuple[tuple[int, bytes], ...] = ()
     gap: bool = False
 
 
@@ -96,11 +97,17 @@ class History:
     def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
         """Frames of ``channels`` published after ``last_event_id``, in order, or a gap.
 
-        A gap when the id was never issued here or events after it are no longer kept.
+        A gap when the id was never issued here or events after it are no longer kept. Nothing
+        at all (no replay, no gap) when the history is off.
         """
+        if not self.enabled:
+            return Replay()
         self._expire()
         last = parse_event_id(last_event_id)
         if last is None or last < self._dropped_through or last > self._last_id:
             return Replay(gap=True)
-        frames = tuple(e.frame for e in self._entries if e.id > last and e.channel in channels)
-        return Replay(frames=frames)
+        return Replay(
+            events=tuple(
+                (e.id, e.frame) for e in self._entries if e.id > last and e.channel in channels
+            )
+        )

@@ -83,12 +83,13 @@ class Registry:
         """Register a connection whose connect callback is starting; sends to it are queued."""
         self._by_token[conn.token] = conn
 
-    def open(self, conn: Connection, writer: StreamWriter, replay: Iterable[bytes] = ()) -> bool:
+    def open(self, conn: Connection, writer: StreamWriter, *, hold: bool = False) -> bool:
         """Open ``conn`` on ``writer`` after a 2xx connect answer.
 
-        Writes, in order, the sends queued during the callback, then ``replay`` frames, then
-        subscribes ``conn.channels`` so live frames follow. Returns False (and reports the
-        disconnect) if the stream was closed meanwhile, e.g. the client left during the callback.
+        Writes the sends queued during the callback, then subscribes ``conn.channels`` so live
+        channel events follow; with ``hold`` those are kept aside until :meth:`release` (so a
+        replay can be written first). Returns False (and reports the end) if the stream was
+        closed meanwhile, e.g. the client left during the callback or a queued close ended it.
         """
         conn.backend_may_know = True
         if conn.state is State.CLOSED:
@@ -102,11 +103,24 @@ class Registry:
         if close:
             self.close(conn, SERVER_CLOSED)
             return False
-        for frame in replay:
-            self.write(conn, frame)
+        if conn.state is not State.OPEN:
+            return False
+        if hold:
+            conn.held = []
         for channel in conn.channels:
             self._by_channel.setdefault(channel, set()).add(conn)
-        return conn.state is State.OPEN
+        return True
+
+    def release(self, conn: Connection, replay: Iterable[tuple[int, bytes]], after: int) -> None:
+        """Write ``replay`` to a held stream, then the live events held meanwhile, skipping
+        those already replayed (ids at most ``after`` or at most the last id replayed)."""
+        held, conn.held = conn.held or [], None
+        for event_id, frame in replay:
+            after = max(after, event_id)
+            self.write(conn, frame)
+        for event_id, frame in held:
+            if event_id > after:
+                self.write(conn, frame)
 
     def fail(self, conn: Connection, *, backend_may_know: bool, detail: str | None = None) -> None:
         """End a connection whose connect did not open a stream.
@@ -140,6 +154,7 @@ class Registry:
                 members.discard(conn)
                 if not members:
                     del self._by_channel[channel]
+        conn.held = None
         writer = conn.detach()
         if was_open:
             self._open -= 1
@@ -196,14 +211,18 @@ class Registry:
         if backlog > self.max_queued_bytes:
             self.close(conn, ERROR, "slow_consumer")
 
-    def publish(self, channel: str, frame: bytes) -> int:
-        """Write ``frame`` to every open stream subscribed to ``channel``; returns how many."""
+    def publish(self, channel: str, event_id: int, frame: bytes) -> int:
+        """Write channel event ``frame`` (id ``event_id``) to every open stream subscribed to
+        ``channel`` (held streams keep it for :meth:`release`); returns how many."""
         members = self._by_channel.get(channel)
         if not members:
             return 0
         targets = list(members)
         for conn in targets:
-            self.write(conn, frame)
+            if conn.held is not None:
+                conn.held.append((event_id, frame))
+            else:
+                self.write(conn, frame)
         return len(targets)
 
     def heartbeat(self, min_age: float, now: float | None = None) -> int:
