@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "redis-server": "redis-server",
+    "nginx": "nginx",
 }
 
 

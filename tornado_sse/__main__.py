@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import check, demo
 from . import log as logsetup
 from .config import ConfigError
-from .server import parse, serve
+from .server import parse, run_processes, serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tornado-sse: error: %s" % exc, file=sys.stderr)
         return 2
     logsetup.configure(settings.log_format, settings.log_level)
+    if settings.processes != 1:
+        return run_processes(settings)
     return asyncio.run(serve(settings))
 
 

@@ -90,6 +90,15 @@ def make_app(
             secret=settings.callback_secret,
             observer=metrics.observe_callback,
         )
+    if broker is None and settings.redis_url:
+        from .redis_broker import RedisBroker  # redis is an optional extra
+
+        broker = RedisBroker(
+            settings.redis_url,
+            registry,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl_seconds,
+        )
     if broker is None:
         broker = LocalBroker(registry, settings.history_size, settings.history_ttl_seconds)
     gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)

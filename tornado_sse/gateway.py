@@ -95,18 +95,26 @@ class Gateway:
     async def connect(self, conn: Connection) -> ConnectOutcome:
         """Run the connect callback for ``conn`` and settle everything but the HTTP answer.
 
-        On a 2xx the caller opens the stream with :meth:`open`. Otherwise the connection is
-        ended here, and the backend hears ``disconnect`` if it may believe the token connected.
+        The broker learns the token first (raises ``BrokerUnavailable`` if it cannot). On a 2xx
+        the caller opens the stream with :meth:`open`. Otherwise the connection is ended here,
+        and the backend hears ``disconnect`` if it may believe the token connected.
         """
         assert self.backend is not None
         self._connecting += 1
         try:
+            try:
+                await self.broker.register(conn.token)
+            except GatewayError:
+                self.registry.fail(conn, backend_may_know=False)
+                raise
             outcome = await self.backend.connect(
                 conn.token, conn.url, conn.headers, conn.request_id
             )
         finally:
             self._connecting -= 1
         self.metrics.connects.labels(outcome.outcome.value).inc()
+        if outcome.outcome is not Outcome.ACCEPTED:
+            self.broker.unregister(conn.token)
         if outcome.outcome is Outcome.ACCEPTED:
             conn.channels = outcome.channels
         elif outcome.outcome is Outcome.TIMEOUT:
@@ -147,6 +155,7 @@ class Gateway:
         Called once per connection by the registry, after the stream has ended; the callback is
         scheduled and never waited for.
         """
+        self.broker.unregister(conn.token)
         if conn.close_detail == "slow_consumer":
             self.metrics.slow_consumers.inc()
         self.metrics.disconnects.labels(conn.close_reason, conn.close_detail or "").inc()
@@ -174,6 +183,7 @@ class Gateway:
 
     def start(self) -> None:
         """Start the shared heartbeat timer (call once the IOLoop runs)."""
+        self.broker.start()
         if self._heartbeat is None:
             interval = self.settings.heartbeat_interval_seconds
             self._heartbeat = PeriodicCallback(self.beat, interval * 1000)

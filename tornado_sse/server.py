@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from .app import App, make_app
@@ -37,14 +41,31 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
     )
 
 
-def listen(app: App, settings: Settings) -> list[HTTPServer]:
+@dataclass
+class Sockets:
+    """Listening sockets bound before forking, shared by every process."""
+
+    main: list[socket.socket]
+    internal: list[socket.socket] = field(default_factory=list)
+
+    @classmethod
+    def bind(cls, settings: Settings) -> Sockets:
+        address = settings.address or None
+        internal = []
+        if settings.internal_port is not None:
+            internal = bind_sockets(settings.internal_port, address)
+        return cls(bind_sockets(settings.port, address), internal)
+
+
+def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
     """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set."""
+    sockets = sockets or Sockets.bind(settings)
     server = http_server(app, settings)
-    server.listen(settings.port, settings.address)
+    server.add_sockets(sockets.main)
     servers = [server]
-    if app.internal_app is not None and settings.internal_port is not None:
+    if app.internal_app is not None:
         internal = http_server(app.internal_app, settings)
-        internal.listen(settings.internal_port, settings.address)
+        internal.add_sockets(sockets.internal)
         servers.append(internal)
     return servers
 
@@ -59,10 +80,25 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-async def serve(settings: Settings, app: App | None = None) -> int:
-    """Run the gateway until SIGTERM or SIGINT, then drain it. Returns the exit status."""
+async def serve(
+    settings: Settings,
+    app: App | None = None,
+    sockets: Sockets | None = None,
+    process_index: int | None = None,
+) -> int:
+    """Run the gateway until SIGTERM or SIGINT, then drain it. Returns the exit status.
+
+    ``sockets`` are shared listening sockets (several processes); ``process_index`` is this
+    process's number among them: with ``INTERNAL_PORT`` P it also serves the internal API and
+    its own ``/metrics`` on P + 1 + index.
+    """
     app = app or make_app(settings)
-    servers = listen(app, settings)
+    servers = listen(app, settings, sockets)
+    if process_index is not None and app.internal_app is not None:
+        assert settings.internal_port is not None
+        own = http_server(app.internal_app, settings)
+        own.listen(settings.internal_port + 1 + process_index, settings.address)
+        servers.append(own)
     app.gateway.start()
     warn_if_exposed(settings)
     if not settings.callback_url:
@@ -91,3 +127,63 @@ async def serve(settings: Settings, app: App | None = None) -> int:
         server.stop()
     log.info("stopped")
     return 0
+
+
+#: How many times, in all, dead processes are started again before the whole gateway stops.
+MAX_RESTARTS = 10
+
+
+def run_processes(settings: Settings) -> int:
+    """Run ``settings.processes`` gateway processes (0: one per core) sharing the listening
+    sockets; forward SIGTERM/SIGINT to them, restart one that dies on its own, and return 0 if
+    every process drained cleanly."""
+    count = settings.processes or os.cpu_count() or 1
+    sockets = Sockets.bind(settings)
+    children: dict[int, int] = {}
+    stopping = False
+    restarts = 0
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = asyncio.run(serve(settings, sockets=sockets, process_index=index))
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for index in range(count):
+        spawn(index)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("started processes=%d", count)
+    status = 0
+    while children:
+        pid, wait_status = os.wait()
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if stopping:
+            status = status or (code != 0)
+        elif restarts < MAX_RESTARTS:
+            restarts += 1
+            log.warning("process %d exited with status %d; starting it again", index, code)
+            spawn(index)
+        else:
+            log.error("process %d exited with status %d; too many restarts, stopping", index, code)
+            status = 1
+            forward(signal.SIGTERM, None)
+    return int(status)
