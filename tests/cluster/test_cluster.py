@@ -43,7 +43,7 @@ async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
     try:
         for i, gw in enumerate(gateways):
             streams.append(await open_on(gw, "/sse/on-%d" % i, backend))
-        for i, (stream, token) in enumerate(streams):
+        for i, (_, token) in enumerate(streams):
             via = gateways[(i + 1) % 3]  # never the instance that holds the stream
             for n in range(5):
                 assert await send(via, {"token": token, "event": {"data": "%d-%d" % (i, n)}}) == (
@@ -203,7 +203,7 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
     try:
         for i in range(8):
             streams.append(await open_on(gw, "/sse/p%d" % i, backend))
-        for i, (_, token) in enumerate(streams):
+        for _, token in streams:
             for n in range(3):  # each send lands on either process
                 assert await send(gw, {"token": token, "event": {"data": "%d" % n}}) == (
                     200,
