@@ -138,6 +138,24 @@ class StreamHandler(PublicHandler):
     async def prepare(self) -> None:
         if self.request.method != "GET":
             return
+        try:
+            await self._open_stream()
+        except GatewayError as error:
+            if self._retryable(error):
+                self._answer_retry(error)
+                return
+            raise
+
+    def _retryable(self, error: GatewayError) -> bool:
+        """Whether ``error`` is transient and ``RETRY_ON_UNAVAILABLE`` asks for a retry stream."""
+        return (
+            self.gateway.settings.retry_on_unavailable
+            and error.status in (503, 504)
+            and error.code != ServiceNotConfigured.code
+            and not self._http.stream.closed()
+        )
+
+    async def _open_stream(self) -> None:
         gw = self.gateway
         if not gw.configured:
             raise ServiceNotConfigured("CALLBACK_URL is not set: no stream can be authorised")
@@ -156,11 +174,7 @@ class StreamHandler(PublicHandler):
         )
         outcome = await gw.connect(conn)
         if outcome.outcome is not Outcome.ACCEPTED:
-            error = _connect_error(outcome.outcome, outcome.status, outcome.message)
-            if gw.settings.retry_on_unavailable and error.status in (503, 504):
-                self._answer_retry(error)
-                return
-            raise error
+            raise _connect_error(outcome.outcome, outcome.status, outcome.message)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
             await gw.open(conn, self)
@@ -392,8 +406,14 @@ class NotFoundHandler(JSONErrorMixin):
         raise NotFound("no route for %s %s" % (self.request.method, self.request.path))
 
 
-class HeadersTooLargeHandler(JSONErrorMixin):
-    """Any request whose head is over ``MAX_HEADER_BYTES``: 431 JSON."""
+class HeadersTooLargeHandler(PublicHandler):
+    """Any request whose head is over ``MAX_HEADER_BYTES``: 431 JSON (with CORS headers on
+    the public endpoints, which pages call, and none on the internal API)."""
+
+    def _set_cors_headers(self) -> None:
+        path = self.request.path
+        if not (path.startswith("/internal/") or path == "/metrics"):
+            super()._set_cors_headers()
 
     def prepare(self) -> None:
         raise GatewayError(

@@ -87,3 +87,29 @@ async def test_startup_warns_when_internal_api_is_public_without_secret(backend)
     protected = await start_gateway({"CALLBACK_URL": backend.url, "INTERNAL_SECRET": "s"})
     await protected.stop()
     assert not any("WARNING" in line and "INTERNAL_SECRET" in line for line in protected.log)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_retry_on_unavailable_answers_new_streams_with_retry_while_draining(gateway, backend):
+    gw = gateway(retry_on_unavailable=True)
+    gw.gateway.draining = True
+    stream = await gw.stream()
+    assert stream.status == 200
+    body = await stream.read_to_end()
+    assert b": 503 SHUTTING_DOWN\n\n" in body
+    assert 1000 <= stream.parser.retry <= 5000
+    assert backend.calls == []
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_431_on_the_stream_endpoint_carries_cors_but_not_on_the_internal_api(
+    gateway, backend
+):
+    gw = gateway(max_header_bytes=2048)
+    big = {"X-Big": "a" * 3000}
+    stream = await gw.stream("/sse/x", big)
+    assert stream.status == 431
+    assert stream.headers["access-control-allow-origin"] == "*"
+    internal = await gw.post({"token": "t"}, headers=big)
+    assert internal.code == 431
+    assert "Access-Control-Allow-Origin" not in internal.headers

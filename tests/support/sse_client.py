@@ -148,5 +148,9 @@ async def open_stream(
             response_headers[name.strip().lower()] = value.strip()
         return status, response_headers
 
-    status, response_headers = await asyncio.wait_for(head(), timeout)
+    try:
+        status, response_headers = await asyncio.wait_for(head(), timeout)
+    except BaseException:
+        writer.close()
+        raise
     return SSEStream(reader, writer, status, response_headers)
