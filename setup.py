@@ -29,6 +29,7 @@ setup(
             "pytest-tornado==0.8.1",
             "hypothesis>=6",
             "selenium>=4.10",
+            "flask>=3.0",
         ],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },

@@ -1,0 +1,239 @@
+"""examples/flask_backend end to end: the Flask app and a gateway, each in a process of its own.
+
+The gateway signs its callbacks (``CALLBACK_SECRET``) and wants a bearer secret on its internal
+API (``INTERNAL_SECRET``); the Flask app is given both, so every stream that opens proves the
+signature check passed, and every event that arrives proves the bearer secret was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from tests.support.process import GatewayProcess, start_gateway, unused_port
+from tests.support.sse_client import SSEStream, open_stream
+from tornado_sse.signing import sign
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flask_backend" / "app.py"
+CALLBACK_SECRET = "callback-secret-for-the-test"
+INTERNAL_SECRET = "internal-secret-for-the-test"
+
+
+@dataclass
+class FlaskProcess:
+    process: asyncio.subprocess.Process
+    port: int
+    log: list[str]
+    pump: asyncio.Task[None]
+
+    @property
+    def base_url(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    async def stop(self) -> None:
+        """End it by its PID (SIGTERM, then SIGKILL)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except asyncio.TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self.pump.cancel()
+
+
+async def start_flask(port: int, env: dict[str, str], timeout: float = 15.0) -> FlaskProcess:
+    """``python examples/flask_backend/app.py`` on ``port``; returns once it answers."""
+    if importlib.util.find_spec("flask") is None:
+        pytest.fail(
+            "flask is not installed: examples/flask_backend needs it (add it to the [test] "
+            "extra of setup.py)",
+            pytrace=False,
+        )
+    full_env = dict(os.environ, **env, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        env=full_env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    log: list[str] = []
+    running = asyncio.Event()
+
+    async def pump() -> None:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            log.append(text)
+            if "Running on" in text:  # the development server logs it once it is bound
+                running.set()
+
+    flask = FlaskProcess(process, port, log, asyncio.ensure_future(pump()))
+    waiters = {asyncio.ensure_future(running.wait()), asyncio.ensure_future(process.wait())}
+    _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
+    if not running.is_set():
+        await flask.stop()
+        raise AssertionError("the Flask example did not start:\n" + "\n".join(log))
+    health = await AsyncHTTPClient().fetch(flask.base_url + "/healthz", raise_error=False)
+    assert health.code == 200, (health.code, "\n".join(log))
+    return flask
+
+
+@dataclass
+class Deployment:
+    """The Flask example and a gateway that calls it back."""
+
+    flask: FlaskProcess
+    gateway: GatewayProcess
+    streams: list[SSEStream] = field(default_factory=list)
+
+    async def stream(self, path: str, headers: dict[str, str] | None = None) -> SSEStream:
+        """Open a stream on the gateway, as a browser would; closed at the end of the test."""
+        stream = await open_stream(self.gateway.port, path, headers)
+        self.streams.append(stream)
+        return stream
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        """POST JSON to the Flask app; returns the response."""
+        return await AsyncHTTPClient().fetch(
+            self.flask.base_url + path,
+            method="POST",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", **(headers or {})},
+            raise_error=False,
+        )
+
+    async def tokens(self) -> dict[str, str]:
+        response = await AsyncHTTPClient().fetch(self.flask.base_url + "/tokens")
+        answer = json.loads(response.body)
+        assert answer["count"] == len(answer["tokens"]), answer
+        return dict(answer["tokens"])
+
+
+@contextlib.asynccontextmanager
+async def deployment() -> AsyncIterator[Deployment]:
+    flask_port = unused_port()
+    gateway = await start_gateway(
+        {
+            "CALLBACK_URL": "http://127.0.0.1:%d/sse/callback" % flask_port,
+            "CALLBACK_SECRET": CALLBACK_SECRET,
+            "INTERNAL_SECRET": INTERNAL_SECRET,
+        }
+    )
+    try:
+        flask = await start_flask(
+            flask_port,
+            {
+                "SSE_GATEWAY_URL": gateway.base_url,
+                "SSE_CALLBACK_SECRET": CALLBACK_SECRET,
+                "SSE_INTERNAL_SECRET": INTERNAL_SECRET,
+            },
+        )
+        deployed = Deployment(flask, gateway)
+        try:
+            yield deployed
+        finally:
+            for stream in deployed.streams:
+                await stream.aclose()
+            await flask.stop()
+    finally:
+        await gateway.stop()
+
+
+def assert_ok(response: HTTPResponse) -> None:
+    assert response.code == 200, (response.code, response.body)
+    assert json.loads(response.body)["status"] == "ok"
+
+
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_notify_reaches_only_that_user_and_broadcast_reaches_everyone():
+    async with deployment() as app:
+        alice = await app.stream("/sse/demo?user=alice")  # the demo's query-string login
+        bob = await app.stream("/sse/demo", {"Cookie": "theme=dark; user=bob"})  # or a cookie
+        assert (alice.status, bob.status) == (200, 200)
+        assert sorted((await app.tokens()).values()) == ["alice", "bob"]
+
+        assert_ok(await app.post("/notify/alice", {"data": "for alice", "name": "note"}))
+        (event,) = await alice.wait_events(1)
+        assert (event.type, event.data) == ("note", "for alice")
+        assert event.last_event_id  # a channel event: the gateway gave it an id
+
+        assert_ok(await app.post("/broadcast", {"data": "for everyone"}))
+        # Published after alice's note on the same gateway: had bob received the note, it
+        # would come first.
+        (bob_event,) = await bob.wait_events(1)
+        assert bob_event.data == "for everyone"
+        events = await alice.wait_events(2)
+        assert [e.data for e in events] == ["for alice", "for everyone"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_closing_the_stream_makes_the_backend_forget_its_token():
+    async with deployment() as app:
+        alice = await app.stream("/sse/demo?user=alice")
+        bob = await app.stream("/sse/demo?user=bob")
+        assert (alice.status, bob.status) == (200, 200)
+        tokens = await app.tokens()
+        assert sorted(tokens.values()) == ["alice", "bob"]
+
+        await alice.aclose()
+        # The disconnect callback reaches Flask after the stream ended; poll, bounded.
+        deadline = time.monotonic() + 5
+        while "alice" in (remaining := await app.tokens()).values():
+            assert time.monotonic() < deadline, remaining
+            await asyncio.sleep(0.02)
+        assert list(remaining.values()) == ["bob"]
+        assert set(remaining) < set(tokens)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unsigned_callbacks_anonymous_streams_and_secretless_sends_are_refused():
+    async with deployment() as app:
+        callback = {
+            "action": "connect",
+            "token": "00000000-0000-4000-8000-000000000000",
+            "request": {"url": "/sse/demo?user=mallory", "headers": {}},
+        }
+        raw = json.dumps(callback).encode()
+        unsigned = await app.post("/sse/callback", callback)
+        assert unsigned.code == 401
+        forged = await app.post(
+            "/sse/callback", callback, {"X-SSE-Signature": sign(raw, "not-the-secret")}
+        )
+        assert forged.code == 401
+        assert await app.tokens() == {}
+
+        # A stream without a user: the backend answers 401, the browser gets it.
+        anonymous = await app.stream("/sse/demo")
+        assert anonymous.status == 401
+        assert json.loads(await anonymous.read_to_end())["error"]["code"] == "BACKEND_AUTH_FAILED"
+
+        # The gateway really wants the bearer secret that the Flask app sends.
+        direct = await AsyncHTTPClient().fetch(
+            app.gateway.base_url + "/internal/send",
+            method="POST",
+            body=json.dumps({"channel": "broadcast", "event": {"data": "x"}}),
+            headers={"Content-Type": "application/json"},
+            raise_error=False,
+        )
+        assert direct.code == 401
