@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +21,13 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from tests.support.process import GatewayProcess, start_gateway, unused_port
+from tests.support.process import (
+    ChildProcess,
+    GatewayProcess,
+    start_gateway,
+    start_process,
+    unused_port,
+)
 from tests.support.sse_client import SSEStream, open_stream
 from tornado_sse.signing import sign
 
@@ -32,30 +36,7 @@ CALLBACK_SECRET = "callback-secret-for-the-test"
 INTERNAL_SECRET = "internal-secret-for-the-test"
 
 
-@dataclass
-class FlaskProcess:
-    process: asyncio.subprocess.Process
-    port: int
-    log: list[str]
-    pump: asyncio.Task[None]
-
-    @property
-    def base_url(self) -> str:
-        return "http://127.0.0.1:%d" % self.port
-
-    async def stop(self) -> None:
-        """End it by its PID (SIGTERM, then SIGKILL)."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except asyncio.TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        self.pump.cancel()
-
-
-async def start_flask(port: int, env: dict[str, str], timeout: float = 15.0) -> FlaskProcess:
+async def start_flask(port: int, env: dict[str, str], timeout: float = 15.0) -> ChildProcess:
     """``python examples/flask_backend/app.py`` on ``port``; returns once it answers."""
     if importlib.util.find_spec("flask") is None:
         pytest.fail(
@@ -63,36 +44,17 @@ async def start_flask(port: int, env: dict[str, str], timeout: float = 15.0) -> 
             "extra of setup.py)",
             pytrace=False,
         )
-    full_env = dict(os.environ, **env, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLE),
-        env=full_env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    flask = await start_process(
+        [sys.executable, str(EXAMPLE)],
+        port=port,
+        env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
+        # the development server logs this line once it is bound
+        ready=lambda line: "Running on" in line,
+        what="the Flask example",
+        timeout=timeout,
     )
-    log: list[str] = []
-    running = asyncio.Event()
-
-    async def pump() -> None:
-        assert process.stderr is not None
-        while line := await process.stderr.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            log.append(text)
-            if "Running on" in text:  # the development server logs it once it is bound
-                running.set()
-
-    flask = FlaskProcess(process, port, log, asyncio.ensure_future(pump()))
-    waiters = {asyncio.ensure_future(running.wait()), asyncio.ensure_future(process.wait())}
-    _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for waiter in pending:
-        waiter.cancel()
-    if not running.is_set():
-        await flask.stop()
-        raise AssertionError("the Flask example did not start:\n" + "\n".join(log))
     health = await AsyncHTTPClient().fetch(flask.base_url + "/healthz", raise_error=False)
-    assert health.code == 200, (health.code, "\n".join(log))
+    assert health.code == 200, (health.code, "\n".join(flask.log))
     return flask
 
 
@@ -100,7 +62,7 @@ async def start_flask(port: int, env: dict[str, str], timeout: float = 15.0) -> 
 class Deployment:
     """The Flask example and a gateway that calls it back."""
 
-    flask: FlaskProcess
+    flask: ChildProcess
     gateway: GatewayProcess
     streams: list[SSEStream] = field(default_factory=list)
 

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,13 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer, FakeBackend
 from tests.support.internal import error_code, raw_request
-from tests.support.process import GatewayProcess, start_gateway, unused_port
+from tests.support.process import (
+    ChildProcess,
+    GatewayProcess,
+    start_gateway,
+    start_process,
+    unused_port,
+)
 from tests.support.sse_client import SSEStream, open_stream
 
 NGINX_CONF = Path(__file__).resolve().parents[2] / "conf" / "nginx.conf"
@@ -76,62 +81,16 @@ def render_conf(
     return text
 
 
-@dataclass
-class NginxProcess:
-    process: asyncio.subprocess.Process
-    port: int
-    log: list[str]
-    pump: asyncio.Task[None]
-
-    async def stop(self) -> None:
-        """Fast shutdown by PID (SIGTERM), SIGKILL if it does not exit in time."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except asyncio.TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        self.pump.cancel()
-
-
-async def start_nginx(binary: str, conf: Path, prefix: Path, port: int) -> NginxProcess:
+async def start_nginx(binary: str, conf: Path, prefix: Path, port: int) -> ChildProcess:
     """Run nginx in the foreground with ``conf``; return once a worker has started."""
     directives = "daemon off; pid %s; error_log stderr notice;" % (prefix / "nginx.pid")
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        "-p",
-        str(prefix),
-        "-c",
-        str(conf),
-        "-g",
-        directives,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    return await start_process(
+        [binary, "-p", str(prefix), "-c", str(conf), "-g", directives],
+        port=port,
+        ready=lambda line: "start worker process" in line,
+        what="nginx",
+        timeout=START_TIMEOUT,
     )
-    log: list[str] = []
-    started = asyncio.Event()
-
-    async def pump() -> None:
-        assert process.stderr is not None
-        while line := await process.stderr.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            log.append(text)
-            if "start worker process" in text:
-                started.set()
-
-    nginx = NginxProcess(process, port, log, asyncio.ensure_future(pump()))
-    waiters = {asyncio.ensure_future(started.wait()), asyncio.ensure_future(process.wait())}
-    done, pending = await asyncio.wait(
-        waiters, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-    )
-    for waiter in pending:
-        waiter.cancel()
-    if not started.is_set():
-        await nginx.stop()
-        raise AssertionError("nginx did not start:\n" + "\n".join(log))
-    return nginx
 
 
 @dataclass
@@ -139,7 +98,7 @@ class Proxied:
     """A gateway process with nginx in front of it."""
 
     gateway: GatewayProcess
-    nginx: NginxProcess
+    nginx: ChildProcess
     streams: list[SSEStream] = field(default_factory=list)
 
     async def stream(

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tornado.testing import bind_unused_port
@@ -31,10 +32,13 @@ def rss_bytes(pid: int) -> int:
 
 
 @dataclass
-class GatewayProcess:
+class ChildProcess:
+    """A server started by a test, with its stderr lines in :attr:`log`."""
+
     process: asyncio.subprocess.Process
     port: int
     log: list[str]
+    pump: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int:
@@ -52,7 +56,7 @@ class GatewayProcess:
         return await asyncio.wait_for(self.process.wait(), timeout)
 
     async def stop(self) -> None:
-        """End the process if it still runs (SIGTERM, then SIGKILL)."""
+        """End the process by its PID if it still runs (SIGTERM, then SIGKILL)."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -60,43 +64,62 @@ class GatewayProcess:
             except asyncio.TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-        self._pump.cancel()
+        if self.pump is not None:
+            self.pump.cancel()
 
-    _pump: asyncio.Task[None] = None  # type: ignore[assignment]
+
+#: The gateway's own process type, for annotations.
+GatewayProcess = ChildProcess
 
 
-async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) -> GatewayProcess:
-    """Start ``python -m tornado_sse`` with ``env`` added to the environment."""
-    port = unused_port()
-    full_env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", **env)
+async def start_process(
+    argv: Sequence[str],
+    *,
+    port: int,
+    ready: Callable[[str], bool],
+    env: dict[str, str] | None = None,
+    what: str = "the server",
+    timeout: float = 15.0,
+) -> ChildProcess:
+    """Start ``argv`` and return once a stderr line satisfies ``ready`` (AssertionError with
+    the log if it exits or ``timeout`` passes first)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tornado_sse",
-        *args,
-        env=full_env,
+        *argv,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     log: list[str] = []
-    listening = asyncio.Event()
+    started = asyncio.Event()
 
     async def pump() -> None:
         assert process.stderr is not None
-        while True:
-            line = await process.stderr.readline()
-            if not line:
-                return
+        while line := await process.stderr.readline():
             text = line.decode("utf-8", "replace").rstrip()
             log.append(text)
-            if " listening " in text or '"listening' in text:
-                listening.set()
+            if ready(text):
+                started.set()
 
-    gateway = GatewayProcess(process, port, log)
-    gateway._pump = asyncio.ensure_future(pump())
-    try:
-        await asyncio.wait_for(listening.wait(), timeout)
-    except asyncio.TimeoutError:
-        await gateway.stop()
-        raise AssertionError("the gateway did not start:\n" + "\n".join(log)) from None
-    return gateway
+    child = ChildProcess(process, port, log, asyncio.ensure_future(pump()))
+    waiters = {asyncio.ensure_future(started.wait()), asyncio.ensure_future(process.wait())}
+    _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
+    if not started.is_set():
+        await child.stop()
+        raise AssertionError("%s did not start:\n%s" % (what, "\n".join(log)))
+    return child
+
+
+async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) -> ChildProcess:
+    """Start ``python -m tornado_sse`` on an unused loopback port with ``env`` added."""
+    port = unused_port()
+    return await start_process(
+        [sys.executable, "-m", "tornado_sse", *args],
+        port=port,
+        env={"PORT": str(port), "HOST": "127.0.0.1", **env},
+        ready=lambda line: " listening " in line or '"listening' in line,
+        what="the gateway",
+        timeout=timeout,
+    )
