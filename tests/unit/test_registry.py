@@ -1,0 +1,200 @@
+"""The registry's decisions without HTTP: queueing, fan-out, slow consumers, exactly-once ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from tornado_sse.connection import Connection, State
+from tornado_sse.errors import BufferFull, TokenNotFound
+from tornado_sse.history import History
+from tornado_sse.registry import Registry
+
+
+class FakeWriter:
+    """Records frames; ``backlog`` plays the bytes the socket has not taken."""
+
+    def __init__(self, backlog: int = 0) -> None:
+        self.frames: list[bytes] = []
+        self.backlog = backlog
+        self.ended = False
+        self.aborted = False
+
+    def write_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def buffered_bytes(self) -> int:
+        return self.backlog
+
+    def end(self) -> None:
+        self.ended = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@pytest.fixture
+def ended() -> list[tuple[str, str | None, str | None, bool]]:
+    return []
+
+
+@pytest.fixture
+def registry(ended) -> Registry:
+    def record(conn: Connection) -> None:
+        ended.append((conn.token, conn.close_reason, conn.close_detail, conn.backend_may_know))
+
+    return Registry(max_pending_events=2, max_queued_bytes=100, on_ended=record)
+
+
+def connection(registry: Registry, token: str = "t", channels: tuple[str, ...] = ()) -> Connection:
+    conn = Connection(token, "/sse/x", {})
+    conn.channels = channels
+    registry.add(conn)
+    return conn
+
+
+def test_sends_during_connect_are_queued_in_order_and_written_on_open(registry):
+    conn = connection(registry)
+    assert registry.send("t", b"one", False) == "buffered"
+    assert registry.send("t", None, False) == "buffered"  # {token} alone queues nothing
+    assert registry.send("t", b"two", False) == "buffered"
+    writer = FakeWriter()
+    assert registry.open(conn, writer)
+    assert writer.frames == [b"one", b"two"]
+    assert registry.send("t", b"three", False) == "ok"
+    assert writer.frames[-1] == b"three"
+
+
+def test_pending_queue_is_bounded(registry):
+    connection(registry)
+    registry.send("t", b"1", False)
+    registry.send("t", b"2", False)
+    with pytest.raises(BufferFull):
+        registry.send("t", b"3", False)
+
+
+def test_buffered_close_ends_the_stream_right_after_the_queued_events(registry, ended):
+    conn = connection(registry)
+    registry.send("t", b"last", True)
+    with pytest.raises(TokenNotFound):
+        registry.send("t", b"after close", False)
+    writer = FakeWriter()
+    assert not registry.open(conn, writer)
+    assert writer.frames == [b"last"] and writer.ended
+    assert ended == [("t", "server_closed", None, True)]
+
+
+def test_close_is_exactly_once_and_the_first_reason_wins(registry, ended):
+    conn = connection(registry)
+    registry.open(conn, FakeWriter())
+    registry.close(conn, "client_closed")
+    registry.close(conn, "server_closed")
+    registry.close(conn, "error", "write_failed")
+    assert ended == [("t", "client_closed", None, True)]
+    assert registry.get("t") is None and registry.open_count == 0
+
+
+def test_client_leaving_during_connect_is_reported_when_the_backend_accepts(registry, ended):
+    conn = connection(registry)
+    registry.close(conn, "client_closed")
+    assert ended == []  # the backend's answer is not known yet
+    assert not registry.open(conn, FakeWriter())
+    assert ended == [("t", "client_closed", None, True)]
+
+
+def test_client_leaving_during_a_refused_connect_is_not_reported_to_the_backend(registry, ended):
+    conn = connection(registry)
+    registry.close(conn, "client_closed")
+    registry.fail(conn, backend_may_know=False)
+    assert [e[3] for e in ended] == [False]
+
+
+def test_connect_timeout_reports_error_unless_the_client_left_first(registry, ended):
+    registry.fail(connection(registry, "a"), backend_may_know=True, detail="connect_timeout")
+    gone = connection(registry, "b")
+    registry.close(gone, "client_closed")
+    registry.fail(gone, backend_may_know=True, detail="connect_timeout")
+    assert ended == [
+        ("a", "error", "connect_timeout", True),
+        ("b", "client_closed", None, True),
+    ]
+
+
+def test_slow_consumer_is_aborted_once_its_backlog_passes_the_bound(registry, ended):
+    conn = connection(registry)
+    writer = FakeWriter(backlog=50)
+    registry.open(conn, writer)
+    registry.send("t", b"x" * 10, False)
+    assert conn.state is State.OPEN
+    writer.backlog = 101
+    registry.send("t", b"y", False)
+    assert writer.aborted and conn.state is State.CLOSED
+    assert ended == [("t", "error", "slow_consumer", True)]
+
+
+def test_publish_writes_the_same_bytes_to_every_subscriber_once(registry):
+    writers = []
+    for i in range(3):
+        conn = connection(registry, "t%d" % i, channels=("a", "b") if i else ("a",))
+        writer = FakeWriter()
+        registry.open(conn, writer)
+        writers.append(writer)
+    frame = b"id: 1\ndata: x\n\n"
+    assert registry.publish("a", 1, frame) == 3
+    assert registry.publish("b", 2, b"b") == 2
+    assert registry.publish("nobody", 3, b"c") == 0
+    assert writers[0].frames == [frame]
+    assert all(w.frames[0] is frame for w in writers)  # encoded once, shared
+
+
+def test_held_stream_gets_replay_then_only_newer_live_events(registry):
+    conn = connection(registry, channels=("a",))
+    writer = FakeWriter()
+    registry.open(conn, writer, hold=True)
+    registry.publish("a", 11, b"live-11")  # also in the replay: must not be written twice
+    registry.publish("a", 12, b"live-12")
+    assert writer.frames == []
+    registry.release(conn, [(10, b"replay-10"), (11, b"replay-11")], after=9)
+    assert writer.frames == [b"replay-10", b"replay-11", b"live-12"]
+    registry.publish("a", 13, b"live-13")
+    assert writer.frames[-1] == b"live-13"
+
+
+def test_heartbeat_skips_streams_younger_than_half_an_interval(registry):
+    old, young = connection(registry, "old"), connection(registry, "young")
+    old_writer, young_writer = FakeWriter(), FakeWriter()
+    registry.open(old, old_writer)
+    registry.open(young, young_writer)
+    old.opened_at -= 10
+    assert registry.heartbeat(min_age=5) == 1
+    assert old_writer.frames == [b": heartbeat\n\n"] and young_writer.frames == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_history_replays_after_an_id_and_reports_gaps():
+    clock = Clock()
+    history = History(size=3, ttl=60, first_id=100, clock=clock)
+    for i in range(100, 105):
+        history.append(i, "a" if i % 2 else "b", b"f%d" % i)
+    assert history.replay("102", {"a", "b"}).events == ((103, b"f103"), (104, b"f104"))
+    assert history.replay("103", {"b"}).events == ((104, b"f104"),)
+    assert history.replay("101", {"a"}).events == ((103, b"f103"),)  # 102.. still kept
+    assert history.replay("100", {"a"}).gap  # 101 fell out of the window
+    assert history.replay("104", {"a"}).events == ()
+    assert history.replay("105", {"a"}).gap  # never issued
+    assert history.replay("abc", {"a"}).gap
+    clock.now = 61
+    assert history.replay("102", {"a"}).gap  # expired
+
+
+def test_history_off_replays_nothing_and_reports_no_gap():
+    history = History(size=0, ttl=60, first_id=1)
+    history.append(1, "a", b"x")
+    replay = history.replay("0", {"a"})
+    assert replay.events == () and not replay.gap
