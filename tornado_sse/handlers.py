@@ -177,8 +177,10 @@ class StreamHandler(PublicHandler):
             raise _connect_error(outcome.outcome, outcome.status, outcome.message)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
-            await gw.open(conn, self)
-            raise ServiceUnavailable("the stream ended before it opened", code="SHUTTING_DOWN")
+            await gw.open(conn, self)  # reports the end to the backend
+            if conn.close_reason == CLIENT_CLOSED:
+                return  # nobody is left to answer
+            raise ServiceUnavailable("the gateway is shutting down", code="SHUTTING_DOWN")
         self._set_stream_headers()
         self._done = asyncio.get_running_loop().create_future()
         self.flush()
