@@ -17,6 +17,7 @@ from .broker import Broker, LocalBroker
 from .config import Settings
 from .gateway import Gateway
 from .handlers import (
+    ChunkEncoder,
     ConnectionsHandler,
     HeadersTooLargeHandler,
     NotFoundHandler,
@@ -103,7 +104,7 @@ def make_app(
         broker = LocalBroker(registry, settings.history_size, settings.history_ttl_seconds)
     gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
 
-    public = _public_routes(settings)
+    public = _public_routes(settings, ChunkEncoder())
     internal = _internal_routes()
     kwargs = {"gateway": gateway}
     options: dict[str, Any] = {
@@ -112,32 +113,34 @@ def make_app(
         "log_function": log_request,
     }
     if settings.internal_port is None:
-        app = App([(p, h, kwargs) for p, h in internal + public], **options)
+        app = App([(p, h, {**kwargs, **extra}) for p, h, extra in internal + public], **options)
         app.internal_app = None
     else:
-        app = App([(p, h, kwargs) for p, h in public], **options)
-        app.internal_app = GatewayApplication([(p, h, kwargs) for p, h in internal], **options)
+        app = App([(p, h, {**kwargs, **extra}) for p, h, extra in public], **options)
+        app.internal_app = GatewayApplication(
+            [(p, h, {**kwargs, **extra}) for p, h, extra in internal], **options
+        )
         app.internal_app.gateway = gateway
     app.gateway = gateway
     return app
 
 
-def _public_routes(settings: Settings) -> list[tuple[str, type]]:
+def _public_routes(settings: Settings, chunks: ChunkEncoder) -> list[tuple[str, type, dict]]:
     prefix = re.escape(settings.sse_path_prefix)
     if settings.sse_path_prefix == "/":
         stream = r"/" + RESERVED + r".*"
     else:
         stream = prefix + r".*"
     return [
-        (r"/healthz", HealthHandler),
-        (r"/readyz", ReadyHandler),
-        (stream, StreamHandler),
+        (r"/healthz", HealthHandler, {}),
+        (r"/readyz", ReadyHandler, {}),
+        (stream, StreamHandler, {"chunks": chunks}),
     ]
 
 
-def _internal_routes() -> list[tuple[str, type]]:
+def _internal_routes() -> list[tuple[str, type, dict]]:
     return [
-        (r"/internal/send", SendHandler),
-        (r"/internal/connections", ConnectionsHandler),
-        (r"/metrics", MetricsHandler),
+        (r"/internal/send", SendHandler, {}),
+        (r"/internal/connections", ConnectionsHandler, {}),
+        (r"/metrics", MetricsHandler, {}),
     ]

@@ -18,11 +18,9 @@ from .errors import BufferFull
 class StreamWriter(Protocol):
     """The transport of one open stream (in production, the stream's request handler)."""
 
-    def write_frame(self, frame: bytes) -> None:
-        """Queue ``frame`` on the socket without waiting; errors close the stream."""
-
-    def buffered_bytes(self) -> int:
-        """Bytes written but not yet accepted by the socket."""
+    def write_frame(self, frame: bytes) -> int:
+        """Queue ``frame`` on the socket without waiting; return the bytes written but not yet
+        accepted by the socket. Raises ``StreamClosedError`` if the client is gone."""
 
     def end(self) -> None:
         """End the response cleanly (the client sees the stream end and may reconnect)."""
@@ -133,8 +131,7 @@ class Connection:
         writer = self._writer
         if writer is None:
             return 0
-        writer.write_frame(frame)
-        return writer.buffered_bytes()
+        return writer.write_frame(frame)
 
     def detach(self) -> StreamWriter | None:
         """Mark the stream closed and return its writer (``None`` if it never opened)."""

@@ -204,7 +204,7 @@ class Registry:
         except StreamClosedError:
             self.close(conn, CLIENT_CLOSED)
             return
-        except OSError as exc:
+        except Exception as exc:  # a transport bug must not break the other streams
             log.warning("write failed token=%s error=%r", conn.token, exc)
             self.close(conn, ERROR, "write_failed")
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -113,3 +114,21 @@ async def test_431_on_the_stream_endpoint_carries_cors_but_not_on_the_internal_a
     internal = await gw.post({"token": "t"}, headers=big)
     assert internal.code == 431
     assert "Access-Control-Allow-Origin" not in internal.headers
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_http10_client_gets_an_unchunked_stream(gateway, backend):
+    gw = gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(b"GET /sse/old HTTP/1.0\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+        assert b"transfer-encoding" not in head.lower()
+        (connect,) = await backend.wait_for_calls("connect")
+        await gw.send({"token": connect.token, "event": {"data": "plain"}})
+        await gw.send({"token": connect.token, "event": {"data": "bye"}, "close": True})
+        body = await asyncio.wait_for(reader.read(), 5)  # the server closes at the end
+        assert body == b"data: plain\n\ndata: bye\n\n"
+    finally:
+        writer.close()

@@ -19,10 +19,8 @@ class FakeWriter:
         self.ended = False
         self.aborted = False
 
-    def write_frame(self, frame: bytes) -> None:
+    def write_frame(self, frame: bytes) -> int:
         self.frames.append(frame)
-
-    def buffered_bytes(self) -> int:
         return self.backlog
 
     def end(self) -> None:
