@@ -152,6 +152,9 @@ class StreamHandler(PublicHandler):
 
     conn = None
     _done: asyncio.Future[None] | None = None
+    _stream: IOStream
+    _chunked = False
+    _direct = False
 
     def initialize(self, gateway: Gateway, chunks: ChunkEncoder | None = None) -> None:
         super().initialize(gateway)
@@ -205,6 +208,10 @@ class StreamHandler(PublicHandler):
             raise ServiceUnavailable("the gateway is shutting down", code="SHUTTING_DOWN")
         self._set_stream_headers()
         self._done = asyncio.get_running_loop().create_future()
+        self._stream = self._http.stream
+        self._chunked = self.request.version == "HTTP/1.1"
+        # Direct socket writes only on a plain TCP stream (not TLS, not a wrapper).
+        self._direct = type(self._stream) is IOStream
         self.flush()
         log.info("stream opened token=%s request_id=%s", conn.token, conn.request_id)
         await gw.open(conn, self)
@@ -255,16 +262,17 @@ class StreamHandler(PublicHandler):
         heartbeat round or a fan-out to 10,000 streams cheap. Whatever the socket does not take
         at once goes to the IOStream, which sends it in order as the socket drains.
         """
-        stream = self._http.stream
-        if stream.closed():
-            raise StreamClosedError()
-        if self.request.version == "HTTP/1.1":  # Tornado frames the body in chunks then
+        stream = self._stream
+        if self._chunked:  # Tornado frames an HTTP/1.1 body in chunks
             frame = self.chunks(frame)
         # Tornado has no public accessor for an IOStream's unsent bytes. These two counters
         # (Tornado >= 5) give the exact backlog: bytes queued minus bytes the socket accepted.
-        if type(stream) is IOStream and stream._total_write_index == stream._total_write_done_index:
+        if self._direct and stream._total_write_index == stream._total_write_done_index:
+            sock = stream.socket
+            if sock is None:  # closed
+                raise StreamClosedError()
             try:
-                sent = stream.socket.send(frame)
+                sent = sock.send(frame)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -273,7 +281,7 @@ class StreamHandler(PublicHandler):
             if sent == len(frame):
                 return 0
             frame = frame[sent:]
-        stream.write(frame)
+        stream.write(frame)  # raises StreamClosedError if the client is gone
         return stream._total_write_index - stream._total_write_done_index
 
     def end(self) -> None:

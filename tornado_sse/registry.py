@@ -227,11 +227,12 @@ class Registry:
 
     def heartbeat(self, min_age: float, now: float | None = None) -> int:
         """Write a heartbeat to every stream open for at least ``min_age`` seconds."""
-        now = time.monotonic() if now is None else now
+        cutoff = (time.monotonic() if now is None else now) - min_age
+        frame, open_ = protocol.HEARTBEAT, State.OPEN
         count = 0
-        for conn in self.connections():
-            if now - conn.opened_at >= min_age:
-                self.write(conn, protocol.HEARTBEAT)
+        for conn in list(self._by_token.values()):
+            if conn.state is open_ and conn.opened_at <= cutoff:
+                self.write(conn, frame)
                 count += 1
         self.heartbeats_written += count
         return count
