@@ -260,7 +260,7 @@ class Child:
             os.kill(self.pid, signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             os.kill(self.pid, signal.SIGKILL)
             await self.process.wait()
             return None
@@ -613,7 +613,7 @@ class Publisher:
                         conn.close()
                         conn = None
                     self._settle(seqs, status, answer)
-                except (OSError, asyncio.TimeoutError, EOFError, ValueError) as exc:
+                except (TimeoutError, OSError, EOFError, ValueError) as exc:
                     self.errors[type(exc).__name__] += len(seqs)
                     self.failed.update(seqs)
                     if conn is not None:
@@ -841,7 +841,7 @@ class Load:
                 stream.waiter = loop.create_future()
                 try:
                     await asyncio.wait_for(stream.waiter, GRACE)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             stream.window_done = True
         finally:
@@ -991,7 +991,7 @@ async def start_backend(gateway_port: int, loop: str) -> Child:
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), 15)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         line = b""
     words = line.split()
     if len(words) != 2 or words[0] != b"listening":
@@ -1022,7 +1022,7 @@ async def start_gateway(port: int, backend_port: int, extra: dict[str, str]) -> 
             status, _ = await fetch(port, "GET", "/readyz")
             if status == 200:
                 return child
-        except (OSError, asyncio.TimeoutError, EOFError, ValueError):
+        except (TimeoutError, OSError, EOFError, ValueError):
             pass
         await asyncio.sleep(0.05)
     await child.terminate(5)

@@ -7,14 +7,13 @@ backend and Redis. Bad settings print one line and exit with status 2.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from . import check, demo
 from . import log as logsetup
 from .config import ConfigError
-from .server import parse, run_processes, serve
+from .server import parse, run, run_processes, serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logsetup.configure(settings.log_format, settings.log_level)
     if settings.processes != 1:
         return run_processes(settings)
-    return asyncio.run(serve(settings))
+    return run(serve(settings), settings)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class Settings:
     processes: int = 1
     log_format: str = "text"
     log_level: str = "info"
+    event_loop: str = "auto"
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -202,6 +203,11 @@ SPECS: tuple[_Spec, ...] = (
     ),
     _Spec("log_format", _choice("text", "json"), "log line format: text or json"),
     _Spec("log_level", _choice("debug", "info", "warning", "error"), "log level"),
+    _Spec(
+        "event_loop",
+        _choice("auto", "asyncio", "uvloop"),
+        "event loop: auto (uvloop when installed), asyncio or uvloop",
+    ),
 )
 
 _SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
@@ -293,6 +299,13 @@ def load(
 
 
 def _check_consistency(settings: Settings) -> None:
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
+            ) from None
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
     if settings.processes != 1 and not settings.redis_url:

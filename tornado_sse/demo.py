@@ -24,6 +24,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from . import log as logsetup
+from . import server
 from .app import make_app
 from .config import ConfigError, replace
 from .server import parse, serve
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tornado-sse demo: error: %s" % exc, file=sys.stderr)
         return 2
     logsetup.configure(settings.log_format, settings.log_level)
-    return asyncio.run(run(argv))
+    return server.run(run(argv), settings)
 
 
 if __name__ == "__main__":

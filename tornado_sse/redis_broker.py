@@ -49,6 +49,8 @@ INSTANCE_REFRESH = 5
 TOKEN_TTL = 3600
 #: Seconds a routed send waits for the holder's answer.
 REPLY_TIMEOUT = 5.0
+#: Connections to Redis per instance (one of them holds the subscription).
+REDIS_CONNECTIONS = 32
 #: Reconnection backoff: first and longest wait, in seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
@@ -95,7 +97,16 @@ class RedisBroker:
         self.history_ttl = history_ttl
         self.id = uuid.uuid4().hex
         self.prefix = prefix
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        # A bounded pool that makes callers wait for a free connection: a burst of connects
+        # queues its token registrations instead of opening one Redis connection each.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REPLY_TIMEOUT,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         self._events_channel = prefix + "events"
         self._my_channel = self._instance_channel(self.id)
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
@@ -247,7 +258,7 @@ class RedisBroker:
                 self._waiting.pop(rid, None)
         except RedisError as exc:
             raise self._unavailable(exc) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable("the instance holding this token did not answer") from None
         if status == 200:
             return str(body["status"])

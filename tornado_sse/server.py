@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -104,10 +105,11 @@ async def serve(
     if not settings.callback_url:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(
-        "listening port=%d internal_port=%s prefix=%s",
+        "listening port=%d internal_port=%s prefix=%s loop=%s",
         settings.port,
         settings.internal_port or "-",
         settings.sse_path_prefix,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,7 +121,7 @@ async def serve(
         done = await asyncio.wait_for(
             app.gateway.shutdown(), timeout=settings.shutdown_timeout_seconds + 1
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         done = False
     if not done:
         log.warning("shutdown timed out with disconnect callbacks still in flight")
@@ -150,7 +152,7 @@ def run_processes(settings: Settings) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                code = asyncio.run(serve(settings, sockets=sockets, process_index=index))
+                code = run(serve(settings, sockets=sockets, process_index=index), settings)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -187,3 +189,18 @@ def run_processes(settings: Settings) -> int:
             status = 1
             forward(signal.SIGTERM, None)
     return int(status)
+
+
+def run(main: Coroutine[Any, Any, int], settings: Settings) -> int:
+    """Run ``main`` on the event loop ``EVENT_LOOP`` asks for: uvloop when it is installed and
+    the setting is ``auto`` or ``uvloop``, else asyncio's own."""
+    factory = None
+    if settings.event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

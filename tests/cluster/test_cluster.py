@@ -218,3 +218,16 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
     assert await gw.wait(30) == 0
     disconnects = await backend.wait_for_calls("disconnect", 8)
     assert {c.token for c in disconnects} == {t for _, t in streams}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_burst_of_concurrent_connects_all_register_with_redis(cluster, backend):
+    (gw,) = await cluster(1)
+    streams = await asyncio.gather(*(open_stream(gw.port, "/sse/b%d" % i) for i in range(300)))
+    try:
+        assert [s.status for s in streams].count(200) == 300
+        status, body = await ready_status(gw)
+        assert status == 200, body
+    finally:
+        for stream in streams:
+            stream.close()

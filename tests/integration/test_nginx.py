@@ -11,7 +11,6 @@ package to install.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -107,7 +106,7 @@ class Proxied:
         """Open a stream THROUGH nginx; closed at the end of the test."""
         try:
             stream = await open_stream(self.nginx.port, path, headers, timeout=5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # The gateway flushes the head at once; only a buffering proxy holds it back.
             raise AssertionError("no response head through nginx within 5 s") from None
         self.streams.append(stream)

@@ -96,7 +96,7 @@ class FakeBackend:
         """The backend "thinking" for ``seconds``; cut short when the backend is closed."""
         try:
             await asyncio.wait_for(self._closing.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def close(self) -> None:
