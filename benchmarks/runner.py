@@ -1,0 +1,710 @@
+"""``python -m benchmarks``: run the scenarios against tornado_sse and nginx + nchan, interleaved.
+
+Every (scenario, size) is run ``--runs`` times per server, alternating servers (tornado_sse,
+nchan, tornado_sse, nchan...), each run on freshly started processes: the server, the mock
+backend and the load generator, three processes. With two or more CPUs the server is pinned to
+CPU 0 and the load side (load generator and mock backend) to CPU 1. Medians of the runs are
+printed as a table with the nchan figure and the ratio beside each tornado_sse figure, and
+everything (every run, every counter) is written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from . import profile as profiles
+from . import scenarios
+from .procstat import machine_ticks
+from .targets import (
+    ROOT,
+    Gateway,
+    MockBackend,
+    Nchan,
+    nchan_available,
+    nchan_version,
+    nginx_version,
+    pinner,
+)
+
+GATEWAY, NCHAN = "tornado_sse", "nchan"
+
+#: Scenarios whose size list ``--sizes`` replaces.
+SIZED = ("connections", "fanout")
+
+#: Scenarios that attach the profiler to the gateway when ``--profile`` is given.
+PROFILED = ("connections", "unicast", "fanout", "heartbeat")
+
+#: Load-side CPU (percent of one core) from which a run counts as load-bound, and from which
+#: it is worth a note.
+SATURATED = 90.0
+BUSY = 75.0
+
+#: (metric, label, better) shown in the table, per scenario.
+HEADLINE: dict[str, list[tuple[str, str, str]]] = {
+    "connections": [
+        ("connects_per_s", "connects/s incl. callback", "higher"),
+        ("connect_p99_ms", "connect p99 (ms)", "lower"),
+        ("rss_per_stream_kib", "RSS per stream (KiB)", "lower"),
+    ],
+    "unicast": [
+        ("sends_per_s", "single sends/s", "higher"),
+        ("latency_p50_ms", "latency p50 at 500/s (ms)", "lower"),
+        ("latency_p90_ms", "latency p90 at 500/s (ms)", "lower"),
+        ("latency_p99_ms", "latency p99 at 500/s (ms)", "lower"),
+    ],
+    "batch": [("events_per_s", "events/s in batches", "higher")],
+    "fanout": [
+        ("time_to_last_ms", "publish to last subscriber (ms)", "lower"),
+        ("time_to_median_ms", "publish to median subscriber (ms)", "lower"),
+        ("deliveries_per_s", "deliveries/s", "higher"),
+    ],
+    "heartbeat": [
+        ("cpu_pct", "server CPU at 1 s heartbeat (%)", "lower"),
+        ("heartbeats_per_stream_s", "heartbeats/stream/s", "-"),
+    ],
+    "churn": [
+        ("cycles_per_s", "connect+disconnect cycles/s", "higher"),
+        ("rss_delta_kib", "RSS after - warm baseline (KiB)", "lower"),
+        ("rss_delta_pct", "RSS after vs baseline (%)", "lower"),
+    ],
+}
+
+#: Boolean checks reported per scenario (all runs must pass).
+CHECKS = {
+    "unicast": ["exactly_once_in_order", "all_delivered"],
+    "batch": ["exactly_once_in_order", "all_delivered"],
+    "fanout": ["exactly_once_in_order", "all_delivered"],
+    "churn": ["disconnects_match"],
+}
+
+
+def machine_info(uvloop: bool) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = int(f.readline().split()[1])
+            info["memory_gib"] = round(kib / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        import tornado
+
+        info["tornado"] = tornado.version
+    except ImportError:
+        info["tornado"] = "not installed"
+    try:
+        import pycurl
+
+        info["pycurl"] = pycurl.version
+    except ImportError:
+        info["pycurl"] = None
+    try:
+        import uvloop as _uvloop
+
+        info["uvloop"] = _uvloop.__version__ if uvloop else "installed, not used"
+    except ImportError:
+        info["uvloop"] = None
+    info["nginx"] = nginx_version()
+    info["nchan"] = nchan_version()
+    info.update(gateway_source())
+    return info
+
+
+def gateway_source() -> dict[str, Any]:
+    """Which gateway code ran: the checkout's HEAD and a hash of the package's sources (the
+    tree may differ from HEAD)."""
+    import hashlib
+
+    import tornado_sse
+
+    root = os.path.dirname(os.path.abspath(tornado_sse.__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".py"):
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    head = subprocess.run(
+        ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {"gateway_git_head": head or None, "gateway_sources_sha256": digest.hexdigest()[:16]}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument(
+        "--scenarios",
+        default=",".join(scenarios.ORDER),
+        help="comma-separated subset of: %s" % ", ".join(scenarios.ORDER),
+    )
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated stream counts for the sized scenarios (%s)" % ", ".join(SIZED),
+    )
+    p.add_argument("--runs", type=int, default=None, help="runs per server (default 3; smoke 1)")
+    p.add_argument("--json", default=None, help="write results here (default benchmarks/results/)")
+    p.add_argument("--smoke", action="store_true", help="a few seconds per scenario, small sizes")
+    p.add_argument("--no-baseline", action="store_true", help="skip nginx + nchan")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to leave the CPUs "
+        "alone (default 10, at most 150 in all; smoke 0)",
+    )
+    p.add_argument("--no-uvloop", action="store_true", help="plain asyncio in the load side")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="attach py-spy to the gateway during %s and write profiles to DIR"
+        % "/".join(PROFILED),
+    )
+    p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=500,
+        metavar="HZ",
+        help="py-spy samples per second with --profile (default 500)",
+    )
+    p.add_argument(
+        "--profile-blocking",
+        action="store_true",
+        help="let py-spy pause the gateway for each sample (exact stacks, more overhead; "
+        "default: --nonblocking)",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="SCENARIO.NAME=VALUE",
+        help="override a scenario parameter, e.g. fanout.publishes=20 (repeatable)",
+    )
+    p.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the gateway (repeatable)",
+    )
+    args = p.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(scenarios.ORDER)
+    if unknown:
+        p.error("unknown scenario(s): %s" % ", ".join(sorted(unknown)))
+    if args.sizes:
+        args.sizes = [int(x) for x in args.sizes.split(",")]
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        scenario, dot, name = key.partition(".")
+        known = scenarios.PARAMS.get(scenario, {}).get("full", {})
+        if not sep or not dot or name not in known or name == "sizes":
+            p.error("--param %s: expected SCENARIO.NAME=VALUE with a known name" % item)
+        overrides.setdefault(scenario, {})[name] = type(known[name])(value)
+    args.overrides = overrides
+    if args.runs is None:
+        args.runs = 1 if args.smoke else 3
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.smoke else 10.0
+    return args
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix="sse-bench-")
+        ncpu = os.cpu_count() or 1
+        pin = not args.no_pin and ncpu >= 2
+        self.server_cpu = 0 if pin else None
+        self.load_cpu = 1 if pin else None
+        self.gateway_env = dict(kv.split("=", 1) for kv in args.gateway_env)
+        self.uvloop = not args.no_uvloop
+        self.quiet_budget = 150.0
+
+    def _wait_quiet(self) -> float:
+        wait = min(self.args.quiet_wait, self.quiet_budget)
+        t0 = time.monotonic()
+        busy = wait_quiet(wait)
+        self.quiet_budget = max(0.0, self.quiet_budget - (time.monotonic() - t0))
+        return busy
+
+    def run_one(
+        self, scenario: str, size: int, target: str, run: int, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        spec_params = {k: v for k, v in params.items() if k != "sizes"}
+        spec_params["size"] = size
+        heartbeat = scenarios.PARAMS[scenario]["heartbeat"]
+        bound = scenarios.PARAMS[scenario]["bound"]
+        started = time.monotonic()
+        record: dict[str, Any] = {
+            "scenario": scenario,
+            "size": size,
+            "target": target,
+            "run": run,
+            "foreign_cpu_pct_before": self._wait_quiet(),
+            "loadavg_before": os.getloadavg(),
+        }
+        backend = MockBackend(self.workdir, self.load_cpu, self.uvloop)
+        backend.start()
+        server: Gateway | Nchan
+        if target == GATEWAY:
+            server = Gateway(
+                self.workdir, self.server_cpu, backend.port, heartbeat, self.gateway_env
+            )
+        else:
+            server = Nchan(self.workdir, self.server_cpu, backend.port, heartbeat)
+        try:
+            server.start()
+            spec: dict[str, Any] = {
+                "scenario": scenario,
+                "target": target,
+                "port": server.port,
+                "pid": server.measure_pid,
+                "backend_port": backend.port,
+                "backend_pid": backend.pid,
+                "tag": "r%d" % run,
+                "uvloop": self.uvloop,
+                "params": spec_params,
+            }
+            if self.args.profile and target == GATEWAY and scenario in PROFILED:
+                os.makedirs(self.args.profile, exist_ok=True)
+                spec["profile"] = {
+                    "out": os.path.abspath(
+                        os.path.join(self.args.profile, "%s-%d-run%d.txt" % (scenario, size, run))
+                    ),
+                    "rate": self.args.profile_rate,
+                    "blocking": self.args.profile_blocking,
+                }
+            record.update(self._loadgen(spec, bound))
+            if "profile" in spec and os.path.exists(spec["profile"]["out"]):
+                record["profile"] = profiles.summarize(spec["profile"]["out"])
+        except Exception as exc:
+            record["error"] = "%s: %s" % (type(exc).__name__, exc)
+        finally:
+            server.stop()
+            backend.stop()
+        record["seconds"] = round(time.monotonic() - started, 1)
+        return record
+
+    def _loadgen(self, spec: dict[str, Any], bound: float) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "benchmarks.loadgen", json.dumps(spec)]
+        log = os.path.join(self.workdir, "loadgen-%d.log" % time.monotonic_ns())
+        try:
+            with open(log, "wb") as err:
+                done = subprocess.run(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    timeout=bound,
+                    preexec_fn=pinner(self.load_cpu),
+                    cwd=ROOT,
+                    check=False,
+                )
+        except subprocess.TimeoutExpired:
+            return {"error": "load generator exceeded the %ds bound" % bound}
+        for line in reversed(done.stdout.decode(errors="replace").splitlines()):
+            if line.startswith("RESULT "):
+                return json.loads(line[7:])
+        with open(log, encoding="utf-8", errors="replace") as f:
+            tail = f.read()[-2000:]
+        return {"error": "load generator exited %d without a result: %s" % (done.returncode, tail)}
+
+    def run_all(self) -> list[dict[str, Any]]:
+        args = self.args
+        ok, why = nchan_available()
+        self.baseline = ok and not args.no_baseline
+        self.baseline_note = "" if ok else why
+        targets = [GATEWAY] + ([NCHAN] if self.baseline else [])
+        records = []
+        for scenario in args.scenarios:
+            params = dict(scenarios.PARAMS[scenario]["smoke" if args.smoke else "full"])
+            params.update(args.overrides.get(scenario, {}))
+            sizes = args.sizes if args.sizes and scenario in SIZED else params["sizes"]
+            for size in sizes:
+                for run in range(1, args.runs + 1):
+                    for target in targets:
+                        if scenario == "batch" and target == NCHAN:
+                            continue  # nchan has no batch publish: nothing to run
+                        rec = self.run_one(scenario, size, target, run, params)
+                        records.append(rec)
+                        print(progress_line(rec, args.runs), flush=True)
+        return records
+
+
+def wait_quiet(max_wait: float, threshold: float = 25.0) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is nearly idle: less than ``threshold``
+    percent of one core busy over half a second. Returns the last busy figure."""
+    deadline = time.monotonic() + max_wait
+    ncpu = os.cpu_count() or 1
+    while True:
+        b0, t0 = machine_ticks()
+        time.sleep(0.5)
+        b1, t1 = machine_ticks()
+        busy = 100.0 * ncpu * (b1 - b0) / max(t1 - t0, 1)
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+        time.sleep(1.0)
+
+
+def progress_line(rec: dict[str, Any], runs: int) -> str:
+    head = "[%s %d run %d/%d %s %.0fs]" % (
+        rec["scenario"],
+        rec["size"],
+        rec["run"],
+        runs,
+        rec["target"],
+        rec["seconds"],
+    )
+    if "error" in rec:
+        return head + " FAILED: " + rec["error"]
+    if "skipped" in rec:
+        return head + " skipped: " + rec["skipped"]
+    shown = []
+    for metric, _, _ in HEADLINE[rec["scenario"]]:
+        if metric in rec.get("metrics", {}):
+            shown.append("%s=%s" % (metric, fmt(rec["metrics"][metric])))
+    cpu = rec.get("cpu", {})
+    shown.append(
+        "cpu(%% of a core): server=%.0f loadgen=%.0f backend=%.0f other=%.0f"
+        % (
+            cpu.get("target_cpu_pct", 0),
+            cpu.get("loadgen_cpu_pct", 0),
+            cpu.get("backend_cpu_pct", 0),
+            cpu.get("foreign_cpu_pct", 0),
+        )
+    )
+    for name in CHECKS.get(rec["scenario"], []):
+        if name in rec.get("checks", {}):
+            shown.append("%s=%s" % (name, rec["checks"][name]))
+    return head + " " + " ".join(shown)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return "%.0f" % value
+        if abs(value) >= 10:
+            return "%.1f" % value
+        return "%.2f" % value
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per (scenario, size, target) and metric, with the run count and flags."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["scenario"], rec["size"], rec["target"]), []).append(rec)
+    out: dict[str, Any] = {}
+    for (scenario, size, target), recs in groups.items():
+        good = [r for r in recs if "error" not in r and "skipped" not in r]
+        metrics: dict[str, float] = {}
+        if good:
+            for name, value in good[0]["metrics"].items():
+                values = [
+                    r["metrics"][name]
+                    for r in good
+                    if isinstance(r["metrics"].get(name), (int, float))
+                ]
+                if values and isinstance(value, (int, float)):
+                    metrics[name] = statistics.median(values)
+        checks: dict[str, Any] = {}
+        for name in CHECKS.get(scenario, []):
+            vals = [r["checks"].get(name) for r in good]
+            checks[name] = "%d/%d" % (sum(1 for v in vals if v), len(vals))
+        # The load generator and the mock backend share one CPU when pinned: their sum is what
+        # the load side had left.
+        load = [
+            r.get("cpu", {}).get("loadgen_cpu_pct", 0.0)
+            + r.get("cpu", {}).get("backend_cpu_pct", 0.0)
+            for r in good
+        ]
+        loadgen_only = [r.get("cpu", {}).get("loadgen_cpu_pct", 0.0) for r in good]
+        server = [r.get("cpu", {}).get("target_cpu_pct", 0.0) for r in good]
+        foreign = [r.get("cpu", {}).get("foreign_cpu_pct", 0.0) for r in good]
+        out["%s|%d|%s" % (scenario, size, target)] = {
+            "scenario": scenario,
+            "size": size,
+            "target": target,
+            "runs": len(good),
+            "failed_runs": len(recs) - len(good),
+            "errors": [r["error"] for r in recs if "error" in r],
+            "metrics": metrics,
+            "checks": checks,
+            "loadgen_cpu_pct_max": max(loadgen_only) if loadgen_only else None,
+            "load_side_cpu_pct_max": max(load) if load else None,
+            "loadgen_saturated": bool(load) and max(load) >= SATURATED,
+            "server_cpu_pct_median": statistics.median(server) if server else None,
+            "foreign_cpu_pct_max": max(foreign) if foreign else None,
+        }
+    return out
+
+
+CHECK_LABELS = {
+    "exactly_once_in_order": "exactly once, in order",
+    "all_delivered": "all delivered",
+    "disconnects_match": "disconnects = connects",
+}
+
+#: Other processes' CPU (percent of one core) from which a run is flagged as disturbed.
+DISTURBED = 25.0
+
+
+def table(medians: dict[str, Any], baseline: bool) -> tuple[list[str], list[list[str]]]:
+    header = ["scenario", "size", "metric", "better", "tornado_sse", "nchan", "ratio", "notes"]
+    rows = []
+    seen: list[tuple[str, int]] = []
+    for m in medians.values():
+        if (m["scenario"], m["size"]) not in seen:
+            seen.append((m["scenario"], m["size"]))
+    for scenario, size in seen:
+        gw = medians.get("%s|%d|%s" % (scenario, size, GATEWAY))
+        nc = medians.get("%s|%d|%s" % (scenario, size, NCHAN))
+        notes = []
+        for side, m in ((GATEWAY, gw), (NCHAN, nc)):
+            if m is None:
+                continue
+            if m["loadgen_saturated"]:
+                notes.append(
+                    "LOAD GENERATOR SATURATED vs %s: load generator + mock backend used %.0f%% "
+                    "of their core, so the %s figure is a lower bound"
+                    % (side, m["load_side_cpu_pct_max"], side)
+                )
+            elif (m["load_side_cpu_pct_max"] or 0) >= BUSY:
+                notes.append(
+                    "load generator + mock backend at up to %.0f%% of their core vs %s: "
+                    "that figure may be partly limited by the load side"
+                    % (m["load_side_cpu_pct_max"], side)
+                )
+            if (m["foreign_cpu_pct_max"] or 0) >= DISTURBED:
+                notes.append(
+                    "other processes used up to %.0f%% of a core during %s runs"
+                    % (m["foreign_cpu_pct_max"], side)
+                )
+            if m["failed_runs"]:
+                notes.append("%s: %d run(s) failed" % (side, m["failed_runs"]))
+        for metric, label, better in HEADLINE[scenario]:
+            g = gw["metrics"].get(metric) if gw else None
+            n = nc["metrics"].get(metric) if nc else None
+            ratio = "-"
+            if isinstance(g, (int, float)) and isinstance(n, (int, float)) and n:
+                ratio = "%.2fx" % (g / n)
+            nchan_cell = fmt(n)
+            if n is None:
+                nchan_cell = "n/a (no batch API)" if scenario == "batch" and baseline else "-"
+            rows.append(
+                [
+                    scenario,
+                    "%d %s" % (size, scenarios.SIZE_MEANS[scenario]),
+                    label,
+                    better,
+                    fmt(g),
+                    nchan_cell,
+                    ratio,
+                    "; ".join(notes),
+                ]
+            )
+            notes = []
+        if gw and gw["checks"]:
+
+            def checks(m: dict[str, Any] | None) -> str:
+                if not m or not m["checks"]:
+                    return "-"
+                return ", ".join(
+                    "%s %s" % (CHECK_LABELS.get(k, k), v) for k, v in m["checks"].items()
+                )
+
+            rows.append([scenario, "", "checks (runs passed)", "", checks(gw), checks(nc), "", ""])
+    return header, rows
+
+
+def render(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(header))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return "\n".join(out)
+
+
+def goals(medians: dict[str, Any]) -> list[dict[str, Any]]:
+    """The performance targets of the issue, evaluated on the medians present."""
+
+    def get(scenario: str, size: int | None, target: str, metric: str) -> float | None:
+        cands = [
+            m
+            for m in medians.values()
+            if m["scenario"] == scenario
+            and m["target"] == target
+            and (size is None or m["size"] == size)
+        ]
+        if not cands:
+            return None
+        m = max(cands, key=lambda c: c["size"])
+        return m["metrics"].get(metric)
+
+    out = []
+
+    def add(name: str, measured: str, met: bool | None) -> None:
+        out.append({"goal": name, "measured": measured, "met": met})
+
+    g, n = (get("connections", 10000, t, "rss_per_stream_kib") for t in (GATEWAY, NCHAN))
+    if g is not None:
+        if n:
+            add(
+                "RSS per held stream at 10k <= 1.5x nchan",
+                "%.2f KiB vs %.2f KiB (%.2fx)" % (g, n, g / n),
+                g <= 1.5 * n,
+            )
+        else:
+            add("RSS per held stream at 10k <= 1.5x nchan", "%.2f KiB (no baseline)" % g, None)
+    for m in medians.values():
+        if m["scenario"] == "connections" and m["target"] == GATEWAY:
+            v = m["metrics"].get("connects_per_s")
+            if v is not None:
+                add(
+                    ">= 1,500 connects/s incl. callback (%d streams)" % m["size"],
+                    "%s/s" % fmt(v),
+                    v >= 1500,
+                )
+    v = get("unicast", None, GATEWAY, "sends_per_s")
+    if v is not None:
+        add(">= 4,000 single sends/s", "%s/s" % fmt(v), v >= 4000)
+    v = get("batch", None, GATEWAY, "events_per_s")
+    if v is not None:
+        add(">= 20,000 events/s through batches", "%s/s" % fmt(v), v >= 20000)
+    v = get("unicast", None, GATEWAY, "latency_p99_ms")
+    if v is not None:
+        add("p99 <= 5 ms at 500 sends/s", "%.2f ms" % v, v <= 5)
+    g, n = (get("heartbeat", 5000, t, "cpu_pct") for t in (GATEWAY, NCHAN))
+    if g is not None:
+        if n is not None:
+            add(
+                "heartbeat CPU (5,000 streams, 1 s) <= nchan's",
+                "%.2f%% vs %.2f%%" % (g, n),
+                g <= n,
+            )
+        else:
+            add("heartbeat CPU (5,000 streams, 1 s) <= nchan's", "%.2f%% (no baseline)" % g, None)
+    v = get("fanout", 10000, GATEWAY, "time_to_last_ms")
+    if v is not None:
+        add("one publish to 10,000 subscribers in <= 250 ms", "%.0f ms" % v, v <= 250)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runner = Runner(args)
+    info = machine_info(runner.uvloop)
+    print(
+        "machine: %s CPUs (%s), %s GiB; Python %s, Tornado %s, pycurl %s; nginx %s, nchan %s"
+        % (
+            info["nproc"],
+            info.get("cpu", "?"),
+            info.get("memory_gib", "?"),
+            info["python"],
+            info["tornado"],
+            "yes" if info["pycurl"] else "no",
+            info["nginx"],
+            info["nchan"],
+        ),
+        flush=True,
+    )
+    if runner.server_cpu is not None:
+        print("pinning: server on CPU 0, load generator and mock backend on CPU 1", flush=True)
+    started = time.monotonic()
+    records = runner.run_all()
+    if not runner.baseline:
+        reason = "--no-baseline" if args.no_baseline else runner.baseline_note
+        print("baseline: nginx + nchan not run (%s)" % reason)
+    medians = aggregate(records)
+    header, rows = table(medians, runner.baseline)
+    print()
+    print("medians of %d run(s) per server, ratio = tornado_sse / nchan" % args.runs)
+    print(render(header, rows))
+    results_goals = goals(medians)
+    if results_goals:
+        print()
+        print(
+            render(
+                ["goal", "measured", "met"],
+                [
+                    [g["goal"], g["measured"], {True: "met", False: "NOT MET", None: "-"}[g["met"]]]
+                    for g in results_goals
+                ],
+            )
+        )
+    profiled = [r for r in records if "profile" in r]
+    for r in profiled:
+        print()
+        print(profiles.render(r["profile"]))
+    out_path = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "results",
+        time.strftime("run-%Y%m%d-%H%M%S.json"),
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(
+            {
+                "machine": info,
+                "args": vars(args),
+                "baseline": runner.baseline,
+                "baseline_note": runner.baseline_note,
+                "pinned": runner.server_cpu is not None,
+                "seconds": round(time.monotonic() - started, 1),
+                "medians": medians,
+                "goals": results_goals,
+                "runs": records,
+            },
+            f,
+            indent=1,
+        )
+    print()
+    print("results written to %s (%.0f s)" % (out_path, time.monotonic() - started))
+    failed = sum(1 for r in records if "error" in r)
+    broken = [
+        "%s %d %s run %d: %s" % (r["scenario"], r["size"], r["target"], r["run"], name)
+        for r in records
+        for name in CHECKS.get(r["scenario"], [])
+        if "checks" in r and not r["checks"].get(name)
+    ]
+    for line in broken:
+        print("CHECK FAILED: " + line)
+    if failed:
+        print("%d run(s) failed; their logs are in %s" % (failed, runner.workdir))
+    else:
+        shutil.rmtree(runner.workdir, ignore_errors=True)
+    return 1 if failed or broken else 0

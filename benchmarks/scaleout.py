@@ -1,0 +1,151 @@
+"""One process against two (``--processes 2`` over Redis), same load, interleaved runs.
+
+``python -m benchmarks.scaleout`` starts a ``redis-server`` on a free loopback port, then for
+each run measures, one after the other, the ``fanout`` and ``unicast`` scenarios of
+``python -m benchmarks`` against three gateway set-ups:
+
+- ``1 process``: the default, no Redis;
+- ``1 process + Redis``: the same process with ``REDIS_URL`` (the cost of the broker alone);
+- ``2 processes + Redis``: ``PROCESSES=2`` with ``REDIS_URL``.
+
+Nothing is pinned (two gateway processes need both cores), so the load generator shares the
+machine with the gateway in every set-up alike. Prints the medians as a table; ``--json`` writes
+every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+SETUPS: dict[str, list[str]] = {
+    "1 process": [],
+    "1 process + Redis": ["REDIS_URL={redis}"],
+    "2 processes + Redis": ["REDIS_URL={redis}", "PROCESSES=2"],
+}
+
+#: (scenario|size key, metric, label) shown in the table.
+SHOWN = [
+    ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
+    ("fanout", "time_to_last_ms", "publish to last subscriber (ms)"),
+    ("unicast", "latency_p99_ms", "send latency p99 at 500/s (ms)"),
+    ("unicast", "sends_per_s", "single sends/s"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("benchmarks.scaleout: redis-server is needed (apt-get install -y redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, "redis://127.0.0.1:%d/0" % port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            sys.exit("benchmarks.scaleout: redis-server did not start")
+        time.sleep(0.05)
+
+
+def measure(setup: list[str], redis_url: str, sizes: str, smoke: bool) -> dict[str, Any]:
+    """One run of fanout and unicast against one set-up; the medians part of its JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--scenarios",
+            "fanout,unicast",
+            "--sizes",
+            sizes,
+            "--runs",
+            "1",
+            "--no-baseline",
+            "--no-pin",
+            "--json",
+            out.name,
+        ]
+        if smoke:
+            command.append("--smoke")
+        for item in setup:
+            command += ["--gateway-env", item.format(redis=redis_url)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        with open(out.name) as f:
+            return dict(json.load(f)["medians"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaleout", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
+    parser.add_argument("--sizes", default="10000", help="fan-out subscribers (default 10000)")
+    parser.add_argument("--smoke", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument("--json", help="write every run here")
+    args = parser.parse_args(argv)
+    sizes = "200" if args.smoke else args.sizes
+    redis, redis_url = start_redis()
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
+    try:
+        for run in range(args.runs):
+            for name, setup in SETUPS.items():
+                print("[run %d/%d] %s" % (run + 1, args.runs, name), flush=True)
+                runs[name].append(measure(setup, redis_url, sizes, args.smoke))
+    finally:
+        redis.send_signal(signal.SIGTERM)
+        redis.wait(10)
+    print()
+    print(
+        "medians of %d interleaved runs, fan-out to %s subscribers, %d CPUs, not pinned"
+        % (args.runs, sizes, os.cpu_count() or 0)
+    )
+    header = ["metric"] + list(SETUPS)
+    rows = []
+    for scenario, metric, label in SHOWN:
+        row = [label]
+        for name in SETUPS:
+            values = [
+                m["metrics"][metric]
+                for medians in runs[name]
+                for m in medians.values()
+                if m["scenario"] == scenario
+                and m["target"] == "tornado_sse"
+                and metric in m["metrics"]
+            ]
+            row.append("%.1f" % statistics.median(values) if values else "-")
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"sizes": sizes, "runs": runs}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""The servers under test, each a child process started and stopped by PID.
+
+:class:`Gateway` runs ``python -m tornado_sse``; :class:`Nchan` writes an nginx config into a
+temporary directory and runs ``nginx -p DIR -c CONF -g 'daemon off;'`` with the nchan module
+(one worker). :class:`MockBackend` is the backend both call back. ``measure_pid`` is the process
+whose RSS and CPU are measured: the gateway itself, or nginx's single worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from . import procstat
+
+#: The repository root: children run from there, so ``-m benchmarks.*`` always resolves.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NCHAN_MODULE_PATHS = (
+    "/usr/lib/nginx/modules/ngx_nchan_module.so",
+    "/usr/share/nginx/modules/ngx_nchan_module.so",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinner(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child (and its children) to ``cpu``."""
+    if cpu is None:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    return pin
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("process exited with %s:\n%s" % (proc.returncode, _tail(log)))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                if s.recv(12):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("no answer on port %d after %.0fs:\n%s" % (port, timeout, _tail(log)))
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    """Signal ``proc`` (by its PID) and wait; SIGKILL it if it is still there after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+class Process:
+    """Common part of the children: a work dir for logs, start/stop by PID."""
+
+    name = "process"
+
+    def __init__(self, workdir: str, cpu: int | None) -> None:
+        self.workdir = workdir
+        self.cpu = cpu
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def measure_pid(self) -> int:
+        return self.pid
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None, tag: str) -> None:
+        self.log = os.path.join(self.workdir, "%s-%d.log" % (tag, time.monotonic_ns()))
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pinner(self.cpu),
+                cwd=ROOT,
+            )
+
+    def _ready(self) -> None:
+        """Wait until the child answers on its port; stop it if it never does."""
+        assert self.proc is not None
+        try:
+            _wait_tcp(self.port, self.proc, self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM, 40.0)
+        self.proc = None
+
+
+class MockBackend(Process):
+    name = "backend"
+
+    def __init__(self, workdir: str, cpu: int | None, uvloop: bool = True) -> None:
+        super().__init__(workdir, cpu)
+        self.uvloop = uvloop
+
+    def start(self) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "benchmarks.backend", "--port", str(self.port)]
+        if not self.uvloop:
+            argv.append("--no-uvloop")
+        self._spawn(argv, None, "backend")
+        self._ready()
+
+
+class Gateway(Process):
+    """tornado_sse, configured through its environment variables."""
+
+    name = "tornado_sse"
+
+    def __init__(
+        self,
+        workdir: str,
+        cpu: int | None,
+        backend_port: int,
+        heartbeat: float,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(workdir, cpu)
+        self.backend_port = backend_port
+        self.heartbeat = heartbeat
+        self.extra_env = extra_env or {}
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PORT": str(self.port),
+                "HOST": "127.0.0.1",
+                "CALLBACK_URL": "http://127.0.0.1:%d/callback" % self.backend_port,
+                "HEARTBEAT_INTERVAL_SECONDS": "%g" % self.heartbeat,
+                "MAX_CONNECTIONS": "20000",
+                "LOG_LEVEL": "warning",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        self.port = free_port()
+        self._spawn([sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
+        self._ready()
+
+
+def nchan_module() -> str | None:
+    """Path of the nchan dynamic module, or None if it is not installed."""
+    for path in NCHAN_MODULE_PATHS:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def nginx_binary() -> str | None:
+    return (
+        shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
+    )
+
+
+NGINX_CONF = """\
+load_module {module};
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+
+events {{
+    worker_connections 20000;
+    multi_accept off;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_timeout 120s;
+    keepalive_requests 100000000;
+    nchan_shared_memory_size 256M;
+    nchan_message_timeout 300s;
+
+    upstream backend {{
+        server 127.0.0.1:{backend_port};
+        keepalive 100;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port} backlog=128;
+
+        # Streams: one EventSource subscriber per connection, channel id from the URL.
+        location ~ ^/sub/(.+)$ {{
+            nchan_subscriber eventsource;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message newest;
+            nchan_eventsource_ping_interval {ping};
+            nchan_eventsource_ping_comment "heartbeat";
+            nchan_eventsource_ping_event "";
+            nchan_eventsource_ping_data "";
+        }}
+
+        # The same, authorised by the backend before it opens (the closest thing nchan has to
+        # a connect callback) and reported to it when it closes.
+        location ~ ^/authsub/(.+)$ {{
+            nchan_subscriber eventsource;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message newest;
+            nchan_eventsource_ping_interval {ping};
+            nchan_eventsource_ping_comment "heartbeat";
+            nchan_eventsource_ping_event "";
+            nchan_eventsource_ping_data "";
+            nchan_authorize_request /_auth;
+            nchan_unsubscribe_request /_unsub;
+        }}
+
+        location = /_auth {{
+            internal;
+            proxy_pass http://backend/nchan/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+
+        location = /_unsub {{
+            internal;
+            proxy_pass http://backend/nchan/unsub;
+            proxy_ignore_client_abort on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+
+        # Publishes: POST /pub/<channel> with the event data as the body.
+        location ~ ^/pub/(.+)$ {{
+            nchan_publisher http;
+            nchan_channel_id $1;
+        }}
+
+        location = /healthz {{
+            return 200 "ok";
+        }}
+    }}
+}}
+"""
+
+
+class Nchan(Process):
+    """nginx + nchan with one worker; ``measure_pid`` is the worker."""
+
+    name = "nchan"
+
+    def __init__(self, workdir: str, cpu: int | None, backend_port: int, heartbeat: float) -> None:
+        super().__init__(workdir, cpu)
+        self.backend_port = backend_port
+        self.heartbeat = heartbeat
+        self.dir = ""
+        self.worker = 0
+
+    @property
+    def measure_pid(self) -> int:
+        return self.worker
+
+    def config(self) -> str:
+        module = nchan_module()
+        assert module is not None
+        return NGINX_CONF.format(
+            module=module,
+            dir=self.dir,
+            port=self.port,
+            backend_port=self.backend_port,
+            ping=max(1, round(self.heartbeat)),
+        )
+
+    def start(self) -> None:
+        nginx = nginx_binary()
+        assert nginx is not None
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="nchan-", dir=self.workdir)
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w", encoding="ascii") as f:
+            f.write(self.config())
+        argv = [nginx, "-p", self.dir, "-e", os.path.join(self.dir, "error.log"), "-c", conf]
+        self._spawn(argv + ["-g", "daemon off;"], None, "nginx")
+        self._ready()
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            kids = procstat.children(self.proc.pid)
+            if kids:
+                self.worker = kids[0]
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("nginx started no worker:\n%s" % _tail(self.log))
+
+    def stop(self) -> None:
+        # SIGTERM is nginx's fast shutdown: it does not wait for the held streams.
+        _stop(self.proc, signal.SIGTERM, 20.0)
+        self.proc = None
+
+
+def nchan_available() -> tuple[bool, str]:
+    """Whether the baseline can run here, and if not, why."""
+    if nginx_binary() is None:
+        return False, "nginx is not installed"
+    if nchan_module() is None:
+        return False, "the nchan module (Debian: libnginx-mod-nchan) is not installed"
+    return True, ""
+
+
+def nginx_version() -> str:
+    nginx = nginx_binary()
+    if nginx is None:
+        return "not installed"
+    out = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
+    return (out.stderr or out.stdout).strip().split("/")[-1]
+
+
+def nchan_version() -> str:
+    """The Debian package version of the nchan module, when dpkg knows it."""
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "libnginx-mod-nchan"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or ("installed" if nchan_module() else "not installed")
