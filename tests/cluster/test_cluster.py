@@ -12,6 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import ready_status, wait_ready
 from tests.support.backend import Answer
+from tests.support.process import unused_port
 from tests.support.sse_client import SSEStream, open_stream
 
 
@@ -231,3 +232,26 @@ async def test_a_burst_of_concurrent_connects_all_register_with_redis(cluster, b
     finally:
         for stream in streams:
             stream.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_each_process_serves_its_own_metrics_on_its_own_port(cluster, backend):
+    internal = unused_port()
+    (gw,) = await cluster(1, "--processes", "2", INTERNAL_PORT=str(internal))
+    # Each process i serves the internal API and its own /metrics on INTERNAL_PORT + 1 + i;
+    # the processes bind them as they start, so wait (bounded) until both answer.
+    deadline = time.monotonic() + 20
+    pages = {}
+    for port in (internal + 1, internal + 2):
+        while port not in pages:
+            try:
+                response = await AsyncHTTPClient().fetch("http://127.0.0.1:%d/metrics" % port)
+                pages[port] = response.body.decode()
+            except OSError:  # not bound yet
+                assert time.monotonic() < deadline, "no metrics on port %d" % port
+                await asyncio.sleep(0.1)
+    assert all("tornado_sse_open_streams" in page for page in pages.values())
+    shared = await AsyncHTTPClient().fetch("http://127.0.0.1:%d/metrics" % internal)
+    assert b"tornado_sse_open_streams" in shared.body
+    public = await AsyncHTTPClient().fetch(gw.base_url + "/metrics", raise_error=False)
+    assert public.code == 404
