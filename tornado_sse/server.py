@@ -97,9 +97,13 @@ async def serve(
     servers = listen(app, settings, sockets)
     if process_index is not None and app.internal_app is not None:
         assert settings.internal_port is not None
+        own_port = settings.internal_port + 1 + process_index
         own = http_server(app.internal_app, settings)
-        own.listen(settings.internal_port + 1 + process_index, settings.address)
-        servers.append(own)
+        try:
+            own.listen(own_port, settings.address)
+            servers.append(own)
+        except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
+            log.error("cannot serve this process's metrics port=%d error=%s", own_port, exc)
     app.gateway.start()
     warn_if_exposed(settings)
     if not settings.callback_url:

@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import ready_status, wait_ready
 from tests.support.backend import Answer
-from tests.support.process import unused_port
+from tests.support.process import unused_ports
 from tests.support.sse_client import SSEStream, open_stream
 
 
@@ -236,7 +236,7 @@ async def test_a_burst_of_concurrent_connects_all_register_with_redis(cluster, b
 
 @pytest.mark.gen_test(timeout=60)
 async def test_each_process_serves_its_own_metrics_on_its_own_port(cluster, backend):
-    internal = unused_port()
+    internal = unused_ports(3)
     (gw,) = await cluster(1, "--processes", "2", INTERNAL_PORT=str(internal))
     # Each process i serves the internal API and its own /metrics on INTERNAL_PORT + 1 + i;
     # the processes bind them as they start, so wait (bounded) until both answer.
@@ -248,7 +248,10 @@ async def test_each_process_serves_its_own_metrics_on_its_own_port(cluster, back
                 response = await AsyncHTTPClient().fetch("http://127.0.0.1:%d/metrics" % port)
                 pages[port] = response.body.decode()
             except OSError:  # not bound yet
-                assert time.monotonic() < deadline, "no metrics on port %d" % port
+                assert time.monotonic() < deadline, "no metrics on port %d:\n%s" % (
+                    port,
+                    "\n".join(gw.log),
+                )
                 await asyncio.sleep(0.1)
     assert all("tornado_sse_open_streams" in page for page in pages.values())
     shared = await AsyncHTTPClient().fetch("http://127.0.0.1:%d/metrics" % internal)
