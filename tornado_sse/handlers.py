@@ -87,9 +87,6 @@ class JSONErrorMixin(RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
-    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - only streaming handlers
-        pass
-
 
 class PublicHandler(JSONErrorMixin):
     """Base of the endpoints pages may call: CORS headers and ``OPTIONS`` preflights."""

@@ -22,6 +22,7 @@ tokens (Redis may have lost them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -215,12 +216,12 @@ class RedisBroker:
         self._closing = True
         if self._main is not None:
             self._main.cancel()
+        if self._tasks:  # token deletions of the streams just ended, answers to routed sends
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         if self._connected:
-            try:
-                tokens = [self._token_key(c.token) for c in self.registry.connections()]
-                await self._redis.delete(self._instance_key(self.id), *tokens)
-            except RedisError:
-                pass
+            # Without the instance key, the others answer 404 for any token key left behind.
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(self._instance_key(self.id))
         for task in list(self._tasks):
             task.cancel()
         await self._redis.aclose()
@@ -314,10 +315,8 @@ class RedisBroker:
                 self._fail_waiting()
             finally:
                 self._connected = False
-                try:
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-                except (RedisError, OSError):
-                    pass
             if self._closing:
                 return
             await asyncio.sleep(backoff)
@@ -355,10 +354,9 @@ class RedisBroker:
                 await pipe.execute()
 
     async def _forget(self, token: str) -> None:
-        try:
+        # If this fails the key expires by itself, and lookups check that its holder has it.
+        with contextlib.suppress(RedisError):
             await self._redis.delete(self._token_key(token))
-        except RedisError:
-            pass  # the key expires by itself; lookups check that its holder still has it
 
     def _fail_waiting(self) -> None:
         for future in self._waiting.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -165,10 +166,8 @@ def run_processes(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
         for pid in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     for index in range(count):
         spawn(index)
