@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -198,12 +199,9 @@ def run(main: Coroutine[Any, Any, int], settings: Settings) -> int:
     """Run ``main`` on the event loop ``EVENT_LOOP`` asks for: uvloop when it is installed and
     the setting is ``auto`` or ``uvloop``, else asyncio's own."""
     factory = None
-    if settings.event_loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            factory = uvloop.new_event_loop
+    if settings.event_loop != "asyncio" and importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
