@@ -12,12 +12,12 @@ from typing import Any
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application
 
+from . import routes
 from .backend import Backend
 from .broker import Broker, LocalBroker
 from .config import Settings
 from .gateway import Gateway
 from .handlers import (
-    ChunkEncoder,
     ConnectionsHandler,
     HeadersTooLargeHandler,
     NotFoundHandler,
@@ -27,9 +27,18 @@ from .handlers import (
 from .metrics import Metrics
 from .ops import HealthHandler, MetricsHandler, ReadyHandler, log_request
 from .registry import Registry
+from .writer import ChunkEncoder
 
-#: Paths that are never streams, whatever SSE_PATH_PREFIX says.
-RESERVED = r"(?!internal/|internal$|healthz$|readyz$|metrics$)"
+#: The handler of each route of :data:`tornado_sse.routes.ROUTES`, by name.
+HANDLERS: dict[str, type] = {
+    "health": HealthHandler,
+    "ready": ReadyHandler,
+    "send": SendHandler,
+    "connections": ConnectionsHandler,
+    "metrics": MetricsHandler,
+}
+
+RouteSpec = tuple[str, type, dict[str, Any]]
 
 
 class GatewayApplication(Application):
@@ -92,16 +101,15 @@ def make_app(
             observer=metrics.observe_callback,
         )
     if broker is None and settings.redis_url:
-        from .redis_broker import RedisBroker  # redis is an optional extra
+        from .cluster.broker import RedisBroker  # redis is an optional extra
 
         broker = RedisBroker(
             settings.redis_url,
-            registry,
             history_size=settings.history_size,
             history_ttl=settings.history_ttl_seconds,
         )
     if broker is None:
-        broker = LocalBroker(registry, settings.history_size, settings.history_ttl_seconds)
+        broker = LocalBroker(settings.history_size, settings.history_ttl_seconds)
     gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
 
     public = _public_routes(settings, ChunkEncoder())
@@ -125,22 +133,16 @@ def make_app(
     return app
 
 
-def _public_routes(settings: Settings, chunks: ChunkEncoder) -> list[tuple[str, type, dict]]:
-    prefix = re.escape(settings.sse_path_prefix)
+def _public_routes(settings: Settings, chunks: ChunkEncoder) -> list[RouteSpec]:
     if settings.sse_path_prefix == "/":
-        stream = r"/" + RESERVED + r".*"
+        stream = r"/" + routes.reserved_lookahead() + r".*"
     else:
-        stream = prefix + r".*"
-    return [
-        (r"/healthz", HealthHandler, {}),
-        (r"/readyz", ReadyHandler, {}),
-        (stream, StreamHandler, {"chunks": chunks}),
+        stream = re.escape(settings.sse_path_prefix) + r".*"
+    fixed: list[RouteSpec] = [
+        (re.escape(r.path), HANDLERS[r.name], {}) for r in routes.ROUTES if not r.internal
     ]
+    return fixed + [(stream, StreamHandler, {"chunks": chunks})]
 
 
-def _internal_routes() -> list[tuple[str, type, dict]]:
-    return [
-        (r"/internal/send", SendHandler, {}),
-        (r"/internal/connections", ConnectionsHandler, {}),
-        (r"/metrics", MetricsHandler, {}),
-    ]
+def _internal_routes() -> list[RouteSpec]:
+    return [(re.escape(r.path), HANDLERS[r.name], {}) for r in routes.ROUTES if r.internal]

@@ -10,15 +10,17 @@ waits for the callbacks still in flight (used at shutdown).
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from . import protocol, signing
+from .errors import CloseDetail, CloseReason, Outcome
+from .log import fields
+from .protocol import RequestSnapshot
 
 log = logging.getLogger("tornado_sse.backend")
 
@@ -32,16 +34,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 # libcurl error numbers that mean "the answer did not come in time" rather than "unreachable".
 _CURL_TIMEOUT = 28
-
-
-class Outcome(enum.Enum):
-    """What a connect callback came to."""
-
-    ACCEPTED = "accepted"  # 2xx
-    REJECTED = "rejected"  # any other HTTP status: passed through to the client
-    TIMEOUT = "timeout"  # no answer in time: the backend may have accepted
-    UNAVAILABLE = "unavailable"  # refused, DNS, TLS, reset: the backend cannot have accepted
-    BAD_ANSWER = "bad_answer"  # 2xx with an unusable channels list
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +108,10 @@ class Backend:
         except Exception as exc:  # refused, DNS, TLS, timeouts of the simple client
             return exc
 
-    async def connect(
-        self, token: str, url: str, headers: Mapping[str, str], request_id: str | None = None
-    ) -> ConnectOutcome:
+    async def connect(self, token: str, request: RequestSnapshot) -> ConnectOutcome:
         """Ask the backend whether this stream may open. Never raises for backend trouble."""
         started = time.monotonic()
-        result = await self._post(protocol.connect_body(token, url, headers), request_id)
+        result = await self._post(protocol.connect_body(token, request), request.request_id)
         outcome = _connect_outcome(result)
         self._observe("connect", outcome.outcome.value, started)
         return outcome
@@ -129,17 +119,14 @@ class Backend:
     def disconnect(
         self,
         token: str,
-        reason: str,
-        url: str,
-        headers: Mapping[str, str],
-        *,
-        detail: str | None = None,
-        request_id: str | None = None,
+        reason: CloseReason,
+        request: RequestSnapshot,
+        detail: CloseDetail | None = None,
     ) -> None:
         """Schedule the disconnect callback and return at once. Failures are logged, not raised."""
-        body = protocol.disconnect_body(token, reason, url, headers, detail)
+        body = protocol.disconnect_body(token, reason, request, detail)
         task = asyncio.get_running_loop().create_task(
-            self._send_disconnect(token, body, request_id)
+            self._send_disconnect(token, body, request.request_id)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -149,12 +136,16 @@ class Backend:
         result = await self._post(body, request_id)
         if isinstance(result, BaseException) or result.error is not None and result.code == 599:
             label = "error"
-            log.warning("disconnect callback failed token=%s error=%s", token, _describe(result))
+            log.warning(
+                "disconnect callback failed", extra=fields(token=token, error=_describe(result))
+            )
         elif 200 <= result.code < 300:
             label = "ok"
         else:
             label = "rejected"
-            log.warning("disconnect callback answered status=%d token=%s", result.code, token)
+            log.warning(
+                "disconnect callback answered", extra=fields(status=result.code, token=token)
+            )
         self._observe("disconnect", label, started)
 
     def _observe(self, action: str, label: str, started: float) -> None:

@@ -1,8 +1,16 @@
-"""The broker: where sends and channel publishes go. This module holds the in-process one.
+"""The broker seam: what moves events between gateway instances, and the in-process broker.
 
-A broker routes a validated :class:`~tornado_sse.protocol.SendRequest` to the stream(s) it names,
-assigns channel event ids and keeps the replay history. :class:`LocalBroker` serves a single
-process; a broker shared by several processes implements the same :class:`Broker` interface.
+A broker moves already-encoded bytes and keeps history; it knows nothing of streams. It
+
+- publishes a channel event: gives it the next id, keeps it in the history, and hands it to
+  :meth:`BrokerHandler.on_publication` on every instance (this one included);
+- reads history for a replay (a :class:`~tornado_sse.history.Window`);
+- keeps a token directory (:meth:`Broker.register` / :meth:`Broker.unregister`) and routes a
+  send to the instance that holds a token, where it arrives as :meth:`BrokerHandler.on_send`.
+
+The gateway is the :class:`BrokerHandler`: dispatch by token or channel, encoding, local-first
+routing and delivery to connections live there, once, whatever the broker. :class:`LocalBroker`
+serves a single process; ``tornado_sse.cluster`` holds the Redis one.
 """
 
 from __future__ import annotations
@@ -10,77 +18,96 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
-from . import protocol
-from .history import History, IdCounter, Replay
-from .protocol import Event, SendRequest
-from .registry import Registry
+from .errors import TokenNotFound
+from .history import History, IdCounter, Window
+
+
+class BrokerHandler(Protocol):
+    """What a broker calls back; the gateway implements it. Neither method may block."""
+
+    def on_publication(self, channel: str, event_id: int, tail: bytes) -> None:
+        """A channel event (id ``event_id``, encoded without its id line) was published."""
+
+    def on_send(self, token: str, frame: bytes | None, close: bool) -> str:
+        """A send routed here for ``token``: ``"ok"`` or ``"buffered"``, or raise the
+        ``GatewayError`` its sender must get (e.g. ``TokenNotFound``)."""
 
 
 class Broker(Protocol):
-    """Routes sends and publishes, and answers replay questions."""
+    """Moves events between instances and keeps history (see the module docstring)."""
 
     @property
     def ready(self) -> bool:
-        """Whether sends can be routed now (a shared broker may lose its link)."""
+        """Whether the broker can route and publish now (a shared broker may lose its link)."""
 
-    async def send(self, request: SendRequest) -> str:
-        """Deliver ``request``: ``"ok"`` or ``"buffered"``; raises a ``GatewayError``."""
-
-    async def register(self, token: str) -> None:
-        """Make ``token`` reachable (before its connect callback); raises ``BrokerUnavailable``."""
-
-    def unregister(self, token: str) -> None:
-        """Forget ``token`` (its stream ended); never waits."""
-
-    async def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
-        """Events published on ``channels`` after ``last_event_id``, or a gap."""
-
-    def start(self) -> None:
-        """Start background work (call once the IOLoop runs)."""
+    def start(self, handler: BrokerHandler) -> None:
+        """Start delivering to ``handler`` (call once, when the IOLoop runs)."""
 
     async def close(self) -> None:
         """Release the broker's resources."""
 
+    async def publish(self, channel: str, tail: bytes) -> int:
+        """Publish an event on ``channel``: returns its id once every instance will get it.
+
+        Raises ``BrokerUnavailable`` when the event could not be published.
+        """
+
+    async def history(self, channels: Collection[str], since: int) -> Window:
+        """What the history holds of ``channels`` after id ``since``."""
+
+    async def register(self, token: str) -> None:
+        """Make ``token`` reachable from every instance (before its connect callback).
+
+        Raises ``BrokerUnavailable`` if it cannot.
+        """
+
+    def unregister(self, token: str) -> None:
+        """Forget ``token`` (its stream ended); never waits."""
+
+    async def route(self, token: str, frame: bytes | None, close: bool) -> str:
+        """Deliver a send to the instance holding ``token`` and return its answer.
+
+        Raises what that instance raised, ``TokenNotFound`` when no instance holds it, or
+        ``BrokerUnavailable`` when it cannot be reached.
+        """
+
 
 class LocalBroker:
-    """The broker of a single process: the registry, an id counter and a history."""
+    """The broker of a single process: an id counter, a history, the set of its tokens."""
 
-    def __init__(self, registry: Registry, history_size: int, history_ttl: float) -> None:
-        self.registry = registry
+    def __init__(self, history_size: int, history_ttl: float) -> None:
         self.ids = IdCounter()
-        self.history = History(history_size, history_ttl, first_id=self.ids.first)
+        self.history_store = History(history_size, history_ttl, first_id=self.ids.first)
+        self._tokens: set[str] = set()
+        self._handler: BrokerHandler | None = None
 
     @property
     def ready(self) -> bool:
         return True
 
-    async def send(self, request: SendRequest) -> str:
-        if request.channel is not None:
-            if request.event is not None:
-                self.publish(request.channel, request.event)
-            return "ok"
-        assert request.token is not None
-        frame = protocol.encode(request.event) if request.event is not None else None
-        return self.registry.send(request.token, frame, request.close)
-
-    def publish(self, channel: str, event: Event) -> int:
-        """Give ``event`` the next id, keep it for replay and write it to local subscribers."""
-        event_id = self.ids.next()
-        frame = protocol.encode_event(event.data, event.name, str(event_id))
-        self.history.append(event_id, channel, frame)
-        return self.registry.publish(channel, event_id, frame)
-
-    async def register(self, token: str) -> None:
-        return None
-
-    def unregister(self, token: str) -> None:
-        return None
-
-    async def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
-        return self.history.replay(last_event_id, channels)
-
-    def start(self) -> None:
-        return None
+    def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
 
     async def close(self) -> None:
         return None
+
+    async def publish(self, channel: str, tail: bytes) -> int:
+        event_id = self.ids.next()
+        self.history_store.append(event_id, channel, tail)
+        if self._handler is not None:
+            self._handler.on_publication(channel, event_id, tail)
+        return event_id
+
+    async def history(self, channels: Collection[str], since: int) -> Window:
+        return self.history_store.window(channels, since)
+
+    async def register(self, token: str) -> None:
+        self._tokens.add(token)
+
+    def unregister(self, token: str) -> None:
+        self._tokens.discard(token)
+
+    async def route(self, token: str, frame: bytes | None, close: bool) -> str:
+        if token not in self._tokens or self._handler is None:
+            raise TokenNotFound()
+        return self._handler.on_send(token, frame, close)

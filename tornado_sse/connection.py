@@ -12,7 +12,8 @@ import enum
 import time
 from typing import Protocol
 
-from .errors import BufferFull
+from .errors import BufferFull, CloseDetail, CloseReason
+from .protocol import RequestSnapshot
 
 
 class StreamWriter(Protocol):
@@ -38,16 +39,13 @@ class State(enum.Enum):
 class Connection:
     """One SSE stream from the moment its connect callback starts until it ends.
 
-    ``url`` and ``headers`` are the request snapshot sent in every callback for this token.
+    ``request`` is the snapshot captured at connect, sent whole in every callback for this token.
     ``close_reason`` is set exactly once, by the first cause that ends the stream.
     """
 
     __slots__ = (
         "token",
-        "url",
-        "headers",
-        "request_id",
-        "last_event_id",
+        "request",
         "channels",
         "connected_at",
         "opened_at",
@@ -61,26 +59,15 @@ class Connection:
         "_writer",
     )
 
-    def __init__(
-        self,
-        token: str,
-        url: str,
-        headers: dict[str, str],
-        *,
-        request_id: str | None = None,
-        last_event_id: str | None = None,
-    ) -> None:
+    def __init__(self, token: str, request: RequestSnapshot) -> None:
         self.token = token
-        self.url = url
-        self.headers = headers
-        self.request_id = request_id
-        self.last_event_id = last_event_id
+        self.request = request
         self.channels: tuple[str, ...] = ()
         self.connected_at = time.time()
         self.opened_at = 0.0  # monotonic time the stream opened
         self.state = State.CONNECTING
-        self.close_reason: str | None = None
-        self.close_detail: str | None = None
+        self.close_reason: CloseReason | None = None
+        self.close_detail: CloseDetail | None = None
         self.backend_may_know = False
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.

@@ -27,6 +27,7 @@ from . import log as logsetup
 from . import server
 from .app import make_app
 from .config import ConfigError, replace
+from .log import fields
 from .server import parse, serve
 
 log = logging.getLogger("tornado_sse.demo")
@@ -77,12 +78,14 @@ class CallbackHandler(RequestHandler):
     async def post(self) -> None:
         body = json.loads(self.request.body)
         if body["action"] == "connect":
-            log.info("backend: connect token=%s", body["token"])
+            log.info("backend: connect", extra=fields(token=body["token"]))
             # Sent while the connect callback is still in flight: the gateway buffers it.
             asyncio.get_running_loop().create_task(self._greet(body["token"]))
             self.finish({"channels": ["clock"]})
         else:
-            log.info("backend: disconnect token=%s reason=%s", body["token"], body["reason"])
+            log.info(
+                "backend: disconnect", extra=fields(token=body["token"], reason=body["reason"])
+            )
             self.finish({})
 
     async def _greet(self, token: str) -> None:
@@ -104,7 +107,7 @@ class InternalAPI:
             self.url, method="POST", body=json.dumps(item), headers=self.headers, raise_error=False
         )
         if response.code != 200:
-            log.warning("backend: send answered status=%d", response.code)
+            log.warning("backend: send answered", extra=fields(status=response.code))
 
     async def clock(self) -> None:
         """Publish the time on the ``clock`` channel every second."""

@@ -4,15 +4,54 @@ Every error a client or a backend can see is a :class:`GatewayError` carrying an
 ``UPPER_SNAKE`` code and a human message, and is rendered as the JSON shape of the wire contract::
 
     {"error": {"code": "TOKEN_NOT_FOUND", "message": "no open stream has this token"}}
+
+Each wire code has one class here; handlers and the gateway raise these by name and never pick a
+status or a code themselves. The outcome of a connect callback is mapped to the error its client
+gets by :func:`connect_error`, and the words that say why a stream ended (:class:`CloseReason`,
+:class:`CloseDetail`) are defined here too, so the registry, the gateway, the callbacks and the
+metrics all use the same values.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 
 
+class CloseReason(enum.StrEnum):
+    """The ``reason`` of a disconnect callback (PROTOCOL 2): these three and no others."""
+
+    CLIENT_CLOSED = "client_closed"
+    SERVER_CLOSED = "server_closed"
+    ERROR = "error"
+
+
+class CloseDetail(enum.StrEnum):
+    """The optional ``detail`` of a disconnect callback: a short machine word."""
+
+    SHUTDOWN = "shutdown"
+    SLOW_CONSUMER = "slow_consumer"
+    CONNECT_TIMEOUT = "connect_timeout"
+    BAD_CALLBACK_RESPONSE = "bad_callback_response"
+    WRITE_FAILED = "write_failed"
+
+
+class Outcome(enum.StrEnum):
+    """What a connect callback came to (the value is the ``outcome`` metric label)."""
+
+    ACCEPTED = "accepted"  # 2xx
+    REJECTED = "rejected"  # any other HTTP status: passed through to the client
+    TIMEOUT = "timeout"  # no answer in time: the backend may have accepted
+    UNAVAILABLE = "unavailable"  # refused, DNS, TLS, reset: the backend cannot have accepted
+    BAD_ANSWER = "bad_answer"  # 2xx with an unusable answer body
+
+
 class GatewayError(Exception):
-    """An error with a place on the wire: ``status`` (HTTP), ``code`` and ``message``."""
+    """An error with a place on the wire: ``status`` (HTTP), ``code`` and ``message``.
+
+    Subclasses fix ``status`` and ``code``; ``message`` is for people. A subclass may still be
+    given another ``status`` (e.g. :class:`BackendError` passes the backend's status through).
+    """
 
     status: int = 500
     code: str = "INTERNAL_ERROR"
@@ -34,8 +73,11 @@ class GatewayError(Exception):
         return error_json(self.code, self.message)
 
 
+# -- 4xx: the request is wrong -----------------------------------------------------------------
+
+
 class InvalidRequest(GatewayError):
-    """A request body that breaks a validation rule (400); ``code`` names the rule."""
+    """A request that breaks a validation rule (400); ``code`` names the rule."""
 
     status = 400
 
@@ -43,18 +85,14 @@ class InvalidRequest(GatewayError):
         super().__init__(message, code=code)
 
 
-class TokenNotFound(GatewayError):
-    """No stream, open or connecting, holds this token (404)."""
+class InvalidLimit(GatewayError):
+    """A ``limit`` query argument that is not a whole number >= 0 (400)."""
 
-    status = 404
-    code = "TOKEN_NOT_FOUND"
+    status = 400
+    code = "INVALID_LIMIT"
 
-
-class BufferFull(GatewayError):
-    """Too many sends queued for a stream whose connect callback is in flight (429)."""
-
-    status = 429
-    code = "BUFFER_FULL"
+    def __init__(self) -> None:
+        super().__init__("'limit' must be a whole number >= 0")
 
 
 class Unauthorized(GatewayError):
@@ -62,6 +100,9 @@ class Unauthorized(GatewayError):
 
     status = 401
     code = "UNAUTHORIZED"
+
+    def __init__(self) -> None:
+        super().__init__("a valid 'Authorization: Bearer <INTERNAL_SECRET>' is required")
 
 
 class NotFound(GatewayError):
@@ -71,25 +112,173 @@ class NotFound(GatewayError):
     code = "NOT_FOUND"
 
 
+class TokenNotFound(GatewayError):
+    """No stream, open or connecting, holds this token (404)."""
+
+    status = 404
+    code = "TOKEN_NOT_FOUND"
+
+    def __init__(self, message: str = "no open stream has this token") -> None:
+        super().__init__(message)
+
+
+class PayloadTooLarge(GatewayError):
+    """A request body over ``MAX_BODY_BYTES`` (413)."""
+
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("the body is larger than MAX_BODY_BYTES (%d bytes)" % limit)
+
+
+class UnsupportedMediaType(GatewayError):
+    """A request body that is declared as something other than JSON (415)."""
+
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+    def __init__(self) -> None:
+        super().__init__("the body must be JSON (Content-Type: application/json)")
+
+
+class BufferFull(GatewayError):
+    """Too many sends queued for a stream whose connect callback is in flight (429)."""
+
+    status = 429
+    code = "BUFFER_FULL"
+
+
+class HeadersTooLarge(GatewayError):
+    """A request head over ``MAX_HEADER_BYTES`` (431)."""
+
+    status = 431
+    code = "REQUEST_HEADER_FIELDS_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("the request headers are larger than %d bytes" % limit)
+
+
+# -- 503: the gateway cannot take this now ---------------------------------------------------------
+
+
 class ServiceNotConfigured(GatewayError):
     """``CALLBACK_URL`` is not set, so no stream can be authorised (503)."""
 
     status = 503
     code = "SERVICE_NOT_CONFIGURED"
 
+    def __init__(self) -> None:
+        super().__init__("CALLBACK_URL is not set: no stream can be authorised")
+
 
 class ServiceUnavailable(GatewayError):
-    """The gateway cannot take this stream now (503): draining, or too many connections."""
+    """The gateway cannot take this request now (503); subclasses say why."""
 
     status = 503
     code = "SERVICE_UNAVAILABLE"
 
 
-class BrokerUnavailable(GatewayError):
-    """A send could not be routed because the broker is unreachable (503)."""
+class ShuttingDown(ServiceUnavailable):
+    """The gateway is draining: no new stream opens (503)."""
 
-    status = 503
+    code = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("the gateway is shutting down")
+
+
+class TooManyConnections(ServiceUnavailable):
+    """``MAX_CONNECTIONS`` streams are already held (503)."""
+
+    code = "TOO_MANY_CONNECTIONS"
+
+    def __init__(self) -> None:
+        super().__init__("the gateway holds its maximum of streams")
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """A send could not be routed, or a stream registered, because the broker is unreachable."""
+
     code = "BROKER_UNAVAILABLE"
+
+
+# -- what a connect callback came to -----------------------------------------------------------
+
+
+class BackendAuthFailed(GatewayError):
+    """The backend answered the connect callback 401."""
+
+    status = 401
+    code = "BACKEND_AUTH_FAILED"
+
+    def __init__(self) -> None:
+        super().__init__("the backend refused the credentials")
+
+
+class BackendForbidden(GatewayError):
+    """The backend answered the connect callback 403."""
+
+    status = 403
+    code = "BACKEND_FORBIDDEN"
+
+    def __init__(self) -> None:
+        super().__init__("the backend forbade this stream")
+
+
+class BackendError(GatewayError):
+    """The backend answered the connect callback with another non-2xx status, passed through."""
+
+    code = "BACKEND_ERROR"
+
+    def __init__(self, status: int) -> None:
+        super().__init__("the backend answered %d" % status, status=status)
+
+
+class BadCallbackResponse(GatewayError):
+    """A 2xx connect answer whose body is unusable (502)."""
+
+    status = 502
+    code = "BAD_CALLBACK_RESPONSE"
+
+    def __init__(self, why: str) -> None:
+        super().__init__("the backend's connect answer is unusable: %s" % why)
+
+
+class BackendUnavailable(ServiceUnavailable):
+    """The connect callback could not reach the backend (503)."""
+
+    code = "BACKEND_UNAVAILABLE"
+
+
+class GatewayTimeout(GatewayError):
+    """The backend did not answer the connect callback in time (504)."""
+
+    status = 504
+    code = "GATEWAY_TIMEOUT"
+
+    def __init__(self) -> None:
+        super().__init__("the backend did not answer in time")
+
+
+def connect_error(outcome: Outcome, status: int | None, message: str) -> GatewayError:
+    """The error a client gets for a connect callback that did not accept (PROTOCOL 1.4).
+
+    ``status`` is the backend's HTTP status (for ``REJECTED``); ``message`` says what went
+    wrong, for the outcomes that carry one.
+    """
+    if outcome is Outcome.TIMEOUT:
+        return GatewayTimeout()
+    if outcome is Outcome.UNAVAILABLE:
+        return BackendUnavailable(message)
+    if outcome is Outcome.BAD_ANSWER:
+        return BadCallbackResponse(message)
+    assert outcome is Outcome.REJECTED and status is not None, (outcome, status)
+    if status == 401:
+        return BackendAuthFailed()
+    if status == 403:
+        return BackendForbidden()
+    return BackendError(status)
 
 
 # Codes the wire contract names for HTTP statuses raised by Tornado itself (routing, body size,
@@ -121,3 +310,13 @@ def error_dict(code: str, message: str) -> dict[str, dict[str, str]]:
 def error_json(code: str, message: str) -> bytes:
     """The JSON error shape of the wire contract, as compact UTF-8 bytes."""
     return json.dumps(error_dict(code, message), separators=(",", ":")).encode()
+
+
+def from_wire(status: int, body: dict[str, object]) -> GatewayError:
+    """Rebuild the error another instance answered (``status`` and the JSON error body)."""
+    error = body.get("error")
+    code, message = "INTERNAL_ERROR", "error"
+    if isinstance(error, dict):
+        code = str(error.get("code", code))
+        message = str(error.get("message", message))
+    return GatewayError(message, status=status, code=code)

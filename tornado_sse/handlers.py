@@ -11,33 +11,32 @@ import hmac
 import json
 import logging
 import re
-import time
-import uuid
 from typing import Any, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from . import protocol
-from .backend import Outcome
-from .connection import State
+from . import protocol, routes
+from .connection import Connection
 from .errors import (
     GatewayError,
+    HeadersTooLarge,
+    InvalidLimit,
+    InvalidRequest,
     NotFound,
-    ServiceNotConfigured,
-    ServiceUnavailable,
+    PayloadTooLarge,
     Unauthorized,
+    UnsupportedMediaType,
     code_for_status,
     error_json,
 )
 from .gateway import Gateway
-from .registry import CLIENT_CLOSED
+from .log import fields
+from .writer import ChunkEncoder, SocketWriter
 
 log = logging.getLogger("tornado_sse.handlers")
 
-_REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
 _JSON_TYPE_RE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 
 
@@ -77,7 +76,7 @@ class JSONErrorMixin(RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, GatewayError):
-            log.debug("request refused status=%d code=%s", value.status, value.code)
+            log.debug("request refused", extra=fields(status=value.status, code=value.code))
         else:
             super().log_exception(typ, value, tb)
 
@@ -124,34 +123,11 @@ class PublicHandler(JSONErrorMixin):
         self.finish()
 
 
-class ChunkEncoder:
-    """HTTP/1.1 chunk framing of SSE frames that remembers the last frame it framed, so that a
-    fan-out or a heartbeat round, which writes one shared frame to every stream, frames it once.
-    """
-
-    __slots__ = ("_frame", "_chunk")
-
-    def __init__(self) -> None:
-        self._frame = b""
-        self._chunk = b""
-
-    def __call__(self, frame: bytes) -> bytes:
-        if frame is not self._frame:
-            self._frame, self._chunk = frame, b"%x\r\n%b\r\n" % (len(frame), frame)
-        return self._chunk
-
-
 class StreamHandler(PublicHandler):
-    """``GET {SSE_PATH_PREFIX}...``: the connect callback, then the event stream.
+    """``GET {SSE_PATH_PREFIX}...``: the connect callback, then the event stream."""
 
-    Also the :class:`~tornado_sse.connection.StreamWriter` of its connection.
-    """
-
-    conn = None
+    conn: Connection | None = None
     _done: asyncio.Future[None] | None = None
-    _stream: IOStream
-    _chunked = False
-    _direct = False
 
     def initialize(self, gateway: Gateway, chunks: ChunkEncoder | None = None) -> None:
         super().initialize(gateway)
@@ -163,62 +139,32 @@ class StreamHandler(PublicHandler):
         try:
             await self._open_stream()
         except GatewayError as error:
-            if self._retryable(error):
+            if self.gateway.wants_retry_stream(error) and not self._http.stream.closed():
                 self._answer_retry(error)
                 return
             raise
 
-    def _retryable(self, error: GatewayError) -> bool:
-        """Whether ``error`` is transient and ``RETRY_ON_UNAVAILABLE`` asks for a retry stream."""
-        return (
-            self.gateway.settings.retry_on_unavailable
-            and error.status in (503, 504)
-            and error.code != ServiceNotConfigured.code
-            and not self._http.stream.closed()
-        )
-
     async def _open_stream(self) -> None:
         gw = self.gateway
-        if not gw.configured:
-            raise ServiceNotConfigured("CALLBACK_URL is not set: no stream can be authorised")
-        if gw.draining:
-            raise ServiceUnavailable("the gateway is shutting down", code="SHUTTING_DOWN")
-        if gw.full:
-            raise ServiceUnavailable(
-                "the gateway holds its maximum of streams", code="TOO_MANY_CONNECTIONS"
-            )
         request = self.request
-        conn = self.conn = gw.new_connection(
-            request.uri or "/",
-            protocol.capture_headers(request.headers.get_all()),
-            _request_id(request.headers.get("X-Request-ID")),
-            _last_event_id(request),
+        conn = self.conn = gw.admit(
+            protocol.capture_request(request.uri or "/", request.headers.get_all())
         )
-        outcome = await gw.connect(conn)
-        if outcome.outcome is not Outcome.ACCEPTED:
-            raise _connect_error(outcome.outcome, outcome.status, outcome.message)
-        if conn.state is State.CLOSED:
-            # The client left, or the gateway began draining, while the backend answered.
-            await gw.open(conn, self)  # reports the end to the backend
-            if conn.close_reason == CLIENT_CLOSED:
-                return  # nobody is left to answer
-            raise ServiceUnavailable("the gateway is shutting down", code="SHUTTING_DOWN")
+        if not await gw.connect(conn):
+            return  # the client left during the callback: nobody is left to answer
         self._set_stream_headers()
         self._done = asyncio.get_running_loop().create_future()
-        self._stream = self._http.stream
-        self._chunked = self.request.version == "HTTP/1.1"
-        # Direct socket writes only on a plain TCP stream (not TLS, not a wrapper).
-        self._direct = type(self._stream) is IOStream
+        chunks = self.chunks if request.version == "HTTP/1.1" else None
+        writer = SocketWriter(self._http, chunks, self._resolve)
         self.flush()
-        log.info("stream opened token=%s request_id=%s", conn.token, conn.request_id)
-        await gw.open(conn, self)
+        await gw.open(conn, writer)
 
     def _answer_retry(self, error: GatewayError) -> None:
         """Open and at once end a stream with a ``retry:`` hint, so that a browser retries a
         transient failure by itself (it gives up for good on any non-200 answer)."""
         self._set_stream_headers()
         self.write(protocol.encode_comment("%s %s" % (error.status, error.code)))
-        self.write(protocol.encode_retry(self.gateway.retry_hint_ms()))
+        self.write(self.gateway.retry_frame())
         self.finish()
 
     def _set_stream_headers(self) -> None:
@@ -239,7 +185,7 @@ class StreamHandler(PublicHandler):
 
     def on_connection_close(self) -> None:
         if self.conn is not None:
-            self.gateway.registry.close(self.conn, CLIENT_CLOSED)
+            self.gateway.client_left(self.conn)
         self._resolve()
 
     def on_finish(self) -> None:
@@ -248,84 +194,6 @@ class StreamHandler(PublicHandler):
     def _resolve(self) -> None:
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
-
-    # -- StreamWriter -------------------------------------------------------------------------
-
-    def write_frame(self, frame: bytes) -> int:
-        """Write ``frame``; return the bytes still waiting for the socket.
-
-        When nothing is queued before it (the usual case) the frame goes straight to the
-        socket: no future, no callback, no copy into Tornado's buffer, which is what makes a
-        heartbeat round or a fan-out to 10,000 streams cheap. Whatever the socket does not take
-        at once goes to the IOStream, which sends it in order as the socket drains.
-        """
-        stream = self._stream
-        if self._chunked:  # Tornado frames an HTTP/1.1 body in chunks
-            frame = self.chunks(frame)
-        # Tornado has no public accessor for an IOStream's unsent bytes. These two counters
-        # (Tornado >= 5) give the exact backlog: bytes queued minus bytes the socket accepted.
-        if self._direct and stream._total_write_index == stream._total_write_done_index:
-            sock = stream.socket
-            if sock is None:  # closed
-                raise StreamClosedError()
-            try:
-                sent = sock.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                stream.close(exc_info=exc)
-                raise StreamClosedError(real_error=exc) from None
-            if sent == len(frame):
-                return 0
-            frame = frame[sent:]
-        stream.write(frame)  # raises StreamClosedError if the client is gone
-        return stream._total_write_index - stream._total_write_done_index
-
-    def end(self) -> None:
-        self._resolve()
-
-    def abort(self) -> None:
-        self._http.close()
-        self._resolve()
-
-
-def _request_id(value: str | None) -> str:
-    """The client's ``X-Request-ID`` if it is sane, else a fresh one."""
-    if value is not None and _REQUEST_ID_RE.fullmatch(value):
-        return value
-    return uuid.uuid4().hex
-
-
-def _last_event_id(request: httputil.HTTPServerRequest) -> str | None:
-    """``Last-Event-ID`` from the header, else from the ``lastEventId`` query parameter."""
-    value = request.headers.get("Last-Event-ID")
-    if value is None:
-        values = request.query_arguments.get("lastEventId")
-        if values:
-            value = values[-1].decode("utf-8", "replace")
-    return value
-
-
-def _connect_error(outcome: Outcome, status: int | None, message: str) -> GatewayError:
-    """The error a client gets for a connect callback that did not accept."""
-    if outcome is Outcome.TIMEOUT:
-        return GatewayError(message, status=504, code="GATEWAY_TIMEOUT")
-    if outcome is Outcome.UNAVAILABLE:
-        return GatewayError(message, status=503, code="BACKEND_UNAVAILABLE")
-    if outcome is Outcome.BAD_ANSWER:
-        return GatewayError(
-            "the backend's connect answer is unusable: %s" % message,
-            status=502,
-            code="BAD_CALLBACK_RESPONSE",
-        )
-    assert status is not None
-    if status == 401:
-        return GatewayError(
-            "the backend refused the credentials", status=401, code="BACKEND_AUTH_FAILED"
-        )
-    if status == 403:
-        return GatewayError("the backend forbade this stream", status=403, code="BACKEND_FORBIDDEN")
-    return GatewayError("the backend answered %d" % status, status=status, code="BACKEND_ERROR")
 
 
 class InternalHandler(JSONErrorMixin):
@@ -338,7 +206,7 @@ class InternalHandler(JSONErrorMixin):
         given = self.request.headers.get("Authorization", "")
         expected = "Bearer " + secret
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Unauthorized("a valid 'Authorization: Bearer <INTERNAL_SECRET>' is required")
+            raise Unauthorized()
 
 
 @stream_request_body
@@ -353,14 +221,10 @@ class SendHandler(InternalHandler):
         limit = self.gateway.settings.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise _too_large(limit)
+            raise PayloadTooLarge(limit)
         content_type = self.request.headers.get("Content-Type")
         if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
-            raise GatewayError(
-                "the body must be JSON (Content-Type: application/json)",
-                status=415,
-                code="UNSUPPORTED_MEDIA_TYPE",
-            )
+            raise UnsupportedMediaType()
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -371,7 +235,7 @@ class SendHandler(InternalHandler):
             # Answer now (Tornado does not route exceptions raised here to write_error), then
             # Tornado closes the connection instead of reading the rest of the body.
             self._body = bytearray()
-            self.send_gateway_error(_too_large(limit))
+            self.send_gateway_error(PayloadTooLarge(limit))
 
     async def post(self) -> None:
         if self._finished:
@@ -390,9 +254,7 @@ class SendHandler(InternalHandler):
             return
         if not isinstance(body, dict):
             self.send_gateway_error(
-                GatewayError(
-                    "the body must be a JSON object or array", status=400, code="INVALID_JSON"
-                )
+                InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
             )
             return
         status, answer = await self._send_one(body)
@@ -402,18 +264,10 @@ class SendHandler(InternalHandler):
         """Validate and deliver one send: its HTTP status and JSON body."""
         try:
             request = protocol.validate_send(item)
-            result = await self.gateway.broker.send(request)
+            result = await self.gateway.send(request)
         except GatewayError as error:
             return error.status, error.to_dict()
         return 200, {"status": result}
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        "the body is larger than MAX_BODY_BYTES (%d bytes)" % limit,
-        status=413,
-        code="PAYLOAD_TOO_LARGE",
-    )
 
 
 class ConnectionsHandler(InternalHandler):
@@ -425,27 +279,8 @@ class ConnectionsHandler(InternalHandler):
         except ValueError:
             limit = -1
         if limit < 0:
-            raise GatewayError(
-                "'limit' must be a whole number >= 0", status=400, code="INVALID_LIMIT"
-            )
-        registry = self.gateway.registry
-        listed: list[dict[str, Any]] = []
-        for conn in registry.connections():
-            if len(listed) >= limit:
-                break
-            listed.append(
-                {
-                    "token": conn.token,
-                    "url": conn.url,
-                    "channels": list(conn.channels),
-                    "connected_at": _iso(conn.connected_at),
-                }
-            )
-        self.write_json({"count": registry.open_count, "connections": listed})
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+            raise InvalidLimit()
+        self.write_json(self.gateway.connections(limit))
 
 
 class NotFoundHandler(JSONErrorMixin):
@@ -460,13 +295,8 @@ class HeadersTooLargeHandler(PublicHandler):
     the public endpoints, which pages call, and none on the internal API)."""
 
     def _set_cors_headers(self) -> None:
-        path = self.request.path
-        if not (path.startswith("/internal/") or path == "/metrics"):
+        if not routes.is_internal(self.request.path):
             super()._set_cors_headers()
 
     def prepare(self) -> None:
-        raise GatewayError(
-            "the request headers are larger than %d bytes" % self.gateway.settings.max_header_bytes,
-            status=431,
-            code="REQUEST_HEADER_FIELDS_TOO_LARGE",
-        )
+        raise HeadersTooLarge(self.gateway.settings.max_header_bytes)

@@ -1,8 +1,14 @@
-"""Channel event ids and the bounded, time-limited history used for ``Last-Event-ID`` replay.
+"""Channel event ids, the replay rules, and the in-process history.
 
-Ids are decimal integers, strictly increasing in publish order. A process starts its counter at
-the current Unix time in microseconds, so ids keep increasing across restarts and an id from an
-earlier run is recognised as older than the history (a gap) rather than mistaken for a new one.
+Ids are decimal integers, strictly increasing in publish order. A gateway starts its counter at
+:func:`first_id` (the current Unix time in microseconds), so ids keep increasing across restarts
+and an id from an earlier run is recognised as older than the history (a gap) rather than
+mistaken for a new one. Every broker uses that rule for its first id.
+
+Whatever keeps the history (this process, or Redis), it answers a replay question with a
+:class:`Window`; :meth:`Window.replay` is the one place that decides between a replay and a gap.
+Histories keep each event *without* its ``id:`` line (the "tail"): the gateway adds the line when
+it writes the event (:func:`tornado_sse.protocol.with_id`).
 """
 
 from __future__ import annotations
@@ -13,23 +19,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One published channel event: its id, channel, encoded frame and publish time."""
-
-    id: int
-    channel: str
-    frame: bytes
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """What a reconnecting stream gets: ``(id, frame)`` pairs to replay in order, or a gap
-    (replay impossible)."""
-
-    events: tuple[tuple[int, bytes], ...] = ()
-    gap: bool = False
+def first_id() -> int:
+    """The first event id of a history that starts now."""
+    return int(time.time() * 1_000_000)
 
 
 def parse_event_id(value: str | None) -> int | None:
@@ -39,11 +31,55 @@ def parse_event_id(value: str | None) -> int | None:
     return int(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reconnecting stream gets: ``(id, tail)`` pairs to replay in order, or a gap
+    (replay impossible)."""
+
+    events: tuple[tuple[int, bytes], ...] = ()
+    gap: bool = False
+
+
+#: A reconnect whose id is unusable, or whose history cannot be read: only live events follow.
+GAP = Replay(gap=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What a history holds of some channels after an id.
+
+    ``events`` are the ``(id, tail)`` pairs of those channels after the id asked for, in id
+    order; ``dropped_through`` is the highest id no longer kept (evicted or expired), so a replay
+    from below it would miss events; ``last_id`` is the highest id issued so far.
+    """
+
+    events: tuple[tuple[int, bytes], ...]
+    dropped_through: int
+    last_id: int
+
+    def replay(self, since: int) -> Replay:
+        """The replay for a client whose last event was ``since``: every kept event after it,
+        or a gap if events after it were dropped or ``since`` was never issued."""
+        if since < self.dropped_through or since > self.last_id:
+            return GAP
+        return Replay(events=tuple(e for e in self.events if e[0] > since))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One published channel event: its id, channel, tail and publish time."""
+
+    id: int
+    channel: str
+    tail: bytes
+    at: float
+
+
 class IdCounter:
-    """Strictly increasing event ids for one process."""
+    """Strictly increasing event ids for one process, from :func:`first_id`."""
 
     def __init__(self, start: int | None = None) -> None:
-        self.first = start if start is not None else int(time.time() * 1_000_000)
+        self.first = start if start is not None else first_id()
         self.last = self.first - 1
 
     def next(self) -> int:
@@ -78,13 +114,13 @@ class History:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def append(self, id: int, channel: str, frame: bytes) -> None:
+    def append(self, id: int, channel: str, tail: bytes) -> None:
         """Record a published event. Ids must be appended in increasing order."""
         self._last_id = id
         if not self.enabled:
             self._dropped_through = id
             return
-        self._entries.append(Entry(id, channel, frame, self._clock()))
+        self._entries.append(Entry(id, channel, tail, self._clock()))
         while len(self._entries) > self.size:
             self._dropped_through = self._entries.popleft().id
 
@@ -94,20 +130,13 @@ class History:
         while entries and entries[0].at < limit:
             self._dropped_through = entries.popleft().id
 
-    def replay(self, last_event_id: str, channels: Collection[str]) -> Replay:
-        """Frames of ``channels`` published after ``last_event_id``, in order, or a gap.
-
-        A gap when the id was never issued here or events after it are no longer kept. Nothing
-        at all (no replay, no gap) when the history is off.
-        """
-        if not self.enabled:
-            return Replay()
+    def window(self, channels: Collection[str], since: int) -> Window:
+        """The events of ``channels`` after ``since`` that are still kept (see :class:`Window`)."""
         self._expire()
-        last = parse_event_id(last_event_id)
-        if last is None or last < self._dropped_through or last > self._last_id:
-            return Replay(gap=True)
-        return Replay(
+        return Window(
             events=tuple(
-                (e.id, e.frame) for e in self._entries if e.id > last and e.channel in channels
-            )
+                (e.id, e.tail) for e in self._entries if e.id > since and e.channel in channels
+            ),
+            dropped_through=self._dropped_through,
+            last_id=self._last_id,
         )

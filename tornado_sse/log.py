@@ -1,7 +1,12 @@
 """Log formatting: ``key=value`` text lines by default, JSON lines with ``LOG_FORMAT=json``.
 
-Modules log with lazy ``%s`` arguments and ``key=value`` pairs in the message; only
-``__main__`` calls :func:`configure`.
+Modules log a short message and put the facts in structured fields::
+
+    log.info("stream opened", extra=fields(token=conn.token, request_id=rid))
+
+The text formatter appends them as ``key=value`` pairs (values with spaces or quotes are quoted),
+the JSON formatter makes them fields of their own, keeping their types (numbers stay numbers).
+Only ``__main__`` calls :func:`configure`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,31 @@ import json
 import logging
 import sys
 import time
+from typing import Any
+
+#: The attribute of a log record that holds its structured fields.
+FIELDS = "fields"
+
+
+def fields(**values: Any) -> dict[str, dict[str, Any]]:
+    """The ``extra=`` argument that attaches ``values`` to a log record as structured fields."""
+    return {FIELDS: values}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    values = getattr(record, FIELDS, None)
+    return values if isinstance(values, dict) else {}
+
+
+def _text_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "%.3f" % value
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n\r\t'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 class TextFormatter(logging.Formatter):
@@ -22,30 +52,30 @@ class TextFormatter(logging.Formatter):
             record.name,
             record.getMessage(),
         )
+        pairs = _fields(record)
+        if pairs:
+            line += " " + " ".join("%s=%s" % (k, _text_value(v)) for k, v in pairs.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and the ``key=value``
-    pairs of the message as fields of their own (``token``, ``request_id``, ...)."""
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and the record's
+    structured fields (``token``, ``request_id``, ...) with their types."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": message,
+            "msg": record.getMessage(),
         }
-        for word in message.split():
-            key, sep, value = word.partition("=")
-            if sep and key.isidentifier() and key not in entry:
-                entry[key] = value
+        for key, value in _fields(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def _timestamp(created: float) -> str:

@@ -6,7 +6,9 @@ import logging
 
 from tornado.web import RequestHandler
 
+from . import routes
 from .handlers import JSONErrorMixin, PublicHandler
+from .log import fields
 
 access_log = logging.getLogger("tornado_sse.access")
 
@@ -22,29 +24,15 @@ class ReadyHandler(PublicHandler):
     """``GET /readyz``: 200 when the gateway can take streams, else 503 with the reasons."""
 
     def get(self) -> None:
-        gw = self.gateway
-        reasons = []
-        if not gw.configured:
-            reasons.append("CALLBACK_URL is not set")
-        if not gw.broker.ready:
-            reasons.append("the broker (Redis) is unreachable")
-        if gw.draining:
-            reasons.append("the gateway is shutting down")
-        if reasons:
-            self.write_json(
-                {"status": "not_ready", "configured": gw.configured, "reasons": reasons}, 503
-            )
-        else:
-            self.write_json(
-                {"status": "ready", "configured": True, "connections": gw.registry.open_count}
-            )
+        ready, body = self.gateway.readiness()
+        self.write_json(body, 200 if ready else 503)
 
 
 class MetricsHandler(JSONErrorMixin):
     """``GET /metrics``: Prometheus text format (served beside the internal API)."""
 
     def get(self) -> None:
-        body, content_type = self.gateway.metrics.render()
+        body, content_type = self.gateway.render_metrics()
         self.set_header("Content-Type", content_type)
         self.finish(body)
 
@@ -58,17 +46,19 @@ def log_request(handler: RequestHandler) -> None:
     status = handler.get_status()
     path = handler.request.path
     gateway = getattr(handler, "gateway", None)
-    if gateway is not None and path.startswith("/internal/"):
-        route = path if path in ("/internal/send", "/internal/connections") else "other"
-        gateway.metrics.internal_requests.labels(route, str(status)).inc()
-    if status < 400 and not path.startswith("/internal/"):
+    label = routes.metric_label(path)
+    if gateway is not None and label is not None:
+        gateway.count_request(label, status)
+    if status < 400 and label is None:
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     access_log.log(
         level,
-        "request status=%d method=%s path=%s duration_ms=%.1f",
-        status,
-        handler.request.method,
-        path,
-        1000.0 * handler.request.request_time(),
+        "request",
+        extra=fields(
+            status=status,
+            method=handler.request.method,
+            path=path,
+            duration_ms=round(1000.0 * handler.request.request_time(), 1),
+        ),
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import InvalidRequest
 
@@ -73,6 +75,12 @@ def encode_event(data: str, name: str | None = None, id: str | None = None) -> b
         parts.append("data: %s\n" % line)
     parts.append("\n")
     return "".join(parts).encode("utf-8")
+
+
+def with_id(event_id: int, tail: bytes) -> bytes:
+    """The frame of a channel event: the ``id:`` line the gateway assigned, then ``tail`` (the
+    event encoded without an id, as :func:`encode_event` gives it)."""
+    return b"id: %d\n%b" % (event_id, tail)
 
 
 def encode(event: Event) -> bytes:
@@ -239,7 +247,51 @@ def parse_connect_answer(body: bytes) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# Callback bodies
+# The request snapshot and callback bodies
+
+_REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """A stream's request as captured at connect, sent whole in every callback for its token.
+
+    ``url`` is the raw request target (path and query exactly as received), ``headers`` the
+    captured headers (see :func:`capture_headers`), ``request_id`` the client's sane
+    ``X-Request-ID`` or a fresh one, ``last_event_id`` the replay position the client asked for
+    (``Last-Event-ID``, else the ``lastEventId`` query parameter), if any.
+    """
+
+    url: str
+    headers: dict[str, str]
+    request_id: str
+    last_event_id: str | None = None
+
+
+def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapshot:
+    """The :class:`RequestSnapshot` of a stream request for target ``url`` and header ``pairs``."""
+    headers = capture_headers(pairs)
+    return RequestSnapshot(
+        url=url,
+        headers=headers,
+        request_id=request_id(headers.get("x-request-id")),
+        last_event_id=_last_event_id(url, headers.get("last-event-id")),
+    )
+
+
+def request_id(value: str | None) -> str:
+    """The client's ``X-Request-ID`` if it is sane (1-128 printable ASCII), else a fresh one."""
+    if value is not None and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def _last_event_id(url: str, header: str | None) -> str | None:
+    """``Last-Event-ID`` from the header, else the last ``lastEventId`` query parameter."""
+    if header is not None or "lastEventId" not in url:
+        return header
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("lastEventId")
+    return values[-1] if values else None
 
 
 def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -262,22 +314,24 @@ def _dumps(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def connect_body(token: str, url: str, headers: Mapping[str, str]) -> bytes:
+def _request_json(request: RequestSnapshot) -> dict[str, Any]:
+    return {"url": request.url, "headers": request.headers}
+
+
+def connect_body(token: str, request: RequestSnapshot) -> bytes:
     """The compact JSON body of a ``connect`` callback."""
-    return _dumps(
-        {"action": "connect", "token": token, "request": {"url": url, "headers": headers}}
-    )
+    return _dumps({"action": "connect", "token": token, "request": _request_json(request)})
 
 
 def disconnect_body(
-    token: str, reason: str, url: str, headers: Mapping[str, str], detail: str | None = None
+    token: str, reason: str, request: RequestSnapshot, detail: str | None = None
 ) -> bytes:
     """The compact JSON body of a ``disconnect`` callback; ``detail`` only when given."""
     body: dict[str, Any] = {
         "action": "disconnect",
         "reason": reason,
         "token": token,
-        "request": {"url": url, "headers": headers},
+        "request": _request_json(request),
     }
     if detail is not None:
         body["detail"] = detail

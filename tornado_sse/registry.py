@@ -17,7 +17,8 @@ from tornado.iostream import StreamClosedError
 
 from . import protocol
 from .connection import Connection, State, StreamWriter
-from .errors import TokenNotFound
+from .errors import CloseDetail, CloseReason, TokenNotFound
+from .log import fields
 
 log = logging.getLogger("tornado_sse.registry")
 
@@ -26,10 +27,6 @@ log = logging.getLogger("tornado_sse.registry")
 #: detail are on the connection; ``backend_may_know`` says whether to send ``disconnect``. Must
 #: not block.
 EndListener = Callable[[Connection], None]
-
-CLIENT_CLOSED = "client_closed"
-SERVER_CLOSED = "server_closed"
-ERROR = "error"
 
 
 class Registry:
@@ -91,17 +88,17 @@ class Registry:
         replay can be written first). Returns False (and reports the end) if the stream was
         closed meanwhile, e.g. the client left during the callback or a queued close ended it.
         """
-        conn.backend_may_know = True
         if conn.state is State.CLOSED:
-            self._report(conn)
+            self.settle(conn)
             return False
+        conn.backend_may_know = True
         conn.attach(writer)
         self._open += 1
         frames, close = conn.take_pending()
         for frame in frames:
             self.write(conn, frame)
         if close:
-            self.close(conn, SERVER_CLOSED)
+            self.close(conn, CloseReason.SERVER_CLOSED)
             return False
         if conn.state is not State.OPEN:
             return False
@@ -122,7 +119,15 @@ class Registry:
             if event_id > after:
                 self.write(conn, frame)
 
-    def fail(self, conn: Connection, *, backend_may_know: bool, detail: str | None = None) -> None:
+    def settle(self, conn: Connection) -> None:
+        """The backend accepted ``conn``, which ended while its connect callback was in flight:
+        report the end now (the backend hears ``disconnect`` with the first cause)."""
+        conn.backend_may_know = True
+        self._report(conn)
+
+    def fail(
+        self, conn: Connection, *, backend_may_know: bool, detail: CloseDetail | None = None
+    ) -> None:
         """End a connection whose connect did not open a stream.
 
         With ``backend_may_know`` (the answer timed out or was unusable) the backend hears
@@ -133,9 +138,11 @@ class Registry:
         if conn.state is State.CLOSED:
             self._report(conn)
             return
-        self.close(conn, ERROR, detail)
+        self.close(conn, CloseReason.ERROR, detail)
 
-    def close(self, conn: Connection, reason: str, detail: str | None = None) -> None:
+    def close(
+        self, conn: Connection, reason: CloseReason, detail: CloseDetail | None = None
+    ) -> None:
         """End ``conn`` for ``reason``; idempotent, the first reason wins.
 
         An open stream is ended (``abort`` for errors, a clean end otherwise) before the
@@ -158,8 +165,8 @@ class Registry:
         writer = conn.detach()
         if was_open:
             self._open -= 1
-            if writer is not None and reason != CLIENT_CLOSED:
-                if reason == ERROR:
+            if writer is not None and reason != CloseReason.CLIENT_CLOSED:
+                if reason == CloseReason.ERROR:
                     writer.abort()
                 else:
                     writer.end()
@@ -180,14 +187,14 @@ class Registry:
         """
         conn = self._by_token.get(token)
         if conn is None or conn.closing:
-            raise TokenNotFound("no open stream has this token")
+            raise TokenNotFound()
         if conn.state is State.CONNECTING:
             conn.queue(frame, close, self.max_pending_events)
             return "buffered"
         if frame is not None:
             self.write(conn, frame)
         if close:
-            self.close(conn, SERVER_CLOSED)
+            self.close(conn, CloseReason.SERVER_CLOSED)
         return "ok"
 
     def write(self, conn: Connection, frame: bytes) -> None:
@@ -202,14 +209,14 @@ class Registry:
         try:
             backlog = conn.write(frame)
         except StreamClosedError:
-            self.close(conn, CLIENT_CLOSED)
+            self.close(conn, CloseReason.CLIENT_CLOSED)
             return
         except Exception as exc:  # a transport bug must not break the other streams
-            log.warning("write failed token=%s error=%r", conn.token, exc)
-            self.close(conn, ERROR, "write_failed")
+            log.warning("write failed", extra=fields(token=conn.token, error=repr(exc)))
+            self.close(conn, CloseReason.ERROR, CloseDetail.WRITE_FAILED)
             return
         if backlog > self.max_queued_bytes:
-            self.close(conn, ERROR, "slow_consumer")
+            self.close(conn, CloseReason.ERROR, CloseDetail.SLOW_CONSUMER)
 
     def publish(self, channel: str, event_id: int, frame: bytes) -> int:
         """Write channel event ``frame`` (id ``event_id``) to every open stream subscribed to
@@ -239,8 +246,8 @@ class Registry:
 
     def close_all(
         self,
-        reason: str,
-        detail: str | None = None,
+        reason: CloseReason,
+        detail: CloseDetail | None = None,
         last_frame: Callable[[], bytes] | None = None,
     ) -> int:
         """End every stream, open streams after a frame from ``last_frame()``; returns how many."""

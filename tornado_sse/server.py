@@ -19,6 +19,7 @@ from tornado.web import Application
 
 from .app import App, make_app
 from .config import Settings, argument_parser, load
+from .log import fields
 
 log = logging.getLogger("tornado_sse")
 
@@ -105,24 +106,28 @@ async def serve(
             own.listen(own_port, settings.address)
             servers.append(own)
         except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
-            log.error("cannot serve this process's metrics port=%d error=%s", own_port, exc)
+            log.error(
+                "cannot serve this process's metrics", extra=fields(port=own_port, error=str(exc))
+            )
     app.gateway.start()
     warn_if_exposed(settings)
     if not settings.callback_url:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(
-        "listening port=%d internal_port=%s prefix=%s loop=%s",
-        settings.port,
-        settings.internal_port or "-",
-        settings.sse_path_prefix,
-        type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "listening",
+        extra=fields(
+            port=settings.port,
+            internal_port=settings.internal_port,
+            prefix=settings.sse_path_prefix,
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down timeout=%.1fs", settings.shutdown_timeout_seconds)
+    log.info("shutting down", extra=fields(timeout=settings.shutdown_timeout_seconds))
     try:
         done = await asyncio.wait_for(
             app.gateway.shutdown(), timeout=settings.shutdown_timeout_seconds + 1
@@ -174,7 +179,7 @@ def run_processes(settings: Settings) -> int:
         spawn(index)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    log.info("started processes=%d", count)
+    log.info("started", extra=fields(processes=count))
     status = 0
     while children:
         pid, wait_status = os.wait()
@@ -186,10 +191,15 @@ def run_processes(settings: Settings) -> int:
             status = status or (code != 0)
         elif restarts < MAX_RESTARTS:
             restarts += 1
-            log.warning("process %d exited with status %d; starting it again", index, code)
+            log.warning(
+                "a process exited; starting it again", extra=fields(process=index, status=code)
+            )
             spawn(index)
         else:
-            log.error("process %d exited with status %d; too many restarts, stopping", index, code)
+            log.error(
+                "a process exited; too many restarts, stopping",
+                extra=fields(process=index, status=code),
+            )
             status = 1
             forward(signal.SIGTERM, None)
     return int(status)

@@ -15,6 +15,7 @@ from tornado_sse.protocol import (
     HEARTBEAT,
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
+    RequestSnapshot,
     Event,
     SendRequest,
     capture_headers,
@@ -663,14 +664,18 @@ def test_capture_headers_keeps_first_seen_order() -> None:
     assert list(capture_headers([("B", "1"), ("A", "2"), ("b", "3")])) == ["b", "a"]
 
 
+def snapshot(url: str, headers: dict[str, str]) -> RequestSnapshot:
+    return RequestSnapshot(url=url, headers=headers, request_id="rid")
+
+
 def test_connect_body_is_compact_json() -> None:
-    assert connect_body("t", "/sse/x?y=1", {"a": "b"}) == (
+    assert connect_body("t", snapshot("/sse/x?y=1", {"a": "b"})) == (
         b'{"action":"connect","token":"t","request":{"url":"/sse/x?y=1","headers":{"a":"b"}}}'
     )
 
 
 def test_connect_body_keeps_non_ascii_as_utf8() -> None:
-    body = connect_body("t", "/sse/caf\u00e9", {"x-name": "Zo\u00eb \U0001f600"})
+    body = connect_body("t", snapshot("/sse/caf\u00e9", {"x-name": "Zo\u00eb \U0001f600"}))
     assert body == (
         b'{"action":"connect","token":"t","request":{"url":"/sse/caf\xc3\xa9",'
         b'"headers":{"x-name":"Zo\xc3\xab \xf0\x9f\x98\x80"}}}'
@@ -679,27 +684,29 @@ def test_connect_body_keeps_non_ascii_as_utf8() -> None:
 
 
 def test_connect_body_escapes_json_specials() -> None:
-    assert connect_body('t"', "/a\\b", {"k": "\n"}) == (
+    assert connect_body('t"', snapshot("/a\\b", {"k": "\n"})) == (
         b'{"action":"connect","token":"t\\"","request":{"url":"/a\\\\b","headers":{"k":"\\n"}}}'
     )
 
 
 def test_disconnect_body_without_detail_has_no_detail_key() -> None:
-    assert disconnect_body("t", "client_closed", "/sse/x", {}) == (
+    assert disconnect_body("t", "client_closed", snapshot("/sse/x", {})) == (
         b'{"action":"disconnect","reason":"client_closed","token":"t",'
         b'"request":{"url":"/sse/x","headers":{}}}'
     )
 
 
 def test_disconnect_body_with_detail_appends_it() -> None:
-    assert disconnect_body("t", "server_closed", "/sse/x", {"a": "b"}, detail="shutdown") == (
+    request = snapshot("/sse/x", {"a": "b"})
+    assert disconnect_body("t", "server_closed", request, detail="shutdown") == (
         b'{"action":"disconnect","reason":"server_closed","token":"t",'
         b'"request":{"url":"/sse/x","headers":{"a":"b"}},"detail":"shutdown"}'
     )
 
 
 def test_disconnect_body_keeps_non_ascii_as_utf8() -> None:
-    body = disconnect_body("t", "error", "/sse/\u00fc", {"h": "\u65e5"}, detail="slow_consumer")
+    request = snapshot("/sse/\u00fc", {"h": "\u65e5"})
+    body = disconnect_body("t", "error", request, detail="slow_consumer")
     assert body == (
         b'{"action":"disconnect","reason":"error","token":"t",'
         b'"request":{"url":"/sse/\xc3\xbc","headers":{"h":"\xe6\x97\xa5"}},'

@@ -6,7 +6,8 @@ import pytest
 
 from tornado_sse.connection import Connection, State
 from tornado_sse.errors import BufferFull, TokenNotFound
-from tornado_sse.history import History
+from tornado_sse.history import History, parse_event_id
+from tornado_sse.protocol import RequestSnapshot
 from tornado_sse.registry import Registry
 
 
@@ -44,7 +45,7 @@ def registry(ended) -> Registry:
 
 
 def connection(registry: Registry, token: str = "t", channels: tuple[str, ...] = ()) -> Connection:
-    conn = Connection(token, "/sse/x", {})
+    conn = Connection(token, RequestSnapshot("/sse/x", {}, "rid"))
     conn.channels = channels
     registry.add(conn)
     return conn
@@ -175,24 +176,24 @@ class Clock:
         return self.now
 
 
+def replay(history: History, last_event_id: str, channels: set[str]):
+    """The replay a stream of ``channels`` gets after ``last_event_id``, as the gateway asks."""
+    since = parse_event_id(last_event_id)
+    assert since is not None, last_event_id
+    return history.window(channels, since).replay(since)
+
+
 def test_history_replays_after_an_id_and_reports_gaps():
     clock = Clock()
     history = History(size=3, ttl=60, first_id=100, clock=clock)
     for i in range(100, 105):
         history.append(i, "a" if i % 2 else "b", b"f%d" % i)
-    assert history.replay("102", {"a", "b"}).events == ((103, b"f103"), (104, b"f104"))
-    assert history.replay("103", {"b"}).events == ((104, b"f104"),)
-    assert history.replay("101", {"a"}).events == ((103, b"f103"),)  # 102.. still kept
-    assert history.replay("100", {"a"}).gap  # 101 fell out of the window
-    assert history.replay("104", {"a"}).events == ()
-    assert history.replay("105", {"a"}).gap  # never issued
-    assert history.replay("abc", {"a"}).gap
+    assert replay(history, "102", {"a", "b"}).events == ((103, b"f103"), (104, b"f104"))
+    assert replay(history, "103", {"b"}).events == ((104, b"f104"),)
+    assert replay(history, "101", {"a"}).events == ((103, b"f103"),)  # 102.. still kept
+    assert replay(history, "100", {"a"}).gap  # 101 fell out of the window
+    assert replay(history, "104", {"a"}).events == ()
+    assert replay(history, "105", {"a"}).gap  # never issued
+    assert parse_event_id("abc") is None  # not an id: the gateway answers a gap
     clock.now = 61
-    assert history.replay("102", {"a"}).gap  # expired
-
-
-def test_history_off_replays_nothing_and_reports_no_gap():
-    history = History(size=0, ttl=60, first_id=1)
-    history.append(1, "a", b"x")
-    replay = history.replay("0", {"a"})
-    assert replay.events == () and not replay.gap
+    assert replay(history, "102", {"a"}).gap  # expired

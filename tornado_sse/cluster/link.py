@@ -1,0 +1,163 @@
+"""The link of one gateway instance to Redis: a bounded pool and one supervised subscription.
+
+:class:`RedisLink` owns the Redis client and the pub/sub connection. The other parts of the
+cluster register with it before it starts: the pub/sub channels they listen on, what to do each
+time the link comes up (re-announce state Redis may have lost), when it goes down, and periodic
+refreshes. The link reconnects with capped exponential backoff; :attr:`RedisLink.up` is true only
+while the subscription is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..errors import BrokerUnavailable
+from ..log import fields
+
+log = logging.getLogger("tornado_sse.redis")
+
+#: Connections to Redis per instance (one of them holds the subscription).
+REDIS_CONNECTIONS = 32
+#: Seconds a caller waits for a free pooled connection, and for a reply.
+POOL_TIMEOUT = 5.0
+#: Reconnection backoff: first and longest wait, in seconds.
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class RedisLink:
+    """The Redis client of one instance and its supervised subscription."""
+
+    def __init__(self, url: str) -> None:
+        # A bounded pool that makes callers wait for a free connection: a burst of connects
+        # queues its token registrations instead of opening one Redis connection each.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=POOL_TIMEOUT,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+        )
+        self.client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+        self.up = False
+        self._listeners: dict[bytes, Callable[[bytes], None]] = {}
+        self._on_up: list[Hook] = []
+        self._on_down: list[Callable[[], None]] = []
+        self._on_close: list[Hook] = []
+        self._periodic: list[tuple[float, Hook]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._main: asyncio.Task[None] | None = None
+
+    # -- registration (before start) ----------------------------------------------------------
+
+    def listen(self, channel: str, on_message: Callable[[bytes], None]) -> None:
+        """Call ``on_message(data)`` for every message published on pub/sub ``channel``."""
+        self._listeners[channel.encode()] = on_message
+
+    def on_up(self, hook: Hook) -> None:
+        """Await ``hook()`` each time the subscription is (re)established, before :attr:`up`."""
+        self._on_up.append(hook)
+
+    def on_down(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` each time the link is lost."""
+        self._on_down.append(hook)
+
+    def on_close(self, hook: Hook) -> None:
+        """Await ``hook()`` at :meth:`close` while the link may still be used (errors ignored)."""
+        self._on_close.append(hook)
+
+    def every(self, seconds: float, hook: Hook) -> None:
+        """Await ``hook()`` about every ``seconds`` while the link is up."""
+        self._periodic.append((seconds, hook))
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start supervising the link (call once the IOLoop runs)."""
+        if self._main is None:
+            self._main = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Finish background work (at most 2 s), run the close hooks, and disconnect."""
+        self._closing = True
+        if self._tasks:  # token deletions of the streams just ended, answers to routed sends
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        if self.up:
+            for hook in self._on_close:
+                with contextlib.suppress(RedisError, OSError):
+                    await hook()
+        if self._main is not None:
+            self._main.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.client.aclose()
+
+    def require(self) -> None:
+        """Raise ``BrokerUnavailable`` unless the link is up."""
+        if not self.up:
+            raise BrokerUnavailable("Redis is unreachable: this send cannot be routed")
+
+    @staticmethod
+    def unavailable(exc: Exception) -> BrokerUnavailable:
+        """The error for a Redis command that failed with ``exc``."""
+        return BrokerUnavailable("Redis is unreachable: %s" % (str(exc) or type(exc).__name__))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background; :meth:`close` waits for it briefly."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- supervision -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Keep the subscription alive; reconnect with backoff."""
+        backoff = BACKOFF_FIRST
+        while not self._closing:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(*self._listeners)
+                for hook in self._on_up:
+                    await hook()
+                self.up = True
+                backoff = BACKOFF_FIRST
+                log.info("redis link up")
+                await self._listen(pubsub)
+            except (RedisError, OSError) as exc:
+                if self.up:
+                    log.warning("redis link down", extra=fields(error=str(exc)))
+                self.up = False
+                for down in self._on_down:
+                    down()
+            finally:
+                self.up = False
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            if self._closing:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _listen(self, pubsub: Any) -> None:
+        last_run = [time.monotonic()] * len(self._periodic)
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "message":
+                on_message = self._listeners.get(message["channel"])
+                if on_message is not None:
+                    on_message(message["data"])
+            now = time.monotonic()
+            for i, (seconds, hook) in enumerate(self._periodic):
+                if now - last_run[i] >= seconds:
+                    await hook()
+                    last_run[i] = now

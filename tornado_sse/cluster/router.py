@@ -1,0 +1,130 @@
+"""Sends to tokens held by other instances: a request over the holder's channel, a reply back.
+
+Each instance listens on ``<prefix>instance:<id>``. A send to a token held elsewhere is
+published there as ``{"op": "send", "rid", "from", "token", "frame", "close"}``; the holder
+delivers it and answers ``{"op": "reply", "rid", "status", "body"}`` on the sender's channel, with
+the status and body its own ``/internal/send`` would have given (ok, buffered, 404, 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..errors import BrokerUnavailable, GatewayError, TokenNotFound, from_wire
+from ..log import fields
+from .directory import TokenDirectory
+from .link import POOL_TIMEOUT, RedisLink
+
+log = logging.getLogger("tornado_sse.redis")
+
+#: Seconds a routed send waits for the holder's answer.
+REPLY_TIMEOUT = POOL_TIMEOUT
+
+#: Delivers a send to a local token (see ``BrokerHandler.on_send``).
+Deliver = Callable[[str, bytes | None, bool], str]
+
+
+class Router:
+    """Request and reply between instances, for sends to tokens."""
+
+    def __init__(
+        self, link: RedisLink, directory: TokenDirectory, instance: str, prefix: str
+    ) -> None:
+        self.link = link
+        self.directory = directory
+        self.instance = instance
+        self.prefix = prefix
+        self._deliver: Deliver | None = None
+        self._waiting: dict[str, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
+        link.listen(self._channel(instance), self._on_message)
+        link.on_down(self._fail_waiting)
+
+    def _channel(self, instance: str) -> str:
+        return "%sinstance:%s" % (self.prefix, instance)
+
+    def start(self, deliver: Deliver) -> None:
+        """Deliver sends routed to this instance with ``deliver``."""
+        self._deliver = deliver
+
+    async def route(self, token: str, frame: bytes | None, close: bool) -> str:
+        """Deliver a send to the instance holding ``token``; its answer, or its error."""
+        self.link.require()
+        try:
+            owner = await self.directory.holder(token)
+            if owner is None:
+                raise TokenNotFound()
+            if owner == self.instance:
+                return self._deliver_here(token, frame, close)
+            status, body = await self._request(owner, token, frame, close)
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        if status == 200:
+            return str(body["status"])
+        raise from_wire(status, body)
+
+    async def _request(
+        self, owner: str, token: str, frame: bytes | None, close: bool
+    ) -> tuple[int, dict[str, Any]]:
+        rid = uuid.uuid4().hex
+        reply: asyncio.Future[tuple[int, dict[str, Any]]]
+        reply = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = reply
+        message = {
+            "op": "send",
+            "rid": rid,
+            "from": self.instance,
+            "token": token,
+            "frame": frame.decode("utf-8") if frame is not None else None,
+            "close": close,
+        }
+        try:
+            receivers = await self.link.client.publish(self._channel(owner), json.dumps(message))
+            if receivers == 0:
+                raise BrokerUnavailable("the instance holding this token is not listening")
+            return await asyncio.wait_for(reply, REPLY_TIMEOUT)
+        except TimeoutError:
+            raise BrokerUnavailable("the instance holding this token did not answer") from None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def _deliver_here(self, token: str, frame: bytes | None, close: bool) -> str:
+        if self._deliver is None:
+            raise TokenNotFound()
+        return self._deliver(token, frame, close)
+
+    def _on_message(self, data: bytes) -> None:
+        message = json.loads(data)
+        if message["op"] == "reply":
+            future = self._waiting.get(message["rid"])
+            if future is not None and not future.done():
+                future.set_result((message["status"], message["body"]))
+            return
+        frame = message["frame"].encode("utf-8") if message["frame"] is not None else None
+        body: dict[str, Any]
+        try:
+            status, body = (
+                200,
+                {"status": self._deliver_here(message["token"], frame, message["close"])},
+            )
+        except GatewayError as error:
+            status, body = error.status, error.to_dict()
+        answer = {"op": "reply", "rid": message["rid"], "status": status, "body": body}
+        self.link.spawn(self._answer(message["from"], answer))
+
+    async def _answer(self, instance: str, answer: dict[str, Any]) -> None:
+        try:
+            await self.link.client.publish(self._channel(instance), json.dumps(answer))
+        except RedisError as exc:
+            log.warning("cannot answer a routed send", extra=fields(error=str(exc)))
+
+    def _fail_waiting(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable("the Redis link went down"))
