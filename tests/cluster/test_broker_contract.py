@@ -1,0 +1,199 @@
+"""The broker contract: one suite that every broker passes (the in-process one and Redis).
+
+A broker moves encoded events and keeps history; it calls back a handler for each publication
+and each routed send (``tornado_sse.broker``). ``pair`` gives two brokers of one cluster: for the
+in-process broker both are the same object (a single process is the whole cluster), for Redis
+two brokers sharing a real redis-server. A third broker adds itself to ``BROKERS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tornado_sse.broker import Broker, LocalBroker
+from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound
+from tornado_sse.history import first_id
+
+BROKERS = ["local", "redis"]
+
+
+class RecordingHandler:
+    """A :class:`~tornado_sse.broker.BrokerHandler` that records what its broker hands it."""
+
+    def __init__(self) -> None:
+        self.publications: list[tuple[str, int, bytes]] = []
+        self.sends: list[tuple[str, bytes | None, bool]] = []
+        self.answer: Callable[[str], str] = lambda token: "ok"
+        self._arrived = asyncio.Event()
+
+    def on_publication(self, channel: str, event_id: int, tail: bytes) -> None:
+        self.publications.append((channel, event_id, tail))
+        self._arrived.set()
+
+    def on_send(self, token: str, frame: bytes | None, close: bool) -> str:
+        self.sends.append((token, frame, close))
+        return self.answer(token)
+
+    async def wait_publications(self, count: int, timeout: float = 5.0) -> None:
+        """Until ``count`` publications have arrived (bounded by ``timeout``)."""
+
+        async def loop() -> None:
+            while len(self.publications) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def until(condition: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Poll ``condition`` (bounded) for state that has no event to await."""
+    deadline = time.monotonic() + timeout
+    while not await _value(condition()):
+        assert time.monotonic() < deadline, "condition not met in %.1f s" % timeout
+        await asyncio.sleep(0.02)
+
+
+async def _value(result: Any) -> Any:
+    return await result if asyncio.iscoroutine(result) else result
+
+
+Pair = tuple[Broker, RecordingHandler, Broker, RecordingHandler]
+
+
+@pytest.fixture(params=BROKERS)
+def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
+    """A factory: ``await make_pair(history_size=..., history_ttl=...)`` gives a started
+    :data:`Pair`; everything is closed after the test."""
+    made: list[Broker] = []
+
+    async def make(history_size: int = 100, history_ttl: float = 60.0) -> Pair:
+        if request.param == "local":
+            broker = LocalBroker(history_size, history_ttl)
+            handler = RecordingHandler()
+            broker.start(handler)
+            made.append(broker)
+            return broker, handler, broker, handler
+        from tornado_sse.cluster.broker import RedisBroker
+
+        server = request.getfixturevalue("redis_server")
+        pair: list[Any] = []
+        for _ in range(2):
+            redis_broker = RedisBroker(
+                server.url, history_size=history_size, history_ttl=history_ttl
+            )
+            handler = RecordingHandler()
+            redis_broker.start(handler)
+            made.append(redis_broker)
+            pair += [redis_broker, handler]
+        await until(lambda: all(b.ready for b in made))
+        return pair[0], pair[1], pair[2], pair[3]
+
+    yield make
+
+    async def close_all() -> None:
+        for broker in made:
+            await broker.close()
+
+    io_loop.run_sync(close_all)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_publications_reach_every_instance_in_order_with_increasing_ids(make_pair):
+    started = first_id()
+    a, handler_a, b, handler_b = await make_pair()
+    ids = []
+    for i in range(6):
+        publisher = a if i % 2 == 0 else b
+        ids.append(await publisher.publish("room", b"data: %d\n\n" % i))
+    assert ids == sorted(ids) and len(set(ids)) == 6
+    assert started <= ids[0] <= first_id()  # ids start at the time in microseconds
+    for handler in (handler_a, handler_b):
+        await handler.wait_publications(6)
+        assert handler.publications == [
+            ("room", event_id, b"data: %d\n\n" % i) for i, event_id in enumerate(ids)
+        ]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_history_holds_the_channels_events_after_an_id(make_pair):
+    a, _, b, _ = await make_pair()
+    x1 = await a.publish("x", b"x1")
+    y1 = await b.publish("y", b"y1")
+    x2 = await b.publish("x", b"x2")
+    window = await a.history({"x"}, x1 - 1)
+    assert window.replay(x1 - 1).events == ((x1, b"x1"), (x2, b"x2"))
+    assert (await b.history({"x", "y"}, x1)).replay(x1).events == ((y1, b"y1"), (x2, b"x2"))
+    assert (await a.history({"y"}, x2)).replay(x2).events == ()
+    assert not (await a.history({"y"}, x2)).replay(x2).gap
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_history_gives_a_gap_for_ids_out_of_the_window_or_never_issued(make_pair):
+    a, _, b, _ = await make_pair(history_size=3)
+    ids = [await a.publish("x", b"e%d" % i) for i in range(5)]
+    assert (await b.history({"x"}, ids[0])).replay(ids[0]).gap  # ids[1] fell out
+    kept = (await b.history({"x"}, ids[1])).replay(ids[1])
+    assert kept.events == ((ids[2], b"e2"), (ids[3], b"e3"), (ids[4], b"e4"))
+    assert (await a.history({"x"}, ids[4] + 1)).replay(ids[4] + 1).gap  # never issued
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_history_forgets_events_older_than_the_ttl(make_pair):
+    a, _, b, _ = await make_pair(history_ttl=0.2)
+    event_id = await a.publish("x", b"e")
+    assert (await b.history({"x"}, event_id - 1)).replay(event_id - 1).events == ((event_id, b"e"),)
+
+    async def expired() -> bool:
+        return (await b.history({"x"}, event_id - 1)).replay(event_id - 1).gap
+
+    await until(expired)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_send_is_routed_to_the_instance_holding_the_token(make_pair):
+    a, handler_a, b, handler_b = await make_pair()
+    await a.register("tok")
+    assert await b.route("tok", b"data: hi\n\n", False) == "ok"
+    assert handler_a.sends == [("tok", b"data: hi\n\n", False)]
+    handler_a.answer = lambda token: "buffered"
+    assert await b.route("tok", None, True) == "buffered"
+    assert handler_a.sends[-1] == ("tok", None, True)
+    if b is not a:
+        assert handler_b.sends == []
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_the_holders_error_comes_back_with_its_status_and_code(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    await a.register("tok")
+
+    def refuse(token: str) -> str:
+        raise BufferFull("3 events are already queued for this connecting stream")
+
+    handler_a.answer = refuse
+    with pytest.raises(GatewayError) as raised:
+        await b.route("tok", b"data: x\n\n", False)
+    assert (raised.value.status, raised.value.code) == (429, "BUFFER_FULL")
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_unknown_and_unregistered_tokens_are_not_found(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    with pytest.raises(TokenNotFound):
+        await b.route("nobody", b"data: x\n\n", False)
+    await a.register("tok")
+    a.unregister("tok")
+
+    async def gone() -> bool:
+        try:
+            await b.route("tok", None, False)
+        except TokenNotFound:
+            return True
+        return False
+
+    await until(gone)
