@@ -100,18 +100,29 @@ def make_app(
             secret=settings.callback_secret,
             observer=metrics.observe_callback,
         )
-    if broker is None and settings.redis_url:
+    if broker is None:
+        broker = make_broker(settings)
+    gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
+
+    return _serve(gateway)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """The broker ``settings`` ask for: Redis with ``REDIS_URL``, else the in-process one."""
+    if settings.redis_url:
         from .cluster.broker import RedisBroker  # redis is an optional extra
 
-        broker = RedisBroker(
+        return RedisBroker(
             settings.redis_url,
             history_size=settings.history_size,
             history_ttl=settings.history_ttl_seconds,
         )
-    if broker is None:
-        broker = LocalBroker(settings.history_size, settings.history_ttl_seconds)
-    gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
+    return LocalBroker(settings.history_size, settings.history_ttl_seconds)
 
+
+def _serve(gateway: Gateway) -> App:
+    """The application(s) serving ``gateway``: one, or two with ``INTERNAL_PORT``."""
+    settings = gateway.settings
     public = _public_routes(settings, ChunkEncoder())
     internal = _internal_routes()
     kwargs = {"gateway": gateway}

@@ -84,6 +84,21 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
+def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPServer]:
+    """With ``INTERNAL_PORT`` P, process ``index`` also serves its internal API and its own
+    ``/metrics`` on P + 1 + index; a port that cannot be bound is logged, not fatal."""
+    if app.internal_app is None or settings.internal_port is None:
+        return []
+    own_port = settings.internal_port + 1 + index
+    own = http_server(app.internal_app, settings)
+    try:
+        own.listen(own_port, settings.address)
+    except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
+        log.error("cannot serve this process's metrics", extra=fields(port=own_port, error=exc))
+        return []
+    return [own]
+
+
 async def serve(
     settings: Settings,
     app: App | None = None,
@@ -98,17 +113,8 @@ async def serve(
     """
     app = app or make_app(settings)
     servers = listen(app, settings, sockets)
-    if process_index is not None and app.internal_app is not None:
-        assert settings.internal_port is not None
-        own_port = settings.internal_port + 1 + process_index
-        own = http_server(app.internal_app, settings)
-        try:
-            own.listen(own_port, settings.address)
-            servers.append(own)
-        except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
-            log.error(
-                "cannot serve this process's metrics", extra=fields(port=own_port, error=str(exc))
-            )
+    if process_index is not None:
+        servers += _own_metrics_server(app, settings, process_index)
     app.gateway.start()
     warn_if_exposed(settings)
     if not settings.callback_url:
