@@ -98,6 +98,7 @@ def make_app(
             timeout=settings.callback_timeout_seconds,
             max_clients=settings.callback_max_clients,
             secret=settings.callback_secret,
+            retry_seconds=settings.disconnect_retry_seconds,
             observer=metrics.observe_callback,
         )
     if broker is None:

@@ -36,6 +36,7 @@ class Settings:
     callback_timeout_seconds: float = 5.0
     callback_max_clients: int = 100
     callback_secret: str | None = None
+    disconnect_retry_seconds: float = 0.0
     sse_path_prefix: str = "/sse/"
     cors_origins: str = "*"
     internal_port: int | None = None
@@ -181,6 +182,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("callback_timeout_seconds", _seconds(0.001), "seconds to wait for a callback answer"),
     _Spec("callback_max_clients", _int_between(1, 10000), "concurrent callbacks to the backend"),
     _Spec("callback_secret", _optional_text, "HMAC secret that signs every callback"),
+    _Spec(
+        "disconnect_retry_seconds",
+        _seconds(0),
+        "seconds to keep retrying a failed disconnect callback (0: no retry)",
+    ),
     _Spec("sse_path_prefix", _path_prefix, "path prefix of the stream endpoint"),
     _Spec("cors_origins", _text, "'*', a comma-separated list of origins, or empty for none"),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),

@@ -43,7 +43,10 @@ class Outcome(enum.StrEnum):
     REJECTED = "rejected"  # any other HTTP status: passed through to the client
     TIMEOUT = "timeout"  # no answer in time: the backend may have accepted
     UNAVAILABLE = "unavailable"  # refused, DNS, TLS, reset: the backend cannot have accepted
-    BAD_ANSWER = "bad_answer"  # 2xx with an unusable answer body
+    LOST = "lost"  # written, then the connection closed unanswered: the backend may know it
+    BAD_ANSWER = "bad_answer"  # 2xx with an unusable answer body (or one over 64 KiB)
+    EXPIRED = "expired"  # no free connection in time: never sent
+    ABANDONED = "abandoned"  # the client left before it was sent: never sent
 
 
 class GatewayError(Exception):
@@ -267,10 +270,10 @@ def connect_error(outcome: Outcome, status: int | None, message: str) -> Gateway
     ``status`` is the backend's HTTP status (for ``REJECTED``); ``message`` says what went
     wrong, for the outcomes that carry one.
     """
-    if outcome is Outcome.TIMEOUT:
+    if outcome in (Outcome.TIMEOUT, Outcome.EXPIRED):
         return GatewayTimeout()
-    if outcome is Outcome.UNAVAILABLE:
-        return BackendUnavailable(message)
+    if outcome in (Outcome.UNAVAILABLE, Outcome.LOST, Outcome.ABANDONED):
+        return BackendUnavailable(message or "the backend is unreachable")
     if outcome is Outcome.BAD_ANSWER:
         return BadCallbackResponse(message)
     assert outcome is Outcome.REJECTED and status is not None, (outcome, status)

@@ -112,7 +112,9 @@ class Gateway:
             except GatewayError:
                 self.registry.fail(conn, backend_may_know=False)
                 raise
-            outcome = await self.backend.connect(conn.token, conn.request)
+            outcome = await self.backend.connect(
+                conn.token, conn.request, abandoned=lambda: conn.state is State.CLOSED
+            )
         finally:
             self._connecting -= 1
         self.metrics.connects.labels(outcome.outcome.value).inc()
@@ -120,6 +122,8 @@ class Gateway:
             self.broker.unregister(conn.token)
             detail = _FAILURE_DETAIL.get(outcome.outcome)
             self.registry.fail(conn, backend_may_know=detail is not None, detail=detail)
+            if outcome.outcome is Outcome.ABANDONED:
+                return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
         conn.channels = outcome.channels
         if conn.state is State.CLOSED:
@@ -299,6 +303,17 @@ class Gateway:
 
     # -- shutdown -----------------------------------------------------------------------------
 
+    def _report_undelivered(self) -> None:
+        """Say how many disconnect callbacks a timed-out shutdown leaves undelivered."""
+        assert self.backend is not None
+        tokens = self.backend.pending_tokens()
+        log.warning(
+            "shutdown timed out with disconnect callbacks undelivered",
+            extra=fields(undelivered=len(tokens), connecting=self._connecting),
+        )
+        for token in tokens:
+            log.debug("disconnect callback undelivered", extra=fields(token=token))
+
     async def shutdown(self) -> bool:
         """Drain: refuse new streams, end every stream with a jittered ``retry:`` hint, send the
         disconnect callbacks, and wait for them within ``SHUTDOWN_TIMEOUT_SECONDS``.
@@ -319,6 +334,7 @@ class Gateway:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     done = False
+                    self._report_undelivered()
                     break
                 if self.backend.pending_disconnects:
                     await self.backend.drain(min(remaining, 0.5))
@@ -330,10 +346,12 @@ class Gateway:
         return done
 
 
-#: The close detail of a connect that failed in a way the backend may not have noticed (so it
-#: must hear ``disconnect``); other failures need none.
+#: The close detail of a connect that the backend may have accepted although the client got no
+#: stream (so it must hear ``disconnect``, reason ``error``); other failures need none. A
+#: request written and then left unanswered is reported like one that timed out.
 _FAILURE_DETAIL = {
     Outcome.TIMEOUT: CloseDetail.CONNECT_TIMEOUT,
+    Outcome.LOST: CloseDetail.CONNECT_TIMEOUT,
     Outcome.BAD_ANSWER: CloseDetail.BAD_CALLBACK_RESPONSE,
 }
 

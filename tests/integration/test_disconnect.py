@@ -195,9 +195,8 @@ async def test_unusable_connect_answer_gives_502_and_disconnect_error(gateway, b
         (Answer(status=403), 403),
         (Answer(status=500), 500),
         (Answer(status=302, headers={"Location": "/elsewhere"}), 302),
-        (Answer(drop=True), 503),
     ],
-    ids=["401", "403", "500", "302", "dropped"],
+    ids=["401", "403", "500", "302"],
 )
 @pytest.mark.gen_test(timeout=10)
 async def test_no_disconnect_after_a_refusal(gateway, backend, answer, status):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
@@ -27,6 +28,7 @@ class Answer:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the TCP connection instead of answering
+    chunked: bool = False  # send the body in flushed 64 KiB pieces, without a Content-Length
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,18 @@ class Callback:
 class FakeBackend:
     """Records callbacks; answers connects with :attr:`connect_answer` (or :attr:`answer_for`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, idle_timeout: float | None = None, drop_reused: bool = False) -> None:
+        """``idle_timeout`` closes kept-alive connections idle that long (as gunicorn's
+        keep-alive does); ``drop_reused`` answers only the first request of each connection
+        and closes the connection right after reading any later one, without answering."""
         self.calls: list[Callback] = []
         self.connect_answer = Answer()
         self.disconnect_answer = Answer()
+        #: Answers for the next disconnect callbacks, used up in order before
+        #: :attr:`disconnect_answer`.
+        self.disconnect_answers: list[Answer] = []
+        self.drop_reused = drop_reused
+        self._requests_seen: dict[int, int] = {}
         #: If set, decides the answer to each connect callback from its body.
         self.answer_for: Callable[[dict[str, Any]], Answer] | None = None
         #: Called with each connect body as it arrives (before the answer), e.g. to send events.
@@ -60,12 +70,21 @@ class FakeBackend:
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         sock, self.port = bind_unused_port()
-        self._server = HTTPServer(Application([(r"/.*", _CallbackHandler, {"backend": self})]))
+        self._server = HTTPServer(
+            Application([(r"/.*", _CallbackHandler, {"backend": self})]),
+            idle_connection_timeout=idle_timeout,
+        )
         self._server.add_sockets([sock])
 
     @property
     def url(self) -> str:
         return "http://127.0.0.1:%d/callback" % self.port
+
+    def is_reused(self, connection: object) -> bool:
+        """Count a request on ``connection``; True if it is not the connection's first."""
+        seen = self._requests_seen.get(id(connection), 0)
+        self._requests_seen[id(connection)] = seen + 1
+        return seen > 0
 
     def record(self, callback: Callback) -> None:
         self.calls.append(callback)
@@ -113,6 +132,9 @@ class _CallbackHandler(RequestHandler):
         body = json.loads(raw)
         headers = {k.lower(): v for k, v in self.request.headers.get_all()}
         self.backend.record(Callback(body=body, raw=raw, headers=headers))
+        if self.backend.drop_reused and self.backend.is_reused(self.request.connection):
+            self.request.connection.close()  # type: ignore[union-attr]
+            return
         if body.get("action") == "connect":
             if self.backend.on_connect is not None:
                 result = self.backend.on_connect(body)
@@ -120,6 +142,8 @@ class _CallbackHandler(RequestHandler):
                     await result
             chooser = self.backend.answer_for
             answer = chooser(body) if chooser is not None else self.backend.connect_answer
+        elif self.backend.disconnect_answers:
+            answer = self.backend.disconnect_answers.pop(0)
         else:
             answer = self.backend.disconnect_answer
         if answer.delay:
@@ -130,4 +154,11 @@ class _CallbackHandler(RequestHandler):
         self.set_status(answer.status)
         for name, value in answer.headers.items():
             self.set_header(name, value)
-        self.finish(answer.body)
+        if answer.chunked:
+            for start in range(0, len(answer.body), 65536):  # bounded by the body's size
+                self.write(answer.body[start : start + 65536])
+                try:
+                    await self.flush()
+                except StreamClosedError:
+                    return  # the gateway stopped reading, as it should past its limit
+        self.finish(b"" if answer.chunked else answer.body)

@@ -38,7 +38,9 @@ class FakeBackend:
         self.disconnects: list[tuple[str, str, str | None, str]] = []
         self.before_answer: Any = None  # called while the "callback" is in flight
 
-    async def connect(self, token: str, request: RequestSnapshot) -> ConnectOutcome:
+    async def connect(
+        self, token: str, request: RequestSnapshot, abandoned: Any = None
+    ) -> ConnectOutcome:
         self.connects.append(token)
         if self.before_answer is not None:
             self.before_answer()
