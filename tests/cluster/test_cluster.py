@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import ready_status, wait_ready
 from tests.support.backend import Answer
-from tests.support.process import unused_ports
+from tests.support.ports import unused_ports
 from tests.support.sse_client import SSEStream, open_stream
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support.process import unused_port
+from tests.support.ports import unused_port
 
 
 def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

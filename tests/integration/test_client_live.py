@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.helpers import closed_port
+from tests.support.ports import unused_port
 from tornado_sse.client import (
     AsyncGateway,
     BufferFull,
@@ -229,7 +229,7 @@ async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_closed_port_raises_gateway_unavailable(kind):
-    api = client(kind, "http://127.0.0.1:%d" % closed_port())
+    api = client(kind, "http://127.0.0.1:%d" % unused_port())
     with pytest.raises(GatewayUnavailable) as caught:
         await api.send("6f1c0000-0000-4000-8000-000000000000", "hi")
     assert caught.value.status is None and caught.value.code is None

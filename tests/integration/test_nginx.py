@@ -24,12 +24,12 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer, FakeBackend
 from tests.support.internal import error_code, raw_request
+from tests.support.ports import unused_port
 from tests.support.process import (
     ChildProcess,
     GatewayProcess,
     start_gateway,
     start_process,
-    unused_port,
 )
 from tests.support.sse_client import SSEStream, open_stream
 

@@ -1,8 +1,8 @@
 """Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
-body) and provide the few network tricks the tests need (a closed port, a request sent without
-waiting for its answer). Every wait is bounded.
+body) and provide the few network tricks the tests need (a second listener for the fake backend, a
+request sent without waiting for its answer). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 from tornado.netutil import bind_sockets
-from tornado.testing import bind_unused_port
 
 from .backend import Callback, FakeBackend
 from .sse_client import SSEStream
@@ -53,13 +52,6 @@ async def assert_json_error(
     if cors:
         assert stream.headers.get("access-control-allow-origin") == "*", stream.headers
     return body
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed): connecting to it is refused."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 def listen_also_on(backend: FakeBackend, port: int) -> None:

@@ -9,37 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tornado.testing import bind_unused_port
-
-
-def unused_port() -> int:
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
-def unused_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now (bounded search)."""
-    for _ in range(50):
-        first = unused_port()
-        socks = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no %d consecutive free ports" % count)
+from .ports import unused_port
 
 
 def rss_bytes(pid: int) -> int:

@@ -21,6 +21,7 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import bind_unused_port
 
+from tests.support.ports import unused_port
 from tornado_sse.client import (
     AsyncGateway,
     BatchResult,
@@ -382,8 +383,7 @@ async def test_2xx_answer_without_status_is_an_error(client, fake):
 
 @pytest.mark.gen_test
 async def test_connection_refused_is_unavailable(make_client):
-    sock, port = bind_unused_port()
-    sock.close()
+    port = unused_port()
     with pytest.raises(GatewayUnavailable) as caught:
         await make_client(f"http://127.0.0.1:{port}").send("t1", "x")
     assert (caught.value.status, caught.value.code) == (None, None)
@@ -407,8 +407,7 @@ async def test_no_answer_in_time_is_unavailable(make_client):
 
 @pytest.mark.gen_test
 async def test_blocking_client_ignores_proxy_environment(url, fake, monkeypatch):
-    sock, port = bind_unused_port()
-    sock.close()
+    port = unused_port()
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     assert await InThread(Gateway(url, secret="s")).send("t1", "x") == "ok"
