@@ -21,9 +21,9 @@ from tests.support.helpers import (
     listen_also_on,
     open_and_close_another,
     read_to_clean_end,
-    send_request,
 )
 from tests.support.ports import unused_port
+from tests.support.raw_http import send_request
 
 
 def assert_disconnect(callback, connect, reason: str, detail: str | None = None) -> None:

@@ -1,8 +1,8 @@
 """Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
-body) and provide the few network tricks the tests need (a second listener for the fake backend, a
-request sent without waiting for its answer). Every wait is bounded.
+body) and the network trick some tests need (a second listener for the fake backend). Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from tornado.netutil import bind_sockets
 
 from .backend import Callback, FakeBackend
+from .raw_http import read_chunk
 from .sse_client import SSEStream
 
 
@@ -61,21 +62,6 @@ def listen_also_on(backend: FakeBackend, port: int) -> None:
     backend._server.add_sockets(sockets)  # the fake exposes no public way to add a listener
 
 
-async def send_request(
-    port: int, path: str, headers: list[tuple[str, str]] | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Send a GET for ``path`` and return at once, without waiting for the answer.
-
-    For tests where the client leaves before the gateway has answered.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port]
-    lines += ["%s: %s" % pair for pair in headers or []]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
-    return reader, writer
-
-
 async def read_to_clean_end(stream: SSEStream, timeout: float = 5.0) -> bool:
     """Read the rest of a chunked body into ``stream`` (``raw``, ``events``); True if it ended
     with the terminating zero-size chunk, False if the connection was cut instead.
@@ -86,21 +72,12 @@ async def read_to_clean_end(stream: SSEStream, timeout: float = 5.0) -> bool:
     assert stream.headers.get("transfer-encoding", "").lower() == "chunked", stream.headers
 
     async def loop() -> bool:
-        reader = stream.reader
         while True:
-            try:
-                size_line = await reader.readline()
-                if not size_line.endswith(b"\n"):
-                    return False  # EOF in the middle of (or instead of) a chunk header
-                size = int(size_line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    trailer = await reader.readline()
-                    return trailer == b"\r\n"
-                data = await reader.readexactly(size)
-                if await reader.readexactly(2) != b"\r\n":
-                    return False
-            except (asyncio.IncompleteReadError, ConnectionError):
+            data = await read_chunk(stream.reader)
+            if data is None:
                 return False
+            if not data:
+                return True
             stream.raw += data
             stream.events.extend(stream.parser.feed(data))
 
