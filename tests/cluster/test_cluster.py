@@ -12,8 +12,9 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import ready_status, wait_ready
 from tests.support.backend import Answer
+from tests.support.helpers import open_with_token
 from tests.support.ports import unused_ports
-from tests.support.sse_client import SSEStream, open_stream
+from tests.support.sse_client import open_stream
 
 
 async def send(gw, body) -> tuple[int, dict]:
@@ -27,23 +28,13 @@ async def send(gw, body) -> tuple[int, dict]:
     return response.code, json.loads(response.body)
 
 
-async def open_on(gw, path: str, backend, headers=None) -> tuple[SSEStream, str]:
-    """Open a stream on ``gw``; returns it and its token (from the backend's connect)."""
-    before = len(backend.of("connect"))
-    stream = await open_stream(gw.port, path, headers)
-    assert stream.status == 200
-    connects = await backend.wait_for_calls("connect", before + 1)
-    (token,) = [c.token for c in connects if c.body["request"]["url"] == path]
-    return stream, token
-
-
 @pytest.mark.gen_test(timeout=60)
 async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
     gateways = await cluster(3)
     streams = []
     try:
         for i, gw in enumerate(gateways):
-            streams.append(await open_on(gw, "/sse/on-%d" % i, backend))
+            streams.append(await open_with_token(gw, backend, "/sse/on-%d" % i))
         for i, (_, token) in enumerate(streams):
             via = gateways[(i + 1) % 3]  # never the instance that holds the stream
             for n in range(5):
@@ -77,7 +68,7 @@ async def test_channel_fanout_reaches_every_instance_once_in_order(cluster, back
     try:
         for i, gw in enumerate(gateways):
             for j in range(10):
-                streams.append((await open_on(gw, "/sse/r%d-%d" % (i, j), backend))[0])
+                streams.append((await open_with_token(gw, backend, "/sse/r%d-%d" % (i, j)))[0])
         for n in range(30):
             via = gateways[n % 3]
             assert await send(via, {"channel": "room", "event": {"data": str(n)}}) == (
@@ -99,15 +90,15 @@ async def test_channel_fanout_reaches_every_instance_once_in_order(cluster, back
 async def test_replay_after_reconnecting_to_another_instance(cluster, backend):
     backend.connect_answer = Answer(body=b'{"channels": ["feed"]}')
     a, b, c = await cluster(3)
-    first, _ = await open_on(a, "/sse/first", backend)
+    first, _ = await open_with_token(a, backend, "/sse/first")
     for n in range(5):
         await send(c, {"channel": "feed", "event": {"data": str(n)}})
     events = await first.wait_events(5)
     await first.aclose()
     for n in range(5, 10):  # missed while away
         await send(c, {"channel": "feed", "event": {"data": str(n)}})
-    second, _ = await open_on(
-        b, "/sse/second", backend, {"Last-Event-ID": events[-1].last_event_id}
+    second, _ = await open_with_token(
+        b, backend, "/sse/second", {"Last-Event-ID": events[-1].last_event_id}
     )
     try:
         await send(a, {"channel": "feed", "event": {"data": "live"}})
@@ -126,7 +117,7 @@ async def test_buffered_send_through_another_instance_during_connect(cluster, ba
         answers.append(await send(b, {"token": body["token"], "event": {"data": "hello"}}))
 
     backend.on_connect = greet
-    stream, _ = await open_on(a, "/sse/greeted", backend)
+    stream, _ = await open_with_token(a, backend, "/sse/greeted")
     try:
         assert answers == [(200, {"status": "buffered"})]
         assert [e.data for e in await stream.wait_events(1)] == ["hello"]
@@ -139,8 +130,8 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
     cluster, backend, redis_server
 ):
     a, b = await cluster(2)
-    stream_a, token_a = await open_on(a, "/sse/a", backend)
-    stream_b, token_b = await open_on(b, "/sse/b", backend)
+    stream_a, token_a = await open_with_token(a, backend, "/sse/a")
+    stream_b, token_b = await open_with_token(b, backend, "/sse/b")
     try:
         redis_server.kill()
         await wait_ready(a, 503)
@@ -181,7 +172,7 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
 @pytest.mark.gen_test(timeout=90)
 async def test_tokens_of_a_killed_instance_answer_404_from_the_others(cluster, backend):
     a, b = await cluster(2)
-    stream, token = await open_on(a, "/sse/doomed", backend)
+    stream, token = await open_with_token(a, backend, "/sse/doomed")
     a.signal(signal.SIGKILL)
     await a.wait(10)
     stream.close()
@@ -203,7 +194,7 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
     streams = []
     try:
         for i in range(8):
-            streams.append(await open_on(gw, "/sse/p%d" % i, backend))
+            streams.append(await open_with_token(gw, backend, "/sse/p%d" % i))
         for _, token in streams:
             for n in range(3):  # each send lands on either process
                 assert await send(gw, {"token": token, "event": {"data": "%d" % n}}) == (

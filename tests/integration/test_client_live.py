@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
+from tests.support.helpers import open_with_token
 from tests.support.ports import unused_port
 from tornado_sse.client import (
     AsyncGateway,
@@ -51,14 +52,6 @@ def client(kind: str, url: str, secret: str | None = None) -> Any:
     return AsyncGateway(url, secret=secret, timeout=5.0)
 
 
-async def open_one(gw: Any, backend: Any, path: str = "/sse/test") -> tuple[Any, str]:
-    """An accepted stream and its token."""
-    before = len(backend.of("connect"))
-    stream = await gw.open(path)
-    calls = await backend.wait_for_calls("connect", before + 1)
-    return stream, calls[-1].token
-
-
 # --- successful calls -----------------------------------------------------------------------
 
 
@@ -66,7 +59,7 @@ async def open_one(gw: Any, backend: Any, path: str = "/sse/test") -> tuple[Any,
 @pytest.mark.gen_test(timeout=20)
 async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
     gw = gateway()
-    stream, token = await open_one(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     api = client(kind, gw.internal_url)
     assert await api.send(token, "line 1\nline 2", name="update", id="17") == "ok"
     (event,) = await stream.wait_events(1)
@@ -78,8 +71,8 @@ async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
 async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room.7"]}')
     gw = gateway()
-    first, _ = await open_one(gw, backend, "/sse/a")
-    second, _ = await open_one(gw, backend, "/sse/b")
+    first, _ = await open_with_token(gw, backend, "/sse/a")
+    second, _ = await open_with_token(gw, backend, "/sse/b")
     api = client(kind, gw.internal_url)
     assert await api.publish("room.7", "hello room", name="chat") is None
     assert await api.publish("nobody.listens", "lost") is None  # not an error
@@ -93,7 +86,7 @@ async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend,
 @pytest.mark.gen_test(timeout=20)
 async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend, kind):
     gw = gateway()
-    stream, token = await open_one(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     api = client(kind, gw.internal_url)
     assert await api.send(token, "bye", close=True) == "ok"
     await stream.read_to_end()
@@ -101,7 +94,7 @@ async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend
     (disconnect,) = await backend.wait_for_calls("disconnect", token=token)
     assert disconnect.body["reason"] == "server_closed"
 
-    other, other_token = await open_one(gw, backend, "/sse/other")
+    other, other_token = await open_with_token(gw, backend, "/sse/other")
     assert await api.close(other_token) is None
     await other.read_to_end()
     with pytest.raises(TokenNotFound):
@@ -113,7 +106,7 @@ async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend
 async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
-    stream, token = await open_one(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     api = client(kind, gw.internal_url)
     results = await api.batch(
         [
@@ -139,8 +132,8 @@ async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
 async def test_connections_lists_the_open_streams(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
-    _, first = await open_one(gw, backend, "/sse/one?x=1")
-    _, second = await open_one(gw, backend, "/sse/two")
+    _, first = await open_with_token(gw, backend, "/sse/one?x=1")
+    _, second = await open_with_token(gw, backend, "/sse/two")
     api = client(kind, gw.internal_url)
     listing = await api.connections()
     assert listing["count"] == 2
@@ -183,7 +176,7 @@ async def test_channel_with_a_space_raises_invalid_request(gateway, kind):
 @pytest.mark.gen_test(timeout=20)
 async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kind):
     gw = gateway(internal_secret="s")
-    stream, token = await open_one(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     for secret in ("wrong", None):
         api = client(kind, gw.internal_url, secret=secret)
         with pytest.raises(Unauthorized) as caught:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from tornado.netutil import bind_sockets
 
 from .backend import Callback, FakeBackend
-from .raw_http import read_chunk
+from .raw_http import Headers, read_chunk
 from .sse_client import SSEStream
 
 
@@ -92,15 +92,43 @@ def connects_for(backend: FakeBackend, url: str) -> list[Callback]:
     return [c for c in backend.of("connect") if c.body["request"]["url"] == url]
 
 
-async def open_and_close_another(gw: Any, backend: FakeBackend, path: str) -> Callback:
+class OpensStreams(Protocol):
+    """A gateway under test: the ``gateway`` fixture's, or one in a process of its own."""
+
+    async def stream(self, path: str, headers: Headers | None = None) -> SSEStream:
+        """Open a stream on ``path`` (any status)."""
+        ...
+
+
+async def open_with_token(
+    gw: OpensStreams,
+    backend: FakeBackend,
+    path: str = "/sse/test",
+    headers: Headers | None = None,
+) -> tuple[SSEStream, str]:
+    """Open a stream on ``gw``; return it and its token, read from the connect callback
+    ``backend`` recorded for it.
+
+    The stream must be accepted (200), and streams must be opened one at a time: the token is
+    that of the first connect callback recorded after the call, which must be for ``path``.
+    """
+    before = len(backend.of("connect"))
+    stream = await gw.stream(path, headers)
+    assert stream.status == 200, (stream.status, await stream.read_to_end())
+    calls = await backend.wait_for_calls("connect", count=before + 1)
+    connect = calls[before]
+    assert connect.body["request"]["url"] == path, (path, connect.body)
+    return stream, connect.token
+
+
+async def open_and_close_another(gw: OpensStreams, backend: FakeBackend, path: str) -> Callback:
     """Open an accepted stream on ``path``, leave, and wait for its disconnect callback.
 
     Proves an absence: a disconnect the gateway would have sent for an earlier stream was
-    scheduled before this one's and has had its chance to arrive. ``path`` must be unique in the
-    test and ``backend`` must accept it. Returns the disconnect callback received.
+    scheduled before this one's and has had its chance to arrive. No other stream may be opening
+    meanwhile, and ``backend`` must accept this one. Returns the disconnect callback received.
     """
-    stream = await gw.open(path)
-    (connect,) = connects_for(backend, path)
+    stream, token = await open_with_token(gw, backend, path)
     await stream.aclose()
-    (disconnect,) = await backend.wait_for_calls("disconnect", token=connect.token)
+    (disconnect,) = await backend.wait_for_calls("disconnect", token=token)
     return disconnect

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .ports import unused_port
+from .raw_http import Headers
+from .sse_client import SSEStream, open_stream
 
 
 def rss_bytes(pid: int) -> int:
@@ -41,6 +43,10 @@ class ChildProcess:
     @property
     def base_url(self) -> str:
         return "http://127.0.0.1:%d" % self.port
+
+    async def stream(self, path: str = "/sse/test", headers: Headers | None = None) -> SSEStream:
+        """Open a stream on this server's port (any status); the caller closes it."""
+        return await open_stream(self.port, path, headers)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
