@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 
@@ -17,17 +16,6 @@ from tests.support.ports import unused_ports
 from tests.support.sse_client import open_stream
 
 
-async def send(gw, body) -> tuple[int, dict]:
-    response = await AsyncHTTPClient().fetch(
-        gw.base_url + "/internal/send",
-        method="POST",
-        body=json.dumps(body),
-        headers={"Content-Type": "application/json"},
-        raise_error=False,
-    )
-    return response.code, json.loads(response.body)
-
-
 @pytest.mark.gen_test(timeout=60)
 async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
     gateways = await cluster(3)
@@ -38,7 +26,7 @@ async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
         for i, (_, token) in enumerate(streams):
             via = gateways[(i + 1) % 3]  # never the instance that holds the stream
             for n in range(5):
-                assert await send(via, {"token": token, "event": {"data": "%d-%d" % (i, n)}}) == (
+                assert await via.send({"token": token, "event": {"data": "%d-%d" % (i, n)}}) == (
                     200,
                     {"status": "ok"},
                 )
@@ -47,13 +35,13 @@ async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
             assert [e.data for e in events] == ["%d-%d" % (i, n) for n in range(5)]
         # close through another instance: the stream ends, the token is then unknown everywhere
         stream, token = streams[0]
-        assert await send(gateways[2], {"token": token, "close": True}) == (200, {"status": "ok"})
+        assert await gateways[2].send({"token": token, "close": True}) == (200, {"status": "ok"})
         await stream.read_to_end()
         await backend.wait_for_calls("disconnect", token=token)
         for gw in gateways:
-            status, body = await send(gw, {"token": token, "event": {"data": "late"}})
+            status, body = await gw.send({"token": token, "event": {"data": "late"}})
             assert (status, body["error"]["code"]) == (404, "TOKEN_NOT_FOUND")
-        status, _ = await send(gateways[1], {"token": "no-such-token", "event": {"data": "x"}})
+        status, _ = await gateways[1].send({"token": "no-such-token", "event": {"data": "x"}})
         assert status == 404
     finally:
         for stream, _ in streams:
@@ -71,7 +59,7 @@ async def test_channel_fanout_reaches_every_instance_once_in_order(cluster, back
                 streams.append((await open_with_token(gw, backend, "/sse/r%d-%d" % (i, j)))[0])
         for n in range(30):
             via = gateways[n % 3]
-            assert await send(via, {"channel": "room", "event": {"data": str(n)}}) == (
+            assert await via.send({"channel": "room", "event": {"data": str(n)}}) == (
                 200,
                 {"status": "ok"},
             )
@@ -92,16 +80,16 @@ async def test_replay_after_reconnecting_to_another_instance(cluster, backend):
     a, b, c = await cluster(3)
     first, _ = await open_with_token(a, backend, "/sse/first")
     for n in range(5):
-        await send(c, {"channel": "feed", "event": {"data": str(n)}})
+        await c.send({"channel": "feed", "event": {"data": str(n)}})
     events = await first.wait_events(5)
     await first.aclose()
     for n in range(5, 10):  # missed while away
-        await send(c, {"channel": "feed", "event": {"data": str(n)}})
+        await c.send({"channel": "feed", "event": {"data": str(n)}})
     second, _ = await open_with_token(
         b, backend, "/sse/second", {"Last-Event-ID": events[-1].last_event_id}
     )
     try:
-        await send(a, {"channel": "feed", "event": {"data": "live"}})
+        await a.send({"channel": "feed", "event": {"data": "live"}})
         got = await second.wait_events(6)
         assert [e.data for e in got] == ["5", "6", "7", "8", "9", "live"]
     finally:
@@ -114,7 +102,7 @@ async def test_buffered_send_through_another_instance_during_connect(cluster, ba
     answers = []
 
     async def greet(body):
-        answers.append(await send(b, {"token": body["token"], "event": {"data": "hello"}}))
+        answers.append(await b.send({"token": body["token"], "event": {"data": "hello"}}))
 
     backend.on_connect = greet
     stream, _ = await open_with_token(a, backend, "/sse/greeted")
@@ -139,12 +127,12 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
         status, body = await ready_status(a)
         assert body["status"] == "not_ready" and "Redis" in " ".join(body["reasons"])
         # A send that must cross instances cannot be routed: 503, never a silent 200.
-        status, body = await send(a, {"token": token_b, "event": {"data": "x"}})
+        status, body = await a.send({"token": token_b, "event": {"data": "x"}})
         assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
-        status, body = await send(a, {"channel": "any", "event": {"data": "x"}})
+        status, body = await a.send({"channel": "any", "event": {"data": "x"}})
         assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
         # Local tokens still work, and heartbeats go on.
-        assert await send(a, {"token": token_a, "event": {"data": "local"}}) == (
+        assert await a.send({"token": token_a, "event": {"data": "local"}}) == (
             200,
             {"status": "ok"},
         )
@@ -157,7 +145,7 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
         redis_server.start()
         await wait_ready(a, 200, timeout=30)
         await wait_ready(b, 200, timeout=30)
-        assert await send(a, {"token": token_b, "event": {"data": "back"}}) == (
+        assert await a.send({"token": token_b, "event": {"data": "back"}}) == (
             200,
             {"status": "ok"},
         )
@@ -178,7 +166,7 @@ async def test_tokens_of_a_killed_instance_answer_404_from_the_others(cluster, b
     stream.close()
     started = time.monotonic()
     while True:  # bounded: the contract gives 60 s
-        status, body = await send(b, {"token": token, "event": {"data": "x"}})
+        status, body = await b.send({"token": token, "event": {"data": "x"}})
         if status == 404:
             break
         assert status == 503, (status, body)
@@ -197,7 +185,7 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
             streams.append(await open_with_token(gw, backend, "/sse/p%d" % i))
         for _, token in streams:
             for n in range(3):  # each send lands on either process
-                assert await send(gw, {"token": token, "event": {"data": "%d" % n}}) == (
+                assert await gw.send({"token": token, "event": {"data": "%d" % n}}) == (
                     200,
                     {"status": "ok"},
                 )

@@ -7,11 +7,15 @@ listening. The test ends it by its PID (SIGTERM, then SIGKILL if it does not exi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient
 
 from .ports import unused_port
 from .raw_http import Headers
@@ -29,7 +33,11 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass
 class ChildProcess:
-    """A server started by a test, with its stderr lines in :attr:`log`."""
+    """A server started by a test, with its stderr lines in :attr:`log`.
+
+    A gateway process is driven like the ``gateway`` fixture's gateways, with :meth:`stream`
+    and :meth:`send`.
+    """
 
     process: asyncio.subprocess.Process
     port: int
@@ -45,8 +53,20 @@ class ChildProcess:
         return "http://127.0.0.1:%d" % self.port
 
     async def stream(self, path: str = "/sse/test", headers: Headers | None = None) -> SSEStream:
-        """Open a stream on this server's port (any status); the caller closes it."""
+        """Open a stream on this (gateway) process's port, any status; the caller closes it."""
         return await open_stream(self.port, path, headers)
+
+    async def send(self, body: Any) -> tuple[int, Any]:
+        """POST ``body`` as JSON to ``/internal/send`` on this (gateway) process's port, as a
+        backend does: (status, decoded JSON answer)."""
+        response = await AsyncHTTPClient().fetch(
+            self.base_url + "/internal/send",
+            method="POST",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            raise_error=False,
+        )
+        return response.code, json.loads(response.body)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
