@@ -2,6 +2,7 @@
 
 :func:`start_gateway` starts it on an unused loopback port and returns once its log says it is
 listening. The test ends it by its PID (SIGTERM, then SIGKILL if it does not exit).
+:func:`run_command` runs a command of ``python -m tornado_sse`` to its end instead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,4 +144,16 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
         ready=lambda line: " listening " in line or '"listening' in line,
         what="the gateway",
         timeout=timeout,
+    )
+
+
+def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env`` and a bare
+    ``PATH`` as its whole environment; its stdout and stderr are captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_sse", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
