@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.support.process import GatewayProcess, start_gateway, unused_port
+from tests.support.ports import unused_port
+from tests.support.process import GatewayProcess, start_gateway
 
 
 class RedisServer:

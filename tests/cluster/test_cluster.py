@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 
@@ -12,29 +11,9 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import ready_status, wait_ready
 from tests.support.backend import Answer
-from tests.support.process import unused_ports
-from tests.support.sse_client import SSEStream, open_stream
-
-
-async def send(gw, body) -> tuple[int, dict]:
-    response = await AsyncHTTPClient().fetch(
-        gw.base_url + "/internal/send",
-        method="POST",
-        body=json.dumps(body),
-        headers={"Content-Type": "application/json"},
-        raise_error=False,
-    )
-    return response.code, json.loads(response.body)
-
-
-async def open_on(gw, path: str, backend, headers=None) -> tuple[SSEStream, str]:
-    """Open a stream on ``gw``; returns it and its token (from the backend's connect)."""
-    before = len(backend.of("connect"))
-    stream = await open_stream(gw.port, path, headers)
-    assert stream.status == 200
-    connects = await backend.wait_for_calls("connect", before + 1)
-    (token,) = [c.token for c in connects if c.body["request"]["url"] == path]
-    return stream, token
+from tests.support.helpers import open_with_token
+from tests.support.ports import unused_ports
+from tests.support.sse_client import open_stream
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -43,11 +22,11 @@ async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
     streams = []
     try:
         for i, gw in enumerate(gateways):
-            streams.append(await open_on(gw, "/sse/on-%d" % i, backend))
+            streams.append(await open_with_token(gw, backend, "/sse/on-%d" % i))
         for i, (_, token) in enumerate(streams):
             via = gateways[(i + 1) % 3]  # never the instance that holds the stream
             for n in range(5):
-                assert await send(via, {"token": token, "event": {"data": "%d-%d" % (i, n)}}) == (
+                assert await via.send({"token": token, "event": {"data": "%d-%d" % (i, n)}}) == (
                     200,
                     {"status": "ok"},
                 )
@@ -56,13 +35,13 @@ async def test_send_reaches_a_token_held_by_another_instance(cluster, backend):
             assert [e.data for e in events] == ["%d-%d" % (i, n) for n in range(5)]
         # close through another instance: the stream ends, the token is then unknown everywhere
         stream, token = streams[0]
-        assert await send(gateways[2], {"token": token, "close": True}) == (200, {"status": "ok"})
+        assert await gateways[2].send({"token": token, "close": True}) == (200, {"status": "ok"})
         await stream.read_to_end()
         await backend.wait_for_calls("disconnect", token=token)
         for gw in gateways:
-            status, body = await send(gw, {"token": token, "event": {"data": "late"}})
+            status, body = await gw.send({"token": token, "event": {"data": "late"}})
             assert (status, body["error"]["code"]) == (404, "TOKEN_NOT_FOUND")
-        status, _ = await send(gateways[1], {"token": "no-such-token", "event": {"data": "x"}})
+        status, _ = await gateways[1].send({"token": "no-such-token", "event": {"data": "x"}})
         assert status == 404
     finally:
         for stream, _ in streams:
@@ -77,10 +56,10 @@ async def test_channel_fanout_reaches_every_instance_once_in_order(cluster, back
     try:
         for i, gw in enumerate(gateways):
             for j in range(10):
-                streams.append((await open_on(gw, "/sse/r%d-%d" % (i, j), backend))[0])
+                streams.append((await open_with_token(gw, backend, "/sse/r%d-%d" % (i, j)))[0])
         for n in range(30):
             via = gateways[n % 3]
-            assert await send(via, {"channel": "room", "event": {"data": str(n)}}) == (
+            assert await via.send({"channel": "room", "event": {"data": str(n)}}) == (
                 200,
                 {"status": "ok"},
             )
@@ -99,18 +78,18 @@ async def test_channel_fanout_reaches_every_instance_once_in_order(cluster, back
 async def test_replay_after_reconnecting_to_another_instance(cluster, backend):
     backend.connect_answer = Answer(body=b'{"channels": ["feed"]}')
     a, b, c = await cluster(3)
-    first, _ = await open_on(a, "/sse/first", backend)
+    first, _ = await open_with_token(a, backend, "/sse/first")
     for n in range(5):
-        await send(c, {"channel": "feed", "event": {"data": str(n)}})
+        await c.send({"channel": "feed", "event": {"data": str(n)}})
     events = await first.wait_events(5)
     await first.aclose()
     for n in range(5, 10):  # missed while away
-        await send(c, {"channel": "feed", "event": {"data": str(n)}})
-    second, _ = await open_on(
-        b, "/sse/second", backend, {"Last-Event-ID": events[-1].last_event_id}
+        await c.send({"channel": "feed", "event": {"data": str(n)}})
+    second, _ = await open_with_token(
+        b, backend, "/sse/second", {"Last-Event-ID": events[-1].last_event_id}
     )
     try:
-        await send(a, {"channel": "feed", "event": {"data": "live"}})
+        await a.send({"channel": "feed", "event": {"data": "live"}})
         got = await second.wait_events(6)
         assert [e.data for e in got] == ["5", "6", "7", "8", "9", "live"]
     finally:
@@ -123,10 +102,10 @@ async def test_buffered_send_through_another_instance_during_connect(cluster, ba
     answers = []
 
     async def greet(body):
-        answers.append(await send(b, {"token": body["token"], "event": {"data": "hello"}}))
+        answers.append(await b.send({"token": body["token"], "event": {"data": "hello"}}))
 
     backend.on_connect = greet
-    stream, _ = await open_on(a, "/sse/greeted", backend)
+    stream, _ = await open_with_token(a, backend, "/sse/greeted")
     try:
         assert answers == [(200, {"status": "buffered"})]
         assert [e.data for e in await stream.wait_events(1)] == ["hello"]
@@ -139,8 +118,8 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
     cluster, backend, redis_server
 ):
     a, b = await cluster(2)
-    stream_a, token_a = await open_on(a, "/sse/a", backend)
-    stream_b, token_b = await open_on(b, "/sse/b", backend)
+    stream_a, token_a = await open_with_token(a, backend, "/sse/a")
+    stream_b, token_b = await open_with_token(b, backend, "/sse/b")
     try:
         redis_server.kill()
         await wait_ready(a, 503)
@@ -148,12 +127,12 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
         status, body = await ready_status(a)
         assert body["status"] == "not_ready" and "Redis" in " ".join(body["reasons"])
         # A send that must cross instances cannot be routed: 503, never a silent 200.
-        status, body = await send(a, {"token": token_b, "event": {"data": "x"}})
+        status, body = await a.send({"token": token_b, "event": {"data": "x"}})
         assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
-        status, body = await send(a, {"channel": "any", "event": {"data": "x"}})
+        status, body = await a.send({"channel": "any", "event": {"data": "x"}})
         assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
         # Local tokens still work, and heartbeats go on.
-        assert await send(a, {"token": token_a, "event": {"data": "local"}}) == (
+        assert await a.send({"token": token_a, "event": {"data": "local"}}) == (
             200,
             {"status": "ok"},
         )
@@ -166,7 +145,7 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
         redis_server.start()
         await wait_ready(a, 200, timeout=30)
         await wait_ready(b, 200, timeout=30)
-        assert await send(a, {"token": token_b, "event": {"data": "back"}}) == (
+        assert await a.send({"token": token_b, "event": {"data": "back"}}) == (
             200,
             {"status": "ok"},
         )
@@ -181,13 +160,13 @@ async def test_redis_outage_keeps_streams_alive_and_sends_resume_after(
 @pytest.mark.gen_test(timeout=90)
 async def test_tokens_of_a_killed_instance_answer_404_from_the_others(cluster, backend):
     a, b = await cluster(2)
-    stream, token = await open_on(a, "/sse/doomed", backend)
+    stream, token = await open_with_token(a, backend, "/sse/doomed")
     a.signal(signal.SIGKILL)
     await a.wait(10)
     stream.close()
     started = time.monotonic()
     while True:  # bounded: the contract gives 60 s
-        status, body = await send(b, {"token": token, "event": {"data": "x"}})
+        status, body = await b.send({"token": token, "event": {"data": "x"}})
         if status == 404:
             break
         assert status == 503, (status, body)
@@ -203,10 +182,10 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
     streams = []
     try:
         for i in range(8):
-            streams.append(await open_on(gw, "/sse/p%d" % i, backend))
+            streams.append(await open_with_token(gw, backend, "/sse/p%d" % i))
         for _, token in streams:
             for n in range(3):  # each send lands on either process
-                assert await send(gw, {"token": token, "event": {"data": "%d" % n}}) == (
+                assert await gw.send({"token": token, "event": {"data": "%d" % n}}) == (
                     200,
                     {"status": "ok"},
                 )

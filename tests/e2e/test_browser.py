@@ -18,6 +18,7 @@ from selenium.webdriver.chrome.service import Service
 from tornado.web import RequestHandler
 
 from tests.support.backend import Answer
+from tests.support.waiting import wait_until
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>e2e</title><script>
 let seq = 0;
@@ -52,12 +53,8 @@ class Reports:
         return sorted((i for i in self.items if i["kind"] == kind), key=lambda i: i["seq"])
 
     async def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        async def loop() -> None:
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
+        """Wait until ``predicate(self)`` holds, re-checking after each report."""
+        await wait_until(lambda: predicate(self), self._changed, timeout)
 
 
 class PageHandler(RequestHandler):

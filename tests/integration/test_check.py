@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
-from tests.support.process import unused_port
+from tests.support.ports import unused_port
+from tests.support.process import run_command
 
 
 def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tornado_sse", "check", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    """Run ``tornado-sse check *args`` with ``env``."""
+    return run_command(["check", *args], env)
 
 
 def test_check_passes_when_the_backend_accepts_connections(backend, io_loop):

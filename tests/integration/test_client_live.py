@@ -6,58 +6,22 @@ backend would call it, so the gateway's IOLoop keeps running) and with :class:`A
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from typing import Any
 
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.helpers import closed_port
+from tests.support.clients import KINDS, awaitable_client
+from tests.support.helpers import open_with_token
+from tests.support.ports import unused_port
 from tornado_sse.client import (
-    AsyncGateway,
     BufferFull,
-    Gateway,
     GatewayUnavailable,
     InvalidRequest,
     TokenNotFound,
     Unauthorized,
     send_item,
 )
-
-KINDS = ["sync", "async"]
-
-
-class InThread:
-    """The blocking client's methods as coroutines, each call run in an executor thread."""
-
-    def __init__(self, client: Gateway) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, functools.partial(method, *args, **kwargs))
-
-        return call
-
-
-def client(kind: str, url: str, secret: str | None = None) -> Any:
-    """A client of ``kind`` whose methods are all awaited the same way."""
-    if kind == "sync":
-        return InThread(Gateway(url, secret=secret, timeout=5.0))
-    return AsyncGateway(url, secret=secret, timeout=5.0)
-
-
-async def open_one(gw: Any, backend: Any, path: str = "/sse/test") -> tuple[Any, str]:
-    """An accepted stream and its token."""
-    before = len(backend.of("connect"))
-    stream = await gw.open(path)
-    calls = await backend.wait_for_calls("connect", before + 1)
-    return stream, calls[-1].token
-
 
 # --- successful calls -----------------------------------------------------------------------
 
@@ -66,8 +30,8 @@ async def open_one(gw: Any, backend: Any, path: str = "/sse/test") -> tuple[Any,
 @pytest.mark.gen_test(timeout=20)
 async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
     gw = gateway()
-    stream, token = await open_one(gw, backend)
-    api = client(kind, gw.internal_url)
+    stream, token = await open_with_token(gw, backend)
+    api = awaitable_client(kind, gw.internal_url)
     assert await api.send(token, "line 1\nline 2", name="update", id="17") == "ok"
     (event,) = await stream.wait_events(1)
     assert (event.type, event.data, event.last_event_id) == ("update", "line 1\nline 2", "17")
@@ -78,9 +42,9 @@ async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
 async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room.7"]}')
     gw = gateway()
-    first, _ = await open_one(gw, backend, "/sse/a")
-    second, _ = await open_one(gw, backend, "/sse/b")
-    api = client(kind, gw.internal_url)
+    first, _ = await open_with_token(gw, backend, "/sse/a")
+    second, _ = await open_with_token(gw, backend, "/sse/b")
+    api = awaitable_client(kind, gw.internal_url)
     assert await api.publish("room.7", "hello room", name="chat") is None
     assert await api.publish("nobody.listens", "lost") is None  # not an error
     for stream in (first, second):
@@ -93,15 +57,15 @@ async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend,
 @pytest.mark.gen_test(timeout=20)
 async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend, kind):
     gw = gateway()
-    stream, token = await open_one(gw, backend)
-    api = client(kind, gw.internal_url)
+    stream, token = await open_with_token(gw, backend)
+    api = awaitable_client(kind, gw.internal_url)
     assert await api.send(token, "bye", close=True) == "ok"
     await stream.read_to_end()
     assert [e.data for e in stream.events] == ["bye"]
     (disconnect,) = await backend.wait_for_calls("disconnect", token=token)
     assert disconnect.body["reason"] == "server_closed"
 
-    other, other_token = await open_one(gw, backend, "/sse/other")
+    other, other_token = await open_with_token(gw, backend, "/sse/other")
     assert await api.close(other_token) is None
     await other.read_to_end()
     with pytest.raises(TokenNotFound):
@@ -113,8 +77,8 @@ async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend
 async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
-    stream, token = await open_one(gw, backend)
-    api = client(kind, gw.internal_url)
+    stream, token = await open_with_token(gw, backend)
+    api = awaitable_client(kind, gw.internal_url)
     results = await api.batch(
         [
             send_item(token, data="a"),
@@ -139,9 +103,9 @@ async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
 async def test_connections_lists_the_open_streams(gateway, backend, kind):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
-    _, first = await open_one(gw, backend, "/sse/one?x=1")
-    _, second = await open_one(gw, backend, "/sse/two")
-    api = client(kind, gw.internal_url)
+    _, first = await open_with_token(gw, backend, "/sse/one?x=1")
+    _, second = await open_with_token(gw, backend, "/sse/two")
+    api = awaitable_client(kind, gw.internal_url)
     listing = await api.connections()
     assert listing["count"] == 2
     by_token = {c["token"]: c for c in listing["connections"]}
@@ -159,7 +123,7 @@ async def test_connections_lists_the_open_streams(gateway, backend, kind):
 @pytest.mark.gen_test(timeout=20)
 async def test_unknown_token_raises_token_not_found(gateway, kind):
     gw = gateway()
-    api = client(kind, gw.internal_url)
+    api = awaitable_client(kind, gw.internal_url)
     with pytest.raises(TokenNotFound) as caught:
         await api.send("6f1c0000-0000-4000-8000-000000000000", "hi")
     assert (caught.value.status, caught.value.code) == (404, "TOKEN_NOT_FOUND")
@@ -170,7 +134,7 @@ async def test_unknown_token_raises_token_not_found(gateway, kind):
 @pytest.mark.gen_test(timeout=20)
 async def test_channel_with_a_space_raises_invalid_request(gateway, kind):
     gw = gateway()
-    api = client(kind, gw.internal_url)
+    api = awaitable_client(kind, gw.internal_url)
     with pytest.raises(InvalidRequest) as caught:
         await api.publish("room 7", "hi")
     assert (caught.value.status, caught.value.code) == (400, "INVALID_CHANNEL")
@@ -183,16 +147,16 @@ async def test_channel_with_a_space_raises_invalid_request(gateway, kind):
 @pytest.mark.gen_test(timeout=20)
 async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kind):
     gw = gateway(internal_secret="s")
-    stream, token = await open_one(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     for secret in ("wrong", None):
-        api = client(kind, gw.internal_url, secret=secret)
+        api = awaitable_client(kind, gw.internal_url, secret=secret)
         with pytest.raises(Unauthorized) as caught:
             await api.send(token, "hi")
         assert (caught.value.status, caught.value.code) == (401, "UNAUTHORIZED")
         with pytest.raises(Unauthorized):
             await api.connections()
     # The right secret works, and nothing refused above was delivered.
-    assert await client(kind, gw.internal_url, secret="s").send(token, "allowed") == "ok"
+    assert await awaitable_client(kind, gw.internal_url, secret="s").send(token, "allowed") == "ok"
     (event,) = await stream.wait_events(1)
     assert event.data == "allowed"
 
@@ -201,7 +165,7 @@ async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kin
 @pytest.mark.gen_test(timeout=20)
 async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend, kind):
     gw = gateway(max_pending_events=1)
-    api = client(kind, gw.internal_url)
+    api = awaitable_client(kind, gw.internal_url)
     outcomes: list[Any] = []
 
     async def greet_while_connecting(body: dict[str, Any]) -> None:
@@ -229,7 +193,7 @@ async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_closed_port_raises_gateway_unavailable(kind):
-    api = client(kind, "http://127.0.0.1:%d" % closed_port())
+    api = awaitable_client(kind, "http://127.0.0.1:%d" % unused_port())
     with pytest.raises(GatewayUnavailable) as caught:
         await api.send("6f1c0000-0000-4000-8000-000000000000", "hi")
     assert caught.value.status is None and caught.value.code is None

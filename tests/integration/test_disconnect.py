@@ -17,13 +17,13 @@ import pytest
 from tests.support.backend import Answer
 from tests.support.helpers import (
     assert_json_error,
-    closed_port,
     connects_for,
     listen_also_on,
     open_and_close_another,
     read_to_clean_end,
-    send_request,
 )
+from tests.support.ports import unused_port
+from tests.support.raw_http import send_request
 
 
 def assert_disconnect(callback, connect, reason: str, detail: str | None = None) -> None:
@@ -215,7 +215,7 @@ async def test_no_disconnect_after_a_refusal(gateway, backend, answer, status):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_no_disconnect_after_a_refused_callback_connection(gateway, backend, monkeypatch):
-    port = closed_port()
+    port = unused_port()
     gw = gateway(callback_url="http://127.0.0.1:%d/callback" % port)
     # Nothing listens on the port, so a wrongly owed disconnect would be refused too: record
     # every disconnect the gateway schedules, not only those that reach a backend.

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from tests.support.ports import unused_port
 from tests.support.process import (
     ChildProcess,
     GatewayProcess,
     start_gateway,
     start_process,
-    unused_port,
 )
 from tests.support.sse_client import SSEStream, open_stream
 from tornado_sse.signing import sign

@@ -20,16 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer, FakeBackend
 from tests.support.internal import error_code, raw_request
+from tests.support.ports import unused_port
 from tests.support.process import (
     ChildProcess,
     GatewayProcess,
     start_gateway,
     start_process,
-    unused_port,
 )
 from tests.support.sse_client import SSEStream, open_stream
 
@@ -112,17 +111,6 @@ class Proxied:
         self.streams.append(stream)
         return stream
 
-    async def send_direct(self, body: object) -> tuple[int, object]:
-        """POST /internal/send to the gateway's own port, as the backend does."""
-        response = await AsyncHTTPClient().fetch(
-            self.gateway.base_url + "/internal/send",
-            method="POST",
-            body=json.dumps(body),
-            headers={"Content-Type": "application/json"},
-            raise_error=False,
-        )
-        return response.code, json.loads(response.body)
-
 
 @contextlib.asynccontextmanager
 async def proxied_gateway(
@@ -180,7 +168,7 @@ async def test_event_sent_after_open_arrives_through_nginx_at_once(backend, tmp_
         assert stream.headers.get("transfer-encoding") == "chunked", stream.headers
         (connect,) = await backend.wait_for_calls("connect")
 
-        status, body = await proxied.send_direct(
+        status, body = await proxied.gateway.send(
             {"token": connect.token, "event": {"name": "update", "data": "small", "id": "1"}}
         )
         assert (status, body) == (200, {"status": "ok"})
@@ -199,7 +187,9 @@ async def test_shipped_conf_streams_events_and_heartbeats(backend, tmp_path):
         # at the next proxy or load balancer.
         await stream.wait_until(lambda s: s.heartbeats >= 2, timeout=6.0)
         for data in ("one", "two"):
-            status, _ = await proxied.send_direct({"token": connect.token, "event": {"data": data}})
+            status, _ = await proxied.gateway.send(
+                {"token": connect.token, "event": {"data": data}}
+            )
             assert status == 200
         events = await stream.wait_events(2, timeout=2.0)
         assert [e.data for e in events] == ["one", "two"]
@@ -256,7 +246,7 @@ async def test_internal_api_is_404_through_nginx_and_works_on_the_gateway_port(b
         assert error_code(metrics, 404) == "NOT_FOUND"
 
         # The backend, talking to the gateway directly, is not affected.
-        status, answer = await proxied.send_direct(
+        status, answer = await proxied.gateway.send(
             {"token": connect.token, "event": {"data": "direct"}}
         )
         assert (status, answer) == (200, {"status": "ok"})

@@ -6,15 +6,13 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
-from tests.support.process import rss_bytes, start_gateway
+from tests.support.process import rss_bytes, run_command, start_gateway
 from tests.support.sse_client import open_stream
 
 
@@ -132,13 +130,7 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
     ],
 )
 def test_bad_setting_stops_startup_with_one_line_and_status_2(args, env, name):
-    result = subprocess.run(
-        [sys.executable, "-m", "tornado_sse", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_command(args, env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and name in lines[0], result.stderr

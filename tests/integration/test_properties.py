@@ -39,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.helpers import open_with_token
 from tests.support.internal import RawResponse, raw_request
 from tests.support.sse_parser import ParsedEvent
 
@@ -74,14 +75,6 @@ def gw(gateway: Any) -> Any:
 def run(io_loop: Any, scenario: Any, timeout: float = 30.0) -> None:
     """Run one example's async scenario to completion on the test's IOLoop."""
     io_loop.run_sync(scenario, timeout=timeout)
-
-
-async def open_with_token(gw: Any, backend: Any, headers: Any = None) -> tuple[Any, str]:
-    """Open an accepted stream; returns it and its token (examples open one at a time)."""
-    before = len(backend.of("connect"))
-    stream = await gw.open(headers=headers)
-    calls = await backend.wait_for_calls("connect", count=before + 1)
-    return stream, calls[before].token
 
 
 # --------------------------------------------------------------------------------------------

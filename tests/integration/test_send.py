@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
+from tests.support.helpers import open_with_token
 from tests.support.internal import cors_headers, error_code, raw_request
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"  # a well-formed token no stream holds
@@ -198,18 +199,10 @@ async def test_valid_send_to_unknown_token_is_404_token_not_found(gateway):
 # Delivery to a token
 
 
-async def _open_with_token(gw, backend, path="/sse/test"):
-    """Open an accepted stream; returns it and its token (streams are opened one at a time)."""
-    before = len(backend.of("connect"))
-    stream = await gw.open(path)
-    calls = await backend.wait_for_calls("connect", count=before + 1)
-    return stream, calls[before].token
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_send_writes_the_event_in_sse_wire_format_and_answers_ok(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     response = await gw.post(
         {"token": token, "event": {"name": "update", "data": "line 1\nline 2", "id": "17"}}
     )
@@ -223,7 +216,7 @@ async def test_send_writes_the_event_in_sse_wire_format_and_answers_ok(gateway, 
 @pytest.mark.gen_test(timeout=10)
 async def test_empty_data_is_written_as_one_empty_data_line(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     assert await gw.send({"token": token, "event": {"data": ""}}) == (200, {"status": "ok"})
     await gw.send({"token": token, "event": {"data": "next"}})
     events = await stream.wait_events(2)
@@ -234,7 +227,7 @@ async def test_empty_data_is_written_as_one_empty_data_line(gateway, backend):
 @pytest.mark.gen_test(timeout=10)
 async def test_token_alone_is_a_no_op_that_writes_nothing(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     assert await gw.send({"token": token}) == (200, {"status": "ok"})
     assert await gw.send({"token": token, "close": False}) == (200, {"status": "ok"})
     assert await gw.send({"token": token, "event": {"data": "later"}}) == (200, {"status": "ok"})
@@ -246,7 +239,7 @@ async def test_token_alone_is_a_no_op_that_writes_nothing(gateway, backend):
 @pytest.mark.gen_test(timeout=10)
 async def test_event_with_close_is_written_before_the_stream_ends(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     status, body = await gw.send({"token": token, "event": {"data": "bye"}, "close": True})
     assert (status, body) == (200, {"status": "ok"})
     raw = await stream.read_to_end()
@@ -259,7 +252,7 @@ async def test_event_with_close_is_written_before_the_stream_ends(gateway, backe
 @pytest.mark.gen_test(timeout=10)
 async def test_token_answers_404_after_close(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     assert await gw.send({"token": token, "close": True}) == (200, {"status": "ok"})
     assert await stream.read_to_end() == b""
     response = await gw.post({"token": token, "event": {"data": "too late"}})
@@ -276,7 +269,7 @@ async def test_token_answers_404_after_close(gateway, backend):
 @pytest.mark.gen_test(timeout=10)
 async def test_non_json_content_type_is_415_json_error(gateway, backend, content_type):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     response = await gw.post(
         {"token": token, "event": {"data": "no"}}, headers={"Content-Type": content_type}
     )
@@ -293,7 +286,7 @@ async def test_non_json_content_type_is_415_json_error(gateway, backend, content
 @pytest.mark.gen_test(timeout=10)
 async def test_json_content_types_are_accepted(gateway, backend, content_type):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     status, body = await gw.send(
         {"token": token, "event": {"data": "x"}}, headers={"Content-Type": content_type}
     )
@@ -304,7 +297,7 @@ async def test_json_content_types_are_accepted(gateway, backend, content_type):
 @pytest.mark.gen_test(timeout=10)
 async def test_missing_content_type_is_accepted(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     body = json.dumps({"token": token, "event": {"data": "untyped"}}).encode()
     # raw_request sends no header but Host, Connection and Content-Length.
     response = await raw_request(gw.port, "POST", "/internal/send", body=body)
@@ -347,7 +340,7 @@ async def test_chunked_body_over_max_body_bytes_is_413_json_error(gateway):
 @pytest.mark.gen_test(timeout=10)
 async def test_body_up_to_max_body_bytes_is_accepted(gateway, backend, size):
     gw = gateway(max_body_bytes=1000)
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     body = _body_of_size(size, token)
     assert await gw.send(None, raw=body) == (200, {"status": "ok"})
     events = await stream.wait_events(1)
@@ -388,7 +381,7 @@ async def test_unknown_routes_and_methods_get_json_errors_never_html(
 @pytest.mark.gen_test(timeout=10)
 async def test_internal_api_carries_no_cors_headers(gateway, backend):
     gw = gateway()  # CORS_ORIGINS defaults to "*": the public endpoints do carry it
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     assert stream.headers.get("access-control-allow-origin") == "*"
     origin = {"Origin": "https://page.example"}
     ok = await gw.post({"token": token, "event": {"data": "x"}}, headers=origin)
@@ -427,7 +420,7 @@ async def test_channel_send_without_subscribers_is_ok(gateway):
 async def test_channel_event_reaches_subscriber_with_a_decimal_gateway_id(gateway, backend):
     backend.connect_answer = Answer(body=b'{"channels":["news"]}')
     gw = gateway()
-    stream, _ = await _open_with_token(gw, backend)
+    stream, _ = await open_with_token(gw, backend)
     status, body = await gw.send({"channel": "news", "event": {"name": "headline", "data": "hi"}})
     assert (status, body) == (200, {"status": "ok"})
     (event,) = await stream.wait_events(1)
@@ -442,7 +435,7 @@ async def test_channel_event_reaches_subscriber_with_a_decimal_gateway_id(gatewa
 async def test_channel_event_ids_strictly_increase(gateway, backend):
     backend.connect_answer = Answer(body=b'{"channels":["news","sport"]}')
     gw = gateway()
-    stream, _ = await _open_with_token(gw, backend)
+    stream, _ = await open_with_token(gw, backend)
     for i, channel in enumerate(["news", "sport", "news", "other", "sport", "news"]):
         assert await gw.send({"channel": channel, "event": {"data": str(i)}}) == (
             200,
@@ -461,7 +454,7 @@ async def test_channel_event_reaches_only_subscribers(gateway, backend):
     )
     gw = gateway()
     subscribed = await gw.open("/sse/news")
-    other, other_token = await _open_with_token(gw, backend, "/sse/other")
+    other, other_token = await open_with_token(gw, backend, "/sse/other")
     await backend.wait_for_calls("connect", count=2)
     await gw.send({"channel": "news", "event": {"data": "for news"}})
     await gw.send({"token": other_token, "event": {"data": "direct"}})
@@ -474,7 +467,7 @@ async def test_channel_event_reaches_only_subscribers(gateway, backend):
 async def test_channel_with_close_false_is_allowed(gateway, backend):
     backend.connect_answer = Answer(body=b'{"channels":["news"]}')
     gw = gateway()
-    stream, _ = await _open_with_token(gw, backend)
+    stream, _ = await open_with_token(gw, backend)
     status, body = await gw.send({"channel": "news", "event": {"data": "x"}, "close": False})
     assert (status, body) == (200, {"status": "ok"})
     assert (await stream.wait_events(1))[0].data == "x"
@@ -484,7 +477,7 @@ async def test_channel_with_close_false_is_allowed(gateway, backend):
 async def test_channel_with_close_true_is_400_and_publishes_nothing(gateway, backend):
     backend.connect_answer = Answer(body=b'{"channels":["news"]}')
     gw = gateway()
-    stream, _ = await _open_with_token(gw, backend)
+    stream, _ = await open_with_token(gw, backend)
     response = await gw.post({"channel": "news", "event": {"data": "no"}, "close": True})
     assert error_code(response, 400) == "INVALID_CLOSE_TYPE"
     await gw.send({"channel": "news", "event": {"data": "yes"}})
@@ -498,7 +491,7 @@ async def test_channel_with_close_true_is_400_and_publishes_nothing(gateway, bac
 @pytest.mark.gen_test(timeout=10)
 async def test_batch_answers_each_item_in_order_as_if_sent_alone(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     batch = [
         {"token": token, "event": {"data": "one"}},
         {"token": token, "event": "not an object"},
@@ -538,7 +531,7 @@ async def test_empty_batch_answers_empty_results(gateway):
 @pytest.mark.gen_test(timeout=10)
 async def test_batch_items_are_applied_in_order(gateway, backend):
     gw = gateway()
-    stream, token = await _open_with_token(gw, backend)
+    stream, token = await open_with_token(gw, backend)
     batch: list[Any] = [{"token": token, "event": {"data": str(i)}} for i in range(20)]
     batch += [{"token": token, "event": {"data": "last"}, "close": True}]
     batch += [{"token": token, "event": {"data": "after close"}}]
@@ -554,7 +547,7 @@ async def test_batch_items_are_applied_in_order(gateway, backend):
 async def test_batch_publishes_to_channels_in_order(gateway, backend):
     backend.connect_answer = Answer(body=b'{"channels":["news"]}')
     gw = gateway()
-    stream, _ = await _open_with_token(gw, backend)
+    stream, _ = await open_with_token(gw, backend)
     batch = [{"channel": "news", "event": {"data": c}} for c in "abcde"]
     status, body = await gw.send(batch)
     assert (status, body) == (200, {"results": [{"status": 200, "body": {"status": "ok"}}] * 5})

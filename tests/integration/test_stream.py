@@ -17,10 +17,10 @@ import pytest
 from tests.support.backend import Answer
 from tests.support.helpers import (
     assert_json_error,
-    closed_port,
     connects_for,
     is_uuid4,
 )
+from tests.support.ports import unused_port
 
 STREAM_HEADERS = {
     "cache-control": "no-cache",
@@ -103,7 +103,7 @@ async def test_backend_that_answers_too_late_gives_504(gateway, backend):
 
 @pytest.mark.gen_test(timeout=10)
 async def test_refused_callback_connection_gives_503_backend_unavailable(gateway):
-    gw = gateway(callback_url="http://127.0.0.1:%d/callback" % closed_port())
+    gw = gateway(callback_url="http://127.0.0.1:%d/callback" % unused_port())
     stream = await gw.stream()
     await assert_json_error(stream, 503, "BACKEND_UNAVAILABLE")
 

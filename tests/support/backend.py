@@ -18,6 +18,8 @@ from tornado.iostream import StreamClosedError
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
+from .waiting import wait_until
+
 
 @dataclass
 class Answer:
@@ -96,13 +98,7 @@ class FakeBackend:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` holds, re-checking after each callback; fail at timeout."""
-
-        async def loop() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
+        await wait_until(predicate, self._changed, timeout)
 
     async def wait_for_calls(
         self, action: str, count: int = 1, token: str | None = None, timeout: float = 5.0

@@ -1,8 +1,8 @@
 """Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
-body) and provide the few network tricks the tests need (a closed port, a request sent without
-waiting for its answer). Every wait is bounded.
+body) and the network trick some tests need (a second listener for the fake backend). Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from tornado.netutil import bind_sockets
-from tornado.testing import bind_unused_port
 
 from .backend import Callback, FakeBackend
+from .raw_http import Headers, read_chunk
 from .sse_client import SSEStream
 
 
@@ -55,33 +55,11 @@ async def assert_json_error(
     return body
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then closed): connecting to it is refused."""
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
 def listen_also_on(backend: FakeBackend, port: int) -> None:
     """Make ``backend`` also accept callbacks on ``port`` of 127.0.0.1 (e.g. a port that was
     closed a moment ago), so a gateway configured with that port reaches it from now on."""
     sockets = bind_sockets(port, "127.0.0.1")
     backend._server.add_sockets(sockets)  # the fake exposes no public way to add a listener
-
-
-async def send_request(
-    port: int, path: str, headers: list[tuple[str, str]] | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Send a GET for ``path`` and return at once, without waiting for the answer.
-
-    For tests where the client leaves before the gateway has answered.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port]
-    lines += ["%s: %s" % pair for pair in headers or []]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
-    return reader, writer
 
 
 async def read_to_clean_end(stream: SSEStream, timeout: float = 5.0) -> bool:
@@ -94,21 +72,12 @@ async def read_to_clean_end(stream: SSEStream, timeout: float = 5.0) -> bool:
     assert stream.headers.get("transfer-encoding", "").lower() == "chunked", stream.headers
 
     async def loop() -> bool:
-        reader = stream.reader
         while True:
-            try:
-                size_line = await reader.readline()
-                if not size_line.endswith(b"\n"):
-                    return False  # EOF in the middle of (or instead of) a chunk header
-                size = int(size_line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    trailer = await reader.readline()
-                    return trailer == b"\r\n"
-                data = await reader.readexactly(size)
-                if await reader.readexactly(2) != b"\r\n":
-                    return False
-            except (asyncio.IncompleteReadError, ConnectionError):
+            data = await read_chunk(stream.reader)
+            if data is None:
                 return False
+            if not data:
+                return True
             stream.raw += data
             stream.events.extend(stream.parser.feed(data))
 
@@ -123,15 +92,43 @@ def connects_for(backend: FakeBackend, url: str) -> list[Callback]:
     return [c for c in backend.of("connect") if c.body["request"]["url"] == url]
 
 
-async def open_and_close_another(gw: Any, backend: FakeBackend, path: str) -> Callback:
+class OpensStreams(Protocol):
+    """A gateway under test: the ``gateway`` fixture's, or one in a process of its own."""
+
+    async def stream(self, path: str, headers: Headers | None = None) -> SSEStream:
+        """Open a stream on ``path`` (any status)."""
+        ...
+
+
+async def open_with_token(
+    gw: OpensStreams,
+    backend: FakeBackend,
+    path: str = "/sse/test",
+    headers: Headers | None = None,
+) -> tuple[SSEStream, str]:
+    """Open a stream on ``gw``; return it and its token, read from the connect callback
+    ``backend`` recorded for it.
+
+    The stream must be accepted (200), and streams must be opened one at a time: the token is
+    that of the first connect callback recorded after the call, which must be for ``path``.
+    """
+    before = len(backend.of("connect"))
+    stream = await gw.stream(path, headers)
+    assert stream.status == 200, (stream.status, await stream.read_to_end())
+    calls = await backend.wait_for_calls("connect", count=before + 1)
+    connect = calls[before]
+    assert connect.body["request"]["url"] == path, (path, connect.body)
+    return stream, connect.token
+
+
+async def open_and_close_another(gw: OpensStreams, backend: FakeBackend, path: str) -> Callback:
     """Open an accepted stream on ``path``, leave, and wait for its disconnect callback.
 
     Proves an absence: a disconnect the gateway would have sent for an earlier stream was
-    scheduled before this one's and has had its chance to arrive. ``path`` must be unique in the
-    test and ``backend`` must accept it. Returns the disconnect callback received.
+    scheduled before this one's and has had its chance to arrive. No other stream may be opening
+    meanwhile, and ``backend`` must accept this one. Returns the disconnect callback received.
     """
-    stream = await gw.open(path)
-    (connect,) = connects_for(backend, path)
+    stream, token = await open_with_token(gw, backend, path)
     await stream.aclose()
-    (disconnect,) = await backend.wait_for_calls("disconnect", token=connect.token)
+    (disconnect,) = await backend.wait_for_calls("disconnect", token=token)
     return disconnect

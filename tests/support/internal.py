@@ -14,6 +14,8 @@ from typing import Any
 
 from tornado.httpclient import HTTPResponse
 
+from .raw_http import read_chunk, read_head, request_head
+
 
 @dataclass(frozen=True)
 class RawResponse:
@@ -42,14 +44,9 @@ async def raw_request(
     ``Content-Length``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        lines = [
-            "%s %s HTTP/1.1" % (method, path),
-            "Host: 127.0.0.1:%d" % port,
-            "Connection: close",
-        ]
-        lines += ["%s: %s" % (name, value) for name, value in (headers or {}).items()]
+        pairs = [("Connection", "close"), *(headers or {}).items()]
         if chunked:
-            lines.append("Transfer-Encoding: chunked")
+            pairs.append(("Transfer-Encoding", "chunked"))
             payload = (
                 b"".join(
                     b"%x\r\n%s\r\n" % (len(body[i : i + 1024]), body[i : i + 1024])
@@ -59,9 +56,9 @@ async def raw_request(
             )
         else:
             if body or method in ("POST", "PUT"):
-                lines.append("Content-Length: %d" % len(body))
+                pairs.append(("Content-Length", "%d" % len(body)))
             payload = body
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        writer.write(request_head(method, path, "127.0.0.1", port, pairs))
         try:
             writer.write(payload)
             await writer.drain()
@@ -73,24 +70,11 @@ async def raw_request(
 
 
 async def _read_response(reader: asyncio.StreamReader) -> RawResponse:
-    status_line = await reader.readline()
-    assert status_line, "the server closed the connection without answering"
-    code = int(status_line.split()[1])
-    headers: dict[str, str] = {}
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
+    code, headers = await read_head(reader)
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = bytearray()
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                break
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
+        while chunk := await read_chunk(reader):  # to the end of the body, or where it was cut
+            body += chunk
         return RawResponse(code, headers, bytes(body))
     if "content-length" in headers:
         return RawResponse(code, headers, await reader.readexactly(int(headers["content-length"])))

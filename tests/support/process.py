@@ -2,44 +2,26 @@
 
 :func:`start_gateway` starts it on an unused loopback port and returns once its log says it is
 listening. The test ends it by its PID (SIGTERM, then SIGKILL if it does not exit).
+:func:`run_command` runs a command of ``python -m tornado_sse`` to its end instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
-import socket
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from tornado.testing import bind_unused_port
+from tornado.httpclient import AsyncHTTPClient
 
-
-def unused_port() -> int:
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
-
-
-def unused_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now (bounded search)."""
-    for _ in range(50):
-        first = unused_port()
-        socks = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no %d consecutive free ports" % count)
+from .ports import unused_port
+from .raw_http import Headers
+from .sse_client import SSEStream, open_stream
 
 
 def rss_bytes(pid: int) -> int:
@@ -53,7 +35,11 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass
 class ChildProcess:
-    """A server started by a test, with its stderr lines in :attr:`log`."""
+    """A server started by a test, with its stderr lines in :attr:`log`.
+
+    A gateway process is driven like the ``gateway`` fixture's gateways, with :meth:`stream`
+    and :meth:`send`.
+    """
 
     process: asyncio.subprocess.Process
     port: int
@@ -67,6 +53,22 @@ class ChildProcess:
     @property
     def base_url(self) -> str:
         return "http://127.0.0.1:%d" % self.port
+
+    async def stream(self, path: str = "/sse/test", headers: Headers | None = None) -> SSEStream:
+        """Open a stream on this (gateway) process's port, any status; the caller closes it."""
+        return await open_stream(self.port, path, headers)
+
+    async def send(self, body: Any) -> tuple[int, Any]:
+        """POST ``body`` as JSON to ``/internal/send`` on this (gateway) process's port, as a
+        backend does: (status, decoded JSON answer)."""
+        response = await AsyncHTTPClient().fetch(
+            self.base_url + "/internal/send",
+            method="POST",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            raise_error=False,
+        )
+        return response.code, json.loads(response.body)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
@@ -142,4 +144,16 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
         ready=lambda line: " listening " in line or '"listening' in line,
         what="the gateway",
         timeout=timeout,
+    )
+
+
+def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env`` and a bare
+    ``PATH`` as its whole environment; its stdout and stderr are captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_sse", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )

@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import Any
 
+from .raw_http import Headers, read_chunk, read_head, send_request
 from .sse_parser import ParsedEvent, SSEParser
 
 
@@ -45,16 +46,7 @@ class SSEStream:
     async def _read_piece(self) -> bytes:
         """The next piece of body, or b"" at its end."""
         if self._chunked:
-            size_line = await self.reader.readline()
-            if not size_line:
-                return b""
-            size = int(size_line.split(b";")[0].strip(), 16)
-            if size == 0:
-                await self.reader.readline()
-                return b""
-            data = await self.reader.readexactly(size)
-            await self.reader.readexactly(2)
-            return data
+            return await read_chunk(self.reader) or b""  # a cut body ends it too
         if self._length is not None:
             remaining = self._length - len(self.raw)
             if remaining <= 0:
@@ -120,7 +112,7 @@ class SSEStream:
 async def open_stream(
     port: int,
     path: str = "/sse/test",
-    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    headers: Headers | None = None,
     *,
     method: str = "GET",
     host: str = "127.0.0.1",
@@ -128,28 +120,9 @@ async def open_stream(
 ) -> SSEStream:
     """Send the request and read the response head. Non-2xx bodies can be read with
     :meth:`SSEStream.read_to_end`."""
-    reader, writer = await asyncio.open_connection(host, port)
-    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s:%d" % (host, port)]
-    lines += ["%s: %s" % (name, value) for name, value in pairs]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
-
-    async def head() -> tuple[int, dict[str, str]]:
-        status_line = await reader.readline()
-        assert status_line, "the server closed the connection without answering"
-        status = int(status_line.split()[1])
-        response_headers: dict[str, str] = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            response_headers[name.strip().lower()] = value.strip()
-        return status, response_headers
-
+    reader, writer = await send_request(port, path, headers, method=method, host=host)
     try:
-        status, response_headers = await asyncio.wait_for(head(), timeout)
+        status, response_headers = await asyncio.wait_for(read_head(reader), timeout)
     except BaseException:
         writer.close()
         raise

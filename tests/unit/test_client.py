@@ -6,8 +6,6 @@ the IOLoop keeps serving the fake) and with :class:`AsyncGateway`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import subprocess
 import sys
@@ -21,6 +19,8 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import bind_unused_port
 
+from tests.support.clients import KINDS, InThread, awaitable_client
+from tests.support.ports import unused_port
 from tornado_sse.client import (
     AsyncGateway,
     BatchResult,
@@ -123,30 +123,12 @@ def url(http_server: Any, http_port: int) -> str:
 # Both clients behind one awaitable face
 
 
-class InThread:
-    """Calls a blocking :class:`Gateway` in a worker thread, so that the IOLoop keeps serving."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._gateway, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, functools.partial(method, *args, **kwargs))
-
-        return call
-
-
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=KINDS)
 def make_client(request: pytest.FixtureRequest) -> Any:
     """A factory ``(url, secret=None, timeout=5.0)`` of clients whose methods are awaited."""
 
     def make(url: str, secret: str | None = None, timeout: float = 5.0) -> Any:
-        if request.param == "sync":
-            return InThread(Gateway(url, secret=secret, timeout=timeout))
-        return AsyncGateway(url, secret=secret, timeout=timeout)
+        return awaitable_client(request.param, url, secret, timeout)
 
     return make
 
@@ -382,8 +364,7 @@ async def test_2xx_answer_without_status_is_an_error(client, fake):
 
 @pytest.mark.gen_test
 async def test_connection_refused_is_unavailable(make_client):
-    sock, port = bind_unused_port()
-    sock.close()
+    port = unused_port()
     with pytest.raises(GatewayUnavailable) as caught:
         await make_client(f"http://127.0.0.1:{port}").send("t1", "x")
     assert (caught.value.status, caught.value.code) == (None, None)
@@ -407,8 +388,7 @@ async def test_no_answer_in_time_is_unavailable(make_client):
 
 @pytest.mark.gen_test
 async def test_blocking_client_ignores_proxy_environment(url, fake, monkeypatch):
-    sock, port = bind_unused_port()
-    sock.close()
+    port = unused_port()
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     assert await InThread(Gateway(url, secret="s")).send("t1", "x") == "ok"
