@@ -99,6 +99,7 @@ def make_app(
             max_clients=settings.callback_max_clients,
             secret=settings.callback_secret,
             retry_seconds=settings.disconnect_retry_seconds,
+            keepalive_seconds=settings.callback_keepalive_seconds,
             observer=metrics.observe_callback,
         )
     if broker is None:

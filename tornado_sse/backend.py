@@ -12,6 +12,8 @@ installed (connections are reused), Tornado's pure-Python client otherwise. Its 
   flight; the others wait for a free slot, within ``CALLBACK_TIMEOUT_SECONDS`` counted from the
   moment they were asked for. Disconnects take free slots before connects, so a storm of
   connects cannot starve them. A connect whose client left before its slot came is not sent.
+- **Fresh connections only.** A pooled connection is reused only while it has been idle for
+  less than ``CALLBACK_KEEPALIVE_SECONDS``, so a backend's keep-alive timeout does not race it.
 - **Bounded answers.** A connect answer body over :data:`MAX_ANSWER_BYTES` is refused (the
   transfer is cut there); disconnect answers are read and discarded.
 
@@ -52,6 +54,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: The largest connect answer body read (channels, user and info fit many times over).
 MAX_ANSWER_BYTES = 64 * 1024
+#: The share of ``CALLBACK_TIMEOUT_SECONDS`` that must be left when a connection frees up for a
+#: queued callback to be sent at all (one sent with less would most likely time out).
+MIN_TIME_LEFT = 0.25
 #: Header that lets a backend recognise a repeated callback.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Disconnect retry backoff: first and longest wait, in seconds (each jittered down to half).
@@ -127,7 +132,10 @@ class Backend:
 
     ``url`` is ``CALLBACK_URL``; ``timeout`` bounds each callback's whole life; ``max_clients``
     bounds the callbacks in flight; ``secret`` signs every body with ``X-SSE-Signature``;
-    ``retry_seconds`` > 0 retries failed disconnects for that long.
+    ``retry_seconds`` > 0 retries failed disconnects for that long; a pooled connection is
+    reused only while it has been idle for less than ``keepalive_seconds`` (keep it below the
+    backend's own keep-alive timeout, so that the backend never closes a connection just as a
+    callback is written on it).
     """
 
     def __init__(
@@ -138,9 +146,11 @@ class Backend:
         max_clients: int = 100,
         secret: str | None = None,
         retry_seconds: float = 0.0,
+        keepalive_seconds: int = 1,
         observer: Observer | None = None,
     ) -> None:
         self.url = url
+        self.keepalive_seconds = keepalive_seconds
         self.timeout = timeout
         self.secret = secret
         self.retry_seconds = retry_seconds
@@ -175,9 +185,7 @@ class Backend:
             request_timeout=timeout,
             follow_redirects=False,
             decompress_response=True,
-            prepare_curl_callback=(_curl_connect if connect else _curl_disconnect)
-            if _CURL
-            else None,
+            prepare_curl_callback=self._curl_options(connect) if _CURL else None,
         )
 
     async def _post(
@@ -198,8 +206,8 @@ class Backend:
             if abandoned is not None and abandoned():
                 return Outcome.ABANDONED
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Outcome.EXPIRED
+            if remaining < self.timeout * MIN_TIME_LEFT:
+                return Outcome.EXPIRED  # too late to be worth the backend's trouble
             request = self._request(body, request_id, key, remaining, connect)
             try:
                 return await self._client.fetch(request, raise_error=False)
@@ -207,6 +215,23 @@ class Backend:
                 return exc
         finally:
             self._slots.release()
+
+    def _curl_options(self, connect: bool) -> Callable[[Any], None]:
+        """The libcurl options of every callback: no silent resend (the rewind it needs fails),
+        reuse only of recently used connections; for a connect, an answer cut at
+        :data:`MAX_ANSWER_BYTES` (libcurl >= 8.4 also stops a transfer of unknown length there);
+        for a disconnect, the answer read and discarded."""
+        max_age = self.keepalive_seconds - 1  # libcurl reuses while idle seconds <= max age
+
+        def prepare(curl: Any) -> None:
+            curl.setopt(pycurl.SEEKFUNCTION, _refuse_rewind)
+            curl.setopt(pycurl.MAXAGE_CONN, max_age)
+            if connect:
+                curl.setopt(pycurl.MAXFILESIZE, MAX_ANSWER_BYTES)
+            else:
+                curl.setopt(pycurl.WRITEFUNCTION, _discard)
+
+        return prepare
 
     # -- connect ---------------------------------------------------------------------------------
 
@@ -329,19 +354,6 @@ def _refuse_rewind(offset: int, origin: int) -> int:
 
 def _discard(data: bytes) -> None:
     return None
-
-
-def _curl_connect(curl: Any) -> None:
-    """libcurl options of a connect callback: no silent resend, an answer cut at
-    :data:`MAX_ANSWER_BYTES` (libcurl >= 8.4 also stops a transfer of unknown length there)."""
-    curl.setopt(pycurl.SEEKFUNCTION, _refuse_rewind)
-    curl.setopt(pycurl.MAXFILESIZE, MAX_ANSWER_BYTES)
-
-
-def _curl_disconnect(curl: Any) -> None:
-    """libcurl options of a disconnect callback: no silent resend, the answer discarded."""
-    curl.setopt(pycurl.SEEKFUNCTION, _refuse_rewind)
-    curl.setopt(pycurl.WRITEFUNCTION, _discard)
 
 
 # -- outcomes --------------------------------------------------------------------------------------

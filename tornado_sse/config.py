@@ -37,6 +37,7 @@ class Settings:
     callback_max_clients: int = 100
     callback_secret: str | None = None
     disconnect_retry_seconds: float = 0.0
+    callback_keepalive_seconds: int = 1
     sse_path_prefix: str = "/sse/"
     cors_origins: str = "*"
     internal_port: int | None = None
@@ -182,6 +183,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("callback_timeout_seconds", _seconds(0.001), "seconds to wait for a callback answer"),
     _Spec("callback_max_clients", _int_between(1, 10000), "concurrent callbacks to the backend"),
     _Spec("callback_secret", _optional_text, "HMAC secret that signs every callback"),
+    _Spec(
+        "callback_keepalive_seconds",
+        _int_between(1, 3600),
+        "reuse a callback connection only if idle for less than this (below the backend's)",
+    ),
     _Spec(
         "disconnect_retry_seconds",
         _seconds(0),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound
 from tornado_sse.history import first_id
@@ -41,13 +42,7 @@ class RecordingHandler:
 
     async def wait_publications(self, count: int, timeout: float = 5.0) -> None:
         """Until ``count`` publications have arrived (bounded by ``timeout``)."""
-
-        async def loop() -> None:
-            while len(self.publications) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-
-        await asyncio.wait_for(loop(), timeout)
+        await wait_until(lambda: len(self.publications) >= count, self._arrived, timeout)
 
 
 async def until(condition: Callable[[], Any], timeout: float = 5.0) -> None:
