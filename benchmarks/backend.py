@@ -25,6 +25,8 @@ import signal
 from collections import Counter
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import eventloop
+
 
 class State:
     def __init__(self) -> None:
@@ -190,15 +192,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            uvloop.run(serve(args.host, args.port))
-            return
-        except ImportError:
-            pass
-    asyncio.run(serve(args.host, args.port))
+    eventloop.run(serve(args.host, args.port), "asyncio" if args.no_uvloop else "auto")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ was the limit.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import traceback
 from typing import Any
 
-from . import scenarios
+from . import eventloop, scenarios
 from .context import Context
 
 
@@ -29,19 +28,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    loop = eventloop.loop_name("auto" if spec.get("uvloop", True) else "asyncio")
     try:
-        if spec.get("uvloop", True):
-            try:
-                import uvloop
-            except ImportError:
-                result = asyncio.run(run(spec))
-                result["uvloop"] = False
-            else:
-                result = uvloop.run(run(spec))
-                result["uvloop"] = True
-        else:
-            result = asyncio.run(run(spec))
-            result["uvloop"] = False
+        result = eventloop.run(run(spec), loop)
+        result["uvloop"] = loop == "uvloop"
     except Exception as exc:  # reported to the runner, which marks the run failed
         traceback.print_exc()
         result = {"error": "%s: %s" % (type(exc).__name__, exc)}
