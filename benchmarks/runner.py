@@ -268,9 +268,9 @@ class Runner:
         backend.start()
         server: Gateway | Nchan
         if target == GATEWAY:
-            server = Gateway(
-                self.workdir, self.server_cpu, backend.port, heartbeat, self.gateway_env
-            )
+            settings = {"HEARTBEAT_INTERVAL_SECONDS": "%g" % heartbeat, "MAX_CONNECTIONS": "20000"}
+            settings.update(self.gateway_env)
+            server = Gateway(self.workdir, self.server_cpu, backend.port, settings)
         else:
             server = Nchan(self.workdir, self.server_cpu, backend.port, heartbeat)
         try:
