@@ -175,6 +175,8 @@ class SSEStream(asyncio.Protocol):
             self.sink.hit()
 
     def _dechunk(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""  # the body is over: what follows its last chunk is not part of it
         cbuf = self._cbuf
         cbuf += data
         out = bytearray()
