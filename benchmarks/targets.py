@@ -63,18 +63,18 @@ def _answers_200(port: int, path: str) -> bool:
 
 
 def _wait_ready(
-    port: int, path: str, proc: subprocess.Popen[bytes], log: str, timeout: float = 20.0
+    name: str, port: int, path: str, proc: subprocess.Popen[bytes], log: str, timeout: float = 20.0
 ) -> None:
     """Wait until ``GET path`` answers 200; RuntimeError if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("process exited with %s:\n%s" % (proc.returncode, _tail(log)))
+            raise RuntimeError("%s exited with %s:\n%s" % (name, proc.returncode, _tail(log)))
         if _answers_200(port, path):
             return
         time.sleep(0.05)
     raise RuntimeError(
-        "no 200 for %s on port %d after %.0fs:\n%s" % (path, port, timeout, _tail(log))
+        "%s: no 200 for %s on port %d after %.0fs:\n%s" % (name, path, port, timeout, _tail(log))
     )
 
 
@@ -147,7 +147,7 @@ class Process:
         """Wait until the child answers 200 on its port; stop it if it never does."""
         assert self.proc is not None
         try:
-            _wait_ready(self.port, self.ready_path, self.proc, self.log)
+            _wait_ready(self.name, self.port, self.ready_path, self.proc, self.log)
         except BaseException:
             self.stop()
             raise
