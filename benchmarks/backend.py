@@ -4,8 +4,13 @@ Run as ``python -m benchmarks.backend --port P`` (a process of its own). Routes:
 
 - ``POST /callback``: the gateway's callbacks. ``connect`` answers 200 with
   ``{"channels": [...]}`` taken from the ``ch`` query parameter of the stream URL
-  (comma-separated; none: ``{}``) and remembers ``url -> token``; ``disconnect`` is counted,
-  with duplicates and unknown tokens counted apart.
+  (comma-separated), else from ``--channels`` (neither: ``{}``), and remembers
+  ``url -> token``; ``disconnect`` is counted, with duplicates and unknown tokens counted
+  apart, and by reason and by ``reason/detail``.
+- With ``--hello-url URL`` (the gateway's ``/internal/send``), each connect is answered only
+  after the new token was sent one event ``{"name": "hello", "data": TOKEN}`` there; the
+  gateway's answers are counted (``buffered`` while the connect is in flight). Requests on
+  one connection are then answered one after the other, in order.
 - ``GET /nchan/auth``, ``GET /nchan/unsub``: nchan's ``nchan_authorize_request`` and
   ``nchan_unsubscribe_request`` hooks, counted as connects and disconnects.
 - ``GET /tokens?prefix=P``: ``{url: token}`` of the connected streams whose URL starts with P
@@ -25,6 +30,63 @@ import signal
 from collections import Counter
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import eventloop
+from .wire import HTTPConnection
+
+#: How long a hello send may take before it counts as failed.
+HELLO_TIMEOUT = 10.0
+
+
+class Hello:
+    """Sends a token one ``hello`` event through the gateway's send API, on keep-alive
+    connections (one per send in flight, reused afterwards)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.path = parts.path or "/"
+        self._idle: list[HTTPConnection] = []
+
+    async def send(self, token: str) -> str:
+        """Send ``token`` its hello. The gateway's answer as one word: the ``status`` of a 200
+        answer (``buffered``, ``ok``), ``not_found`` (404), ``http_<code>``, ``bad_answer``
+        (200 without a status), or ``error:<exception>`` when no answer came."""
+        body = json.dumps({"token": token, "event": {"name": "hello", "data": token}}).encode()
+        conn = self._idle.pop() if self._idle else HTTPConnection(self.host, self.port)
+        try:
+            status, answer = await asyncio.wait_for(
+                conn.request("POST", self.path, body), HELLO_TIMEOUT
+            )
+        except (OSError, EOFError, TimeoutError, ValueError) as exc:
+            conn.close()
+            return "error:%s" % type(exc).__name__
+        self._idle.append(conn)
+        if status == 404:
+            return "not_found"
+        if status != 200:
+            return "http_%d" % status
+        try:
+            return str(json.loads(answer)["status"])
+        except (ValueError, KeyError, TypeError):
+            return "bad_answer"
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+
+class Settings:
+    """What the command line set, fixed for the life of the process."""
+
+    def __init__(self) -> None:
+        self.channels: list[str] = []  # --channels
+        self.hello: Hello | None = None  # --hello-url
+
+
+SETTINGS = Settings()
+
 
 class State:
     def __init__(self) -> None:
@@ -36,6 +98,8 @@ class State:
         self.duplicate_disconnects = 0
         self.unknown_disconnects = 0
         self.reasons: Counter[str] = Counter()
+        self.reason_details: Counter[str] = Counter()  # "reason/detail" ("-": no detail)
+        self.hello: Counter[str] = Counter()  # the gateway's answer to each hello send
         self.live: dict[str, str] = {}  # token -> url
         self.by_url: dict[str, str] = {}  # url -> token (latest)
         self.gone: set[str] = set()
@@ -49,6 +113,8 @@ class State:
             "duplicate_disconnects": self.duplicate_disconnects,
             "unknown_disconnects": self.unknown_disconnects,
             "reasons": dict(self.reasons),
+            "reason_details": dict(self.reason_details),
+            "hello": dict(self.hello),
             "live": len(self.live),
             "nchan_connects": self.nchan_connects,
             "nchan_disconnects": self.nchan_disconnects,
@@ -86,9 +152,12 @@ def handle(method: str, target: str, body: bytes) -> tuple[int, bytes]:
             channels = parse_qs(urlsplit(url).query).get("ch")
             if channels:
                 return 200, json.dumps({"channels": channels[0].split(",")}).encode()
+            if SETTINGS.channels:
+                return 200, json.dumps({"channels": SETTINGS.channels}).encode()
             return 200, b"{}"
         STATE.disconnects += 1
         STATE.reasons[msg.get("reason", "?")] += 1
+        STATE.reason_details["%s/%s" % (msg.get("reason", "?"), msg.get("detail") or "-")] += 1
         if token in STATE.live:
             url = STATE.live.pop(token)
             if STATE.by_url.get(url) == token:
@@ -119,12 +188,38 @@ def handle(method: str, target: str, body: bytes) -> tuple[int, bytes]:
     return 404, b'{"error":"not found"}'
 
 
+def respond(method: str, target: str, body: bytes) -> tuple[int, bytes]:
+    """:func:`handle`, with a malformed request answered 400."""
+    try:
+        return handle(method, target, body)
+    except (ValueError, KeyError, TypeError) as exc:
+        return 400, json.dumps({"error": repr(exc)}).encode()
+
+
+async def respond_after_hello(
+    hello: Hello, method: str, target: str, body: bytes
+) -> tuple[int, bytes]:
+    """:func:`respond`, and for an accepted connect the token's hello, sent before the answer
+    (the connect is counted first, so its disconnect can never look unknown)."""
+    status, answer = respond(method, target, body)
+    if status == 200 and method == "POST" and target.partition("?")[0] == "/callback":
+        msg = json.loads(body)
+        if msg["action"] == "connect":
+            STATE.hello[await hello.send(msg["token"])] += 1
+    return status, answer
+
+
 class HTTPProtocol(asyncio.Protocol):
-    """HTTP/1.1 server side: Content-Length bodies, keep-alive, ``Expect: 100-continue``."""
+    """HTTP/1.1 server side: Content-Length bodies, keep-alive, ``Expect: 100-continue``.
+
+    Answers are written as the requests arrive, or, when hellos are sent, by a task per request
+    that waits for the previous one (``_last``) so that a connection's answers keep their order.
+    """
 
     def __init__(self) -> None:
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
+        self._last: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -159,11 +254,13 @@ class HTTPProtocol(asyncio.Protocol):
                 break
             body = bytes(buf[end + 4 : end + 4 + length])
             del buf[: end + 4 + length]
-            try:
-                status, answer = handle(method, target, body)
-            except (ValueError, KeyError, TypeError) as exc:
-                status, answer = 400, json.dumps({"error": repr(exc)}).encode()
-            out.append(_answer(status, answer, keep_alive))
+            if SETTINGS.hello is not None:
+                self._last = asyncio.get_running_loop().create_task(
+                    self._answer_in_turn(self._last, method, target, body, keep_alive)
+                )
+            else:
+                status, answer = respond(method, target, body)
+                out.append(_answer(status, answer, keep_alive))
             if not keep_alive:
                 close_after = True
                 break
@@ -171,6 +268,25 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
             if close_after:
                 self.transport.close()
+
+    async def _answer_in_turn(
+        self,
+        previous: asyncio.Task[None] | None,
+        method: str,
+        target: str,
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Answer one request (with its hello), once ``previous`` has answered the one before."""
+        if previous is not None:
+            await previous
+        assert SETTINGS.hello is not None
+        status, answer = await respond_after_hello(SETTINGS.hello, method, target, body)
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(_answer(status, answer, keep_alive))
+        if not keep_alive:
+            self.transport.close()
 
 
 async def serve(host: str, port: int) -> None:
@@ -182,6 +298,8 @@ async def serve(host: str, port: int) -> None:
     print("ready %d" % os.getpid(), flush=True)
     await stop.wait()
     server.close()
+    if SETTINGS.hello is not None:
+        SETTINGS.hello.close()
 
 
 def main() -> None:
@@ -189,16 +307,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--channels", default="", help="comma-separated channels of a connect whose URL has no ch"
+    )
+    parser.add_argument(
+        "--hello-url", default=None, help="send each new token a hello event to this send URL"
+    )
     args = parser.parse_args()
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            uvloop.run(serve(args.host, args.port))
-            return
-        except ImportError:
-            pass
-    asyncio.run(serve(args.host, args.port))
+    SETTINGS.channels = [c for c in args.channels.split(",") if c]
+    if args.hello_url:
+        SETTINGS.hello = Hello(args.hello_url)
+    eventloop.run(serve(args.host, args.port), "asyncio" if args.no_uvloop else "auto")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Process and machine counters from ``/proc`` (Linux only): RSS, CPU ticks, machine load."""
+"""Process and machine counters from ``/proc`` (Linux only): RSS, CPU time, load, CPU model."""
 
 from __future__ import annotations
 
@@ -47,6 +47,18 @@ def machine_ticks() -> tuple[int, int]:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     total = sum(fields[:8])
     return total - idle, total
+
+
+def cpu_model() -> str | None:
+    """The first ``model name`` of ``/proc/cpuinfo``, or None when there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def children(pid: int) -> list[int]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import profile as profiles
 from . import scenarios
-from .procstat import machine_ticks
+from .procstat import cpu_model, machine_ticks
 from .targets import (
     ROOT,
     Gateway,
@@ -94,12 +94,10 @@ def machine_info(uvloop: bool) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
     }
+    model = cpu_model()
+    if model is not None:
+        info["cpu"] = model
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
         with open("/proc/meminfo", encoding="ascii") as f:
             kib = int(f.readline().split()[1])
             info["memory_gib"] = round(kib / 1024 / 1024, 1)
@@ -270,9 +268,9 @@ class Runner:
         backend.start()
         server: Gateway | Nchan
         if target == GATEWAY:
-            server = Gateway(
-                self.workdir, self.server_cpu, backend.port, heartbeat, self.gateway_env
-            )
+            settings = {"HEARTBEAT_INTERVAL_SECONDS": "%g" % heartbeat, "MAX_CONNECTIONS": "20000"}
+            settings.update(self.gateway_env)
+            server = Gateway(self.workdir, self.server_cpu, backend.port, settings)
         else:
             server = Nchan(self.workdir, self.server_cpu, backend.port, heartbeat)
         try:

@@ -1,6 +1,6 @@
 """The scenarios, as run inside the load generator process, and their parameters.
 
-Every scenario is an ``async def`` taking a :class:`~benchmarks.loadgen.Context` (the target,
+Every scenario is an ``async def`` taking a :class:`~benchmarks.context.Context` (the target,
 the mock backend, CPU windows) and its parameters, and returning ``{"metrics": {...},
 "checks": {...}, "cpu": {...}}``. Each is bounded in time by its parameters and by deadlines.
 """
@@ -11,13 +11,11 @@ import asyncio
 import itertools
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import procstat
+from .context import Context, finish
 from .wire import HTTPConnection, Sink, SSEStream, open_stream, open_streams, perf
-
-if TYPE_CHECKING:
-    from .loadgen import Context
 
 Result = dict[str, Any]
 
@@ -434,8 +432,6 @@ def _arrival(stream: SSEStream, value: int) -> float | None:
 
 def _combine(windows: list[dict[str, float]]) -> dict[str, float]:
     """Several short CPU windows as one (raw counters summed)."""
-    from .loadgen import finish
-
     return finish(procstat.combine(windows))
 
 

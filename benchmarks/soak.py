@@ -7,47 +7,28 @@ Run from the repository root::
     python -m benchmarks.soak --smoke                     # 5 s, 20 slots (CI)
     python -m benchmarks.soak --duration 60 --json soak.json
 
-Three processes, all on 127.0.0.1:
+Three processes on 127.0.0.1, started and stopped through :mod:`benchmarks.targets`:
 
-* **the mock backend**, this module again (``--role backend``), a small Tornado app. It accepts
-  every connect with ``{"channels": ["soak"]}``; before answering, it sends the new token one
-  event ``{"token": T, "event": {"name": "hello", "data": T}}`` through ``/internal/send``
-  (answered ``buffered``, so it is written first when the stream opens). It counts connect and
-  disconnect callbacks per token, and serves the counts at ``GET /counts``.
-* **the gateway**, ``python -m tornado_sse``, on a free port, with the default settings except
-  ``PORT``, ``HOST=127.0.0.1``, ``CALLBACK_URL`` and ``LOG_LEVEL=warning`` (``INTERNAL_SECRET``
-  and the other gateway variables are removed from its environment; ``--env`` adds some back).
-* **the load**, in this process, on raw asyncio streams. ``--slots`` client slots each open
-  ``GET /sse/soak/<slot>``, read events for a random 0.05-1 s and close the socket, over and
-  over. A publisher POSTs ``{"channel": "soak", "event": {"data": "<seq>"}}`` to
-  ``/internal/send`` at ``--rate`` events per second, one request at a time (a batch of the
-  overdue ones when it falls behind), so sequence numbers follow the gateway's publish order.
+* the mock backend, ``python -m benchmarks.backend --channels soak --hello-url URL``: it
+  subscribes every stream to ``soak`` and, before accepting a connect, sends the new token one
+  ``hello`` event through the gateway's ``/internal/send`` (buffered, so written first);
+* the gateway, ``python -m tornado_sse`` with its defaults except ``PORT``, ``HOST``,
+  ``CALLBACK_URL`` and ``LOG_LEVEL=warning`` (the variables of
+  :data:`~benchmarks.targets.GATEWAY_SETTINGS` are not inherited; ``--env`` sets some);
+* the load, in this process, on the raw clients of :mod:`benchmarks.wire`: ``--slots`` slots
+  each open ``GET /sse/soak/<slot>``, read for a random 0.05-1 s and close, over and over, while
+  a publisher POSTs sequence numbers to the channel at ``--rate`` events per second, one request
+  at a time (the overdue ones as a batch), so they follow the gateway's publish order.
 
-For each stream the client checks:
+Each stream must get exactly one hello, with a fresh UUID token, before any channel event, and
+its channel events in order, without duplicates or gaps (and, when it read for its whole time,
+every event acknowledged while it was open). After ``--duration`` seconds every client closes;
+the soak waits for the disconnect callbacks, reads the gateway's RSS, stops it with SIGTERM,
+then the backend, prints a table (``--json``: the report as JSON) and exits 1 if any invariant
+of :func:`invariants` failed. ``docs/reliability.md`` describes the method and every check.
 
-* exactly one ``hello`` event, carrying a UUID token never seen on another stream, and before
-  any channel event;
-* channel events: gateway ids strictly increasing, no sequence number twice, none out of order,
-  and no sequence number missing between the first and the last one received (*lost*);
-* when the stream lived its whole read time, also every event published after the stream's
-  headers arrived and acknowledged before it closed (the stream waits up to 5 s for them):
-  events *missed in the window*.
-
-After ``--duration`` seconds the load stops and every client closes; the soak waits (at most
-``--drain-timeout`` seconds) until the backend has as many disconnect callbacks as connects, reads
-the gateway's resident memory (after a ``--settle`` pause; the first reading is taken after a
-``--warmup`` with the slots connected), stops the gateway with SIGTERM (it must exit 0), then the
-backend. It prints a table, optionally writes the figures as JSON (``--json``), and exits 1 if any
-invariant failed. Besides the per-stream checks above, the invariants are: one disconnect callback
-per connect (none twice, none for an unknown token, none left for the shutdown), no stream left
-open in the gateway once the clients closed, every hello send answered ``buffered`` (or 404 for
-a client that left during its connect callback as the load stopped), every publish answered
-``ok``, every stream request answered 200, no stream ended by the gateway, no gateway log line
-above WARNING (the access log aside), and exit status 0 for the gateway and the backend.
-
-The load and the backend run on uvloop when it is installed (``--loop`` chooses); the gateway
-runs on the loop ``python -m tornado_sse`` picks. ``--seed`` replays the same random read times,
-``--gateway-log FILE`` keeps the gateway's log.
+``--loop`` chooses the load's and the backend's event loop (uvloop when installed); ``--seed``
+replays the same random read times, ``--gateway-log FILE`` keeps the gateway's log.
 """
 
 from __future__ import annotations
@@ -59,76 +40,35 @@ import os
 import platform
 import random
 import re
-import signal
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import tornado
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
 
-try:  # pragma: no cover - depends on the install
-    from tornado.curl_httpclient import CurlAsyncHTTPClient
-
-    HAVE_CURL = True
-except ImportError:  # pragma: no cover - depends on the install
-    HAVE_CURL = False
+from . import eventloop, procstat
+from .targets import Gateway, MockBackend, free_port
+from .wire import HTTPConnection, SSEStream, get_json, parse_event, stream_request
 
 LOOPBACK = "127.0.0.1"
 CHANNEL = "soak"
-MIB = 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: How long a client waits for the response head of a stream.
 HEAD_TIMEOUT = 10.0
 #: Timeout of one request of the publisher or of the orchestration.
 REQUEST_TIMEOUT = 10.0
+#: How long the publisher waits for its connection to open.
+CONNECT_TIMEOUT = 5.0
 #: After its read time, how long a stream waits for its hello and for the last acknowledged event.
 GRACE = 5.0
 #: Largest batch the publisher sends when it is behind its rate.
 MAX_BATCH = 200
-#: How long the gateway may take to exit after SIGTERM (its default shutdown timeout is 25 s).
-GATEWAY_EXIT_TIMEOUT = 40.0
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-#: Gateway settings removed from the gateway's environment, so that it runs with its defaults.
-GATEWAY_ENV = (
-    "PORT",
-    "HOST",
-    "CALLBACK_URL",
-    "HEARTBEAT_INTERVAL_SECONDS",
-    "CALLBACK_TIMEOUT_SECONDS",
-    "CALLBACK_MAX_CLIENTS",
-    "CALLBACK_SECRET",
-    "SSE_PATH_PREFIX",
-    "CORS_ORIGINS",
-    "INTERNAL_PORT",
-    "INTERNAL_SECRET",
-    "MAX_PENDING_EVENTS",
-    "MAX_BODY_BYTES",
-    "MAX_HEADER_BYTES",
-    "MAX_CONNECTIONS",
-    "MAX_QUEUED_BYTES",
-    "HISTORY_SIZE",
-    "HISTORY_TTL_SECONDS",
-    "SHUTDOWN_TIMEOUT_SECONDS",
-    "RETRY_ON_UNAVAILABLE",
-    "REDIS_URL",
-    "PROCESSES",
-    "WEB_CONCURRENCY",
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-)
 
 #: The gateway's start-up warning about an internal API without a secret: expected here.
 EXPOSURE_WARNING = "the internal API is served on the public port"
@@ -136,141 +76,47 @@ EXPOSURE_WARNING = "the internal API is served on the public port"
 ACCESS_LOGGER = "tornado_sse.access"
 
 
-class SoakError(Exception):
-    """The soak could not run (a process did not start, a request failed)."""
-
-
 # ------------------------------------------------------------------------------------------------
-# Event loop, processes, /proc
-
-
-def loop_name(choice: str = "auto") -> str:
-    """The event loop :func:`run` uses for ``choice`` (``auto``: uvloop when it is installed)."""
-    if choice != "auto":
-        return choice
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
-
-
-def run(main: Coroutine[Any, Any, int], loop: str = "auto") -> int:
-    """Run ``main`` on the event loop ``loop`` (``asyncio``, ``uvloop``, or ``auto``)."""
-    if loop_name(loop) == "asyncio":
-        return asyncio.run(main)
-    import uvloop  # type: ignore[import-not-found,unused-ignore]
-
-    if hasattr(uvloop, "run"):
-        return int(uvloop.run(main))
-    uvloop.install()
-    return asyncio.run(main)
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    """A ``kB`` field (``VmRSS``, ``VmHWM``...) of ``/proc/<pid>/status``."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise SoakError("no %s for pid %d" % (key, pid))
-
-
-def rss_mib(pid: int) -> float:
-    """Resident set size of process ``pid``, in MiB."""
-    return proc_status_kib(pid, "VmRSS") / 1024
-
-
-def peak_rss_mib(pid: int) -> float:
-    """Largest resident set size process ``pid`` has had, in MiB."""
-    return proc_status_kib(pid, "VmHWM") / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far, from ``/proc/<pid>/stat``."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine outside idle and iowait, from ``/proc/stat``."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is already in user)
-    busy = sum(fields[:8]) - fields[3] - fields[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def load_average() -> float:
-    """The machine's one-minute load average."""
-    return os.getloadavg()[0]
+# Helpers
 
 
 def machine(loop: str) -> dict[str, Any]:
     """The machine and software the soak ran on."""
-    model = "unknown"
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+        import pycurl  # noqa: F401
+
+        callback_client = "curl"
+    except ImportError:
+        callback_client = "simple"
     return {
         "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
+        "cpu_model": procstat.cpu_model() or "unknown",
         "python": platform.python_version(),
         "tornado": tornado.version,
         "kernel": platform.release(),
-        "event_loop": loop_name(loop),
-        "callback_client": "curl" if HAVE_CURL else "simple",
+        "event_loop": eventloop.loop_name(loop),
+        "callback_client": callback_client,
     }
 
 
-@dataclass
-class Child:
-    """A process started by the soak: the backend or the gateway."""
+def cpu_now(gateway_pid: int, backend_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the gateway, the backend, this process (``soak``) and the
+    whole machine outside idle and iowait (``machine``)."""
+    return {
+        "gateway": procstat.cpu_seconds(gateway_pid),
+        "backend": procstat.cpu_seconds(backend_pid),
+        "soak": time.process_time(),
+        "machine": procstat.machine_ticks()[0] / procstat.CLK_TCK,
+    }
 
-    name: str
-    process: asyncio.subprocess.Process
-    log: IO[bytes]
-    port: int
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    async def terminate(self, timeout: float) -> int | None:
-        """SIGTERM (if it still runs), then wait; SIGKILL after ``timeout``. The exit status,
-        or ``None`` if it had to be killed."""
-        if self.running:
-            os.kill(self.pid, signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            os.kill(self.pid, signal.SIGKILL)
-            await self.process.wait()
-            return None
-
-    def log_lines(self) -> list[str]:
-        """Everything the process wrote to stderr so far."""
-        self.log.flush()
-        self.log.seek(0)
-        text = self.log.read().decode("utf-8", "replace")
-        return text.splitlines()
+async def get(port: int, path: str) -> dict[str, Any]:
+    """``GET path`` on the loopback ``port``, which must answer 200 with a JSON object
+    (RuntimeError otherwise; TimeoutError after :data:`REQUEST_TIMEOUT`)."""
+    found = await asyncio.wait_for(get_json(LOOPBACK, port, path), REQUEST_TIMEOUT)
+    if not isinstance(found, dict):
+        raise RuntimeError("GET %s on port %d answered %r, not an object" % (path, port, found))
+    return found
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]], what: str, timeout: float = 30.0) -> None:
@@ -284,265 +130,10 @@ async def cancel_all(tasks: list[asyncio.Task[None]], what: str, timeout: float 
     pending = {task for task in tasks if not task.done()}
     while pending:
         if time.monotonic() > deadline:
-            raise SoakError("%d %s did not stop within %g s" % (len(pending), what, timeout))
+            raise RuntimeError("%d %s did not stop within %g s" % (len(pending), what, timeout))
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=1.0)
-
-
-# ------------------------------------------------------------------------------------------------
-# HTTP/1.1 on raw asyncio streams
-
-
-def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    """Status and headers (names lower-cased) of a response head ending with a blank line."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ValueError("bad status line %r" % lines[0])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
-
-
-class ChunkedDecoder:
-    """Incremental decoder of a ``Transfer-Encoding: chunked`` body."""
-
-    __slots__ = ("_buf", "_need", "done")
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need = -1  # bytes of chunk data still expected; -1 while reading a size line
-        self.done = False  # the last (empty) chunk arrived
-
-    def feed(self, data: bytes) -> bytes:
-        """The body bytes that ``data`` completes."""
-        buf = self._buf
-        buf += data
-        out = bytearray()
-        while not self.done:
-            if self._need < 0:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
-                del buf[: end + 2]
-                if size == 0:
-                    self.done = True
-                    break
-                self._need = size
-            else:
-                if len(buf) < self._need + 2:
-                    break
-                out += buf[: self._need]
-                del buf[: self._need + 2]
-                self._need = -1
-        return bytes(out)
-
-
-class HttpConnection:
-    """One keep-alive HTTP/1.1 client connection to 127.0.0.1 (requests one at a time)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int):
-        self.reader = reader
-        self.writer = writer
-        self.port = port
-        self.reusable = True
-
-    @classmethod
-    async def open(cls, port: int) -> HttpConnection:
-        reader, writer = await asyncio.open_connection(LOOPBACK, port)
-        return cls(reader, writer, port)
-
-    async def request(
-        self, method: str, path: str, body: bytes | None = None, *, close: bool = False
-    ) -> tuple[int, bytes]:
-        """Send one request and read its whole response: ``(status, body)``."""
-        lines = ["%s %s HTTP/1.1" % (method, path), "Host: %s:%d" % (LOOPBACK, self.port)]
-        if body is not None:
-            lines += ["Content-Type: application/json", "Content-Length: %d" % len(body)]
-        if close:
-            lines.append("Connection: close")
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
-        status, headers = parse_head(await self.reader.readuntil(b"\r\n\r\n"))
-        if status in (204, 304) or status < 200:
-            return status, b""
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            self.reusable = False  # the decoder keeps what follows the last chunk
-            decoder, out = ChunkedDecoder(), bytearray()
-            while not decoder.done:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise asyncio.IncompleteReadError(bytes(out), None)
-                out += decoder.feed(data)
-            return status, bytes(out)
-        if "content-length" in headers:
-            return status, await self.reader.readexactly(int(headers["content-length"]))
-        self.reusable = False
-        return status, await self.reader.read()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def fetch(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    """One request on a connection of its own: ``(status, body)``."""
-    conn = await asyncio.wait_for(HttpConnection.open(port), REQUEST_TIMEOUT)
-    try:
-        return await asyncio.wait_for(conn.request(method, path, body, close=True), REQUEST_TIMEOUT)
-    finally:
-        conn.close()
-
-
-async def fetch_json(port: int, path: str) -> Any:
-    """``GET path``, which must answer 200 with JSON."""
-    status, body = await fetch(port, "GET", path)
-    if status != 200:
-        raise SoakError("GET %s on port %d answered %d: %r" % (path, port, status, body[:200]))
-    return json.loads(body)
-
-
-# ------------------------------------------------------------------------------------------------
-# The mock backend (``--role backend``)
-
-
-class BackendCounts:
-    """What the mock backend has seen: callbacks per token, and the answers to its hellos."""
-
-    def __init__(self) -> None:
-        self.connects = 0
-        self.disconnects = 0
-        self.duplicate_disconnects = 0  # a second disconnect for the same token
-        self.unknown_disconnects = 0  # a disconnect for a token that never connected
-        self.other_callbacks = 0
-        self.reasons: Counter[str] = Counter()  # "reason/detail" of each disconnect
-        self.hello: Counter[str] = Counter()  # the gateway's answer to each hello send
-        self.disconnected: dict[str, bool] = {}  # token -> disconnect received
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "connects": self.connects,
-            "disconnects": self.disconnects,
-            "duplicate_disconnects": self.duplicate_disconnects,
-            "unknown_disconnects": self.unknown_disconnects,
-            "other_callbacks": self.other_callbacks,
-            "still_connected": sum(1 for done in self.disconnected.values() if not done),
-            "reasons": dict(self.reasons),
-            "hello": dict(self.hello),
-        }
-
-
-class CallbackHandler(RequestHandler):
-    """``POST /callback``: counts callbacks; a connect gets a hello event, then is accepted."""
-
-    CONNECT_ANSWER = json.dumps({"channels": [CHANNEL]}).encode()
-
-    def initialize(self, counts: BackendCounts, client: AsyncHTTPClient, send_url: str) -> None:
-        self.counts = counts
-        self.client = client
-        self.send_url = send_url
-
-    async def post(self) -> None:
-        counts = self.counts
-        try:
-            body = json.loads(self.request.body)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            counts.other_callbacks += 1
-            self.set_status(400)
-            return
-        action, token = body.get("action"), str(body.get("token"))
-        if action == "connect":
-            counts.connects += 1
-            counts.disconnected[token] = False
-            counts.hello[await self._hello(token)] += 1
-            self.set_header("Content-Type", "application/json")
-            self.finish(self.CONNECT_ANSWER)
-        elif action == "disconnect":
-            counts.disconnects += 1
-            counts.reasons["%s/%s" % (body.get("reason"), body.get("detail") or "-")] += 1
-            state = counts.disconnected.get(token)
-            if state is None:
-                counts.unknown_disconnects += 1
-            elif state:
-                counts.duplicate_disconnects += 1
-            else:
-                counts.disconnected[token] = True
-            self.set_status(204)
-        else:
-            counts.other_callbacks += 1
-            self.set_status(400)
-
-    async def _hello(self, token: str) -> str:
-        """Send ``token`` its hello event; the gateway's answer as one word."""
-        body = json.dumps({"token": token, "event": {"name": "hello", "data": token}})
-        request = HTTPRequest(
-            self.send_url,
-            method="POST",
-            body=body,
-            headers={"Content-Type": "application/json"},
-            request_timeout=REQUEST_TIMEOUT,
-        )
-        try:
-            response = await self.client.fetch(request, raise_error=False)
-        except Exception as exc:  # the client reports transport errors by raising
-            return "error:%s" % type(exc).__name__
-        if response.code == 200:
-            try:
-                return str(json.loads(response.body)["status"])
-            except (ValueError, KeyError, TypeError):
-                return "bad_answer"
-        if response.code == 404:
-            return "not_found"
-        return "http_%d" % response.code
-
-
-class CountsHandler(RequestHandler):
-    """``GET /counts``: the backend's counters as JSON."""
-
-    def initialize(self, counts: BackendCounts) -> None:
-        self.counts = counts
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(self.counts.as_dict()))
-
-
-async def backend_main(port: int, gateway_port: int) -> int:
-    """Serve the mock backend until SIGTERM; print ``listening <port>`` once ready."""
-    counts = BackendCounts()
-    client: AsyncHTTPClient
-    if HAVE_CURL:
-        client = CurlAsyncHTTPClient(force_instance=True, max_clients=256)
-    else:
-        client = AsyncHTTPClient(force_instance=True, max_clients=256)
-    send_url = "http://%s:%d/internal/send" % (LOOPBACK, gateway_port)
-    app = Application(
-        [
-            (
-                r"/callback",
-                CallbackHandler,
-                {"counts": counts, "client": client, "send_url": send_url},
-            ),
-            (r"/counts", CountsHandler, {"counts": counts}),
-        ]
-    )
-    sockets = bind_sockets(port, LOOPBACK)
-    server = HTTPServer(app)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print("listening %d" % sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.stop()
-    client.close()
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,7 +177,7 @@ class Publisher:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.started = loop.time()
-        conn: HttpConnection | None = None
+        conn: HTTPConnection | None = None
         next_seq = 1
         try:
             while not self.stopping:
@@ -604,14 +195,12 @@ class Publisher:
                 self.requests += 1
                 try:
                     if conn is None:
-                        conn = await asyncio.wait_for(HttpConnection.open(self.port), 5)
+                        conn = HTTPConnection(LOOPBACK, self.port)
+                        await asyncio.wait_for(conn.connect(), CONNECT_TIMEOUT)
                     self.issued = last
                     status, answer = await asyncio.wait_for(
                         conn.request("POST", "/internal/send", body.encode()), REQUEST_TIMEOUT
                     )
-                    if not conn.reusable:
-                        conn.close()
-                        conn = None
                     self._settle(seqs, status, answer)
                 except (TimeoutError, OSError, EOFError, ValueError) as exc:
                     self.errors[type(exc).__name__] += len(seqs)
@@ -653,74 +242,19 @@ class Publisher:
 # The load: client slots
 
 
-class EventStream:
-    """Incremental parser of a stream body: de-chunks it, then splits it into SSE events.
+class SoakStream(SSEStream):
+    """One client connection of a slot, ``GET /sse/soak/<slot>``, and what it received.
 
-    :meth:`feed` returns ``(name, data, id)`` for each complete event (comments are skipped).
+    ``failure`` says why the stream failed, if it did; it is set by the slot for an exception,
+    here for an event that does not parse (reading stops there) and by :meth:`stop_reading`
+    for a connection lost with an error.
     """
 
-    __slots__ = ("_decoder", "_buf", "ended")
-
-    def __init__(self, chunked: bool) -> None:
-        self._decoder = ChunkedDecoder() if chunked else None
-        self._buf = b""
-        self.ended = False  # the response body ended
-
-    def feed(self, data: bytes) -> list[tuple[str, str, str | None]]:
-        if self._decoder is not None:
-            data = self._decoder.feed(data)
-            self.ended = self._decoder.done
-        buf = self._buf + data
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            self._buf = buf
-            return []
-        self._buf = buf[end + 2 :]
-        events: list[tuple[str, str, str | None]] = []
-        for block in buf[:end].split(b"\n\n"):
-            name, event_id, lines = "message", None, []
-            for line in block.split(b"\n"):
-                if not line or line[0] == 0x3A:  # ":" starts a comment (heartbeats)
-                    continue
-                key, _, value = line.partition(b":")
-                if value[:1] == b" ":
-                    value = value[1:]
-                if key == b"data":
-                    lines.append(value)
-                elif key == b"event":
-                    name = value.decode()
-                elif key == b"id":
-                    event_id = value.decode()
-            if lines:
-                events.append((name, b"\n".join(lines).decode(), event_id))
-        return events
-
-
-class Stream:
-    """One client connection of a slot and what it received."""
-
-    __slots__ = (
-        "slot",
-        "status",
-        "error",
-        "cut_short",
-        "window_done",
-        "ended_by_server",
-        "issued_at_head",
-        "need_seq",
-        "hello",
-        "hello_late",
-        "ids",
-        "seqs",
-        "max_seq",
-        "unexpected",
-        "waiter",
-    )
-
-    def __init__(self, slot: int) -> None:
+    def __init__(self, slot: int, port: int) -> None:
+        path = "/sse/%s/%d" % (CHANNEL, slot)
+        super().__init__(stream_request(LOOPBACK, port, path), record=False)
         self.slot = slot
-        self.status: int | None = None  # HTTP status of the response, once its head arrived
-        self.error: str | None = None
+        self.failure: str | None = None
         self.cut_short = False  # closed by the end of the soak, not by its own timer
         self.window_done = False  # read for its whole time (and grace)
         self.ended_by_server = False  # the gateway ended the response while the client read
@@ -732,11 +266,57 @@ class Stream:
         self.seqs: list[int] = []
         self.max_seq = 0
         self.unexpected = 0
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # resolved once satisfied()
 
     def satisfied(self) -> bool:
         """Whether the hello and every event this stream must wait for have arrived."""
         return bool(self.hello) and (self.need_seq is None or self.max_seq >= self.need_seq)
+
+    def event(self, block: bytes, now: float) -> None:
+        """Record a ``hello`` or a channel event (a ``message`` with an id); any other event is
+        unexpected."""
+        if self.failure is not None:
+            return
+        parsed = parse_event(block)
+        if parsed is None:
+            return
+        name, text, event_id = parsed
+        if name == "message" and event_id is not None:
+            try:
+                seq, gateway_id = int(text), int(event_id)
+            except ValueError as exc:
+                self.failure = "read %s" % type(exc).__name__
+                self._wake()
+                return
+            self.ids.append(gateway_id)
+            self.seqs.append(seq)
+            if seq > self.max_seq:
+                self.max_seq = seq
+        elif name == "hello":
+            self.hello.append(text)
+            if self.seqs:
+                self.hello_late = True
+        else:
+            self.unexpected += 1
+        if self.satisfied():
+            self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def stop_reading(self) -> None:
+        """Close the connection, first noting how it went: whether the gateway ended the
+        response (or the connection) while the client read, and why a head never came."""
+        if self.status == 200:
+            if self.error is not None and self.failure is None:
+                self.failure = "read %s" % type(self.error).__name__
+            self.ended_by_server = self.ended or (self.lost and self.error is None)
+        elif self.failure is None and self.status == -1:
+            self.failure = "bad status line"
+        elif self.failure is None and self.lost:
+            self.failure = type(self.error).__name__ if self.error else "closed before the head"
+        self.close()
 
 
 @dataclass
@@ -746,7 +326,7 @@ class LoadTotals:
     requests: int = 0
     opened: int = 0
     refused: Counter[int] = field(default_factory=Counter)  # non-200 status -> streams
-    errors: Counter[str] = field(default_factory=Counter)  # exception -> streams
+    errors: Counter[str] = field(default_factory=Counter)  # failure -> streams
     cut_before_head: int = 0
     ended_by_server: int = 0
     unexpected_events: int = 0
@@ -787,12 +367,6 @@ class Load:
         self._id_of_seq: dict[int, int] = {}
         self._tokens: set[str] = set()
 
-    def _request(self, slot: int) -> bytes:
-        return (
-            "GET /sse/%s/%d HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
-            "Cache-Control: no-cache\r\n\r\n" % (CHANNEL, slot, LOOPBACK, self.port)
-        ).encode("latin-1")
-
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._slot(i)) for i in range(self.slots)]
@@ -808,7 +382,7 @@ class Load:
     async def _slot(self, slot: int) -> None:
         await asyncio.sleep(self.rng.uniform(0, 0.5))  # spread the first connects
         while not self.stopping:
-            stream = Stream(slot)
+            stream = SoakStream(slot, self.port)
             self.totals.requests += 1
             try:
                 await self._once(stream)
@@ -816,85 +390,45 @@ class Load:
                 stream.cut_short = True
                 raise
             except Exception as exc:  # recorded per stream; the slot goes on
-                stream.error = type(exc).__name__
+                stream.failure = type(exc).__name__
             finally:
                 self._account(stream)
             if stream.status != 200:
                 await asyncio.sleep(0.1)
 
-    async def _once(self, stream: Stream) -> None:
+    async def _once(self, stream: SoakStream) -> None:
         loop = asyncio.get_running_loop()
-        reader, writer = await asyncio.open_connection(LOOPBACK, self.port)
-        reading: asyncio.Task[None] | None = None
         try:
-            writer.write(self._request(stream.slot))
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            stream.status, headers = parse_head(head)
+            await loop.create_connection(lambda: stream, LOOPBACK, self.port)
+            await asyncio.wait_for(stream.opened, HEAD_TIMEOUT)
             if stream.status != 200:
                 return
             stream.issued_at_head = self.publisher.issued
-            chunked = headers.get("transfer-encoding", "").lower() == "chunked"
-            reading = loop.create_task(self._read(reader, EventStream(chunked), stream))
             await asyncio.sleep(self.rng.uniform(*self.read_time))
             stream.need_seq = self.publisher.required_upto(stream.issued_at_head)
-            if not stream.satisfied() and not reading.done():
+            waiting = stream.failure is None and not stream.finished.done()
+            if waiting and not stream.satisfied():
                 stream.waiter = loop.create_future()
-                try:
-                    await asyncio.wait_for(stream.waiter, GRACE)
-                except TimeoutError:
-                    pass
+                await asyncio.wait((stream.waiter, stream.finished), timeout=GRACE)
             stream.window_done = True
         finally:
-            if reading is not None:
-                reading.cancel()
-            writer.close()
+            stream.stop_reading()
 
-    async def _read(self, reader: asyncio.StreamReader, parser: EventStream, s: Stream) -> None:
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    s.ended_by_server = True
-                    return
-                for name, text, event_id in parser.feed(data):
-                    if name == "message" and event_id is not None:
-                        seq = int(text)
-                        s.ids.append(int(event_id))
-                        s.seqs.append(seq)
-                        if seq > s.max_seq:
-                            s.max_seq = seq
-                    elif name == "hello":
-                        s.hello.append(text)
-                        if s.seqs:
-                            s.hello_late = True
-                    else:
-                        s.unexpected += 1
-                if parser.ended:
-                    s.ended_by_server = True
-                    return
-                if s.waiter is not None and not s.waiter.done() and s.satisfied():
-                    s.waiter.set_result(None)
-        except (OSError, ValueError) as exc:
-            s.error = "read %s" % type(exc).__name__
-        finally:
-            if s.waiter is not None and not s.waiter.done():
-                s.waiter.set_result(None)
-
-    def _account(self, s: Stream) -> None:
+    def _account(self, s: SoakStream) -> None:
         """Check one finished stream and add it to the totals."""
         t = self.totals
-        if s.status is None:
-            if s.cut_short and s.error is None:
+        if s.status <= 0:  # no response head (-1: one that does not parse)
+            if s.cut_short and s.failure is None:
                 t.cut_before_head += 1
             else:
-                t.errors[s.error or "no answer"] += 1
+                t.errors[s.failure or "no answer"] += 1
             return
         if s.status != 200:
             t.refused[s.status] += 1
             return
         t.opened += 1
-        if s.error is not None:
-            t.errors[s.error] += 1
+        if s.failure is not None:
+            t.errors[s.failure] += 1
         if s.ended_by_server:
             t.ended_by_server += 1
         t.unexpected_events += s.unexpected
@@ -950,85 +484,6 @@ class Load:
 # Orchestration
 
 
-def gateway_env(callback_url: str, port: int, extra: dict[str, str]) -> dict[str, str]:
-    """The gateway's environment: ours without any gateway setting, plus the soak's."""
-    env = {k: v for k, v in os.environ.items() if k not in GATEWAY_ENV}
-    env.update(
-        PORT=str(port),
-        HOST=LOOPBACK,
-        CALLBACK_URL=callback_url,
-        LOG_LEVEL="warning",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-async def start_backend(gateway_port: int, loop: str) -> Child:
-    """Start the mock backend and wait for the port it listens on."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    log = tempfile.TemporaryFile()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.soak",
-        "--role",
-        "backend",
-        "--port",
-        "0",
-        "--gateway-port",
-        str(gateway_port),
-        "--loop",
-        loop,
-        cwd=str(REPO_ROOT),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    child = Child("backend", process, log, 0)
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), 15)
-    except TimeoutError:
-        line = b""
-    words = line.split()
-    if len(words) != 2 or words[0] != b"listening":
-        await child.terminate(5)
-        raise SoakError("the backend did not start:\n" + "\n".join(child.log_lines()[-20:]))
-    child.port = int(words[1])
-    return child
-
-
-async def start_gateway(port: int, backend_port: int, extra: dict[str, str]) -> Child:
-    """Start ``python -m tornado_sse`` and wait until ``/readyz`` answers 200."""
-    callback_url = "http://%s:%d/callback" % (LOOPBACK, backend_port)
-    log = tempfile.TemporaryFile()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tornado_sse",
-        cwd=str(REPO_ROOT),
-        env=gateway_env(callback_url, port, extra),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log,
-    )
-    child = Child("gateway", process, log, port)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and child.running:
-        try:
-            status, _ = await fetch(port, "GET", "/readyz")
-            if status == 200:
-                return child
-        except (TimeoutError, OSError, EOFError, ValueError):
-            pass
-        await asyncio.sleep(0.05)
-    await child.terminate(5)
-    raise SoakError("the gateway did not start:\n" + "\n".join(child.log_lines()[-20:]))
-
-
 async def wait_for_disconnects(backend_port: int, timeout: float) -> tuple[dict[str, Any], float]:
     """Poll the backend until it has as many disconnects as connects (at most ``timeout`` s).
 
@@ -1036,7 +491,7 @@ async def wait_for_disconnects(backend_port: int, timeout: float) -> tuple[dict[
     """
     started = time.monotonic()
     while True:
-        counts = await fetch_json(backend_port, "/counts")
+        counts = await get(backend_port, "/stats")
         waited = time.monotonic() - started
         if counts["disconnects"] >= counts["connects"] or waited >= timeout:
             return counts, waited
@@ -1088,69 +543,79 @@ class Options:
     gateway_log: str | None
 
 
-async def soak(opts: Options) -> dict[str, Any]:
-    """Run the soak; returns the report (see :func:`invariants` for what must hold)."""
+async def soak(opts: Options, workdir: str) -> dict[str, Any]:
+    """Run the soak, with the processes' logs in ``workdir``; returns the report (see
+    :func:`invariants` for what must hold). RuntimeError when a process does not start.
+
+    Starting and stopping the processes blocks the loop; nothing else runs on it then.
+    """
     loop = asyncio.get_running_loop()
     rng = random.Random(opts.seed)
     gateway_port = free_port()
-    backend = await start_backend(gateway_port, opts.loop)
-    gateway: Child | None = None
+    backend = MockBackend(
+        workdir,
+        None,
+        uvloop=opts.loop != "asyncio",
+        hello_url="http://%s:%d/internal/send" % (LOOPBACK, gateway_port),
+        channels=[CHANNEL],
+    )
+    backend.start()
+    gateway = Gateway(
+        workdir,
+        None,
+        backend.port,
+        opts.env,
+        port=gateway_port,
+        defaults=True,
+        ready_path="/readyz",
+    )
     try:
-        gateway = await start_gateway(gateway_port, backend.port, opts.env)
+        gateway.start()
         publisher = Publisher(gateway_port, opts.rate)
         load = Load(gateway_port, opts.slots, opts.read_time, publisher, rng)
-        load_before = load_average()
-        cpu_before = {
-            "gateway": cpu_seconds(gateway.pid),
-            "backend": cpu_seconds(backend.pid),
-            "soak": time.process_time(),
-            "machine": busy_cpu_seconds(),
-        }
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_now(gateway.pid, backend.pid)
         started = loop.time()
         publishing = loop.create_task(publisher.run())
         load.start()
         samples: list[tuple[float, float]] = []
 
         async def sample() -> None:
-            assert gateway is not None
             while True:
-                samples.append((round(loop.time() - started, 1), round(rss_mib(gateway.pid), 1)))
+                rss = procstat.rss_kib(gateway.pid) / 1024
+                samples.append((round(loop.time() - started, 1), round(rss, 1)))
                 await asyncio.sleep(5)
 
         sampling = loop.create_task(sample())
         await asyncio.sleep(opts.warmup)
-        rss_start = rss_mib(gateway.pid)
+        rss_start = procstat.rss_kib(gateway.pid) / 1024
         await asyncio.sleep(max(0.0, started + opts.duration - loop.time()))
         await load.stop()
         publisher.stopping = True
         await cancel_all([publishing, sampling], "publisher")
         load_seconds = loop.time() - started
-        cpu = {
-            "gateway": cpu_seconds(gateway.pid) - cpu_before["gateway"],
-            "backend": cpu_seconds(backend.pid) - cpu_before["backend"],
-            "soak": time.process_time() - cpu_before["soak"],
-            "machine": busy_cpu_seconds() - cpu_before["machine"],
-        }
+        cpu_after = cpu_now(gateway.pid, backend.pid)
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
         cpu["other processes"] = max(
             0.0, cpu["machine"] - cpu["gateway"] - cpu["backend"] - cpu["soak"]
         )
-        load_after = load_average()
+        load_after = os.getloadavg()[0]
 
         counts, drain_seconds = await wait_for_disconnects(backend.port, opts.drain_timeout)
-        gateway_streams = (await fetch_json(gateway_port, "/internal/connections?limit=0"))["count"]
+        gateway_streams = (await get(gateway_port, "/internal/connections?limit=0"))["count"]
         await asyncio.sleep(opts.settle)
-        rss_end = rss_mib(gateway.pid)
-        rss_peak = peak_rss_mib(gateway.pid)
-        gateway_exit = await gateway.terminate(GATEWAY_EXIT_TIMEOUT)
-        final_counts = await fetch_json(backend.port, "/counts")
+        memory = procstat.memory_kib(gateway.pid)
+        rss_end, rss_peak = memory["VmRSS"] / 1024, memory["VmHWM"] / 1024
+        gateway_exit = gateway.stop()
+        final_counts = await get(backend.port, "/stats")
         gateway_lines = gateway.log_lines()
         levels, access, notable = gateway_log_summary(gateway_lines)
         if opts.gateway_log:
-            Path(opts.gateway_log).write_text("".join(line + "\n" for line in gateway_lines))
+            with open(opts.gateway_log, "w", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in gateway_lines))
     finally:
-        if gateway is not None and gateway.running:
-            await gateway.terminate(10)
-        backend_exit = await backend.terminate(10)
+        gateway.stop()  # nothing to do once stopped above
+        backend_exit = backend.stop()
 
     t = load.totals
     published = publisher.ok
@@ -1168,7 +633,7 @@ async def soak(opts: Options) -> dict[str, Any]:
         "connects_per_s": round(counts["connects"] / load_seconds, 1),
         # Details.
         "disconnect_wait_s": round(drain_seconds, 2),
-        "disconnect_reasons": counts["reasons"],
+        "disconnect_reasons": counts["reason_details"],
         "duplicate_disconnects": final_counts["duplicate_disconnects"],
         "unknown_disconnects": final_counts["unknown_disconnects"],
         "disconnects_at_shutdown": shutdown_disconnects,
@@ -1404,36 +869,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gateway-log", metavar="FILE", help="write the gateway's log there")
     parser.add_argument(
         "--loop",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=eventloop.CHOICES,
         default="auto",
         help="event loop of the load and the backend [auto: uvloop if installed]",
     )
     parser.add_argument("--smoke", action="store_true", help="5 s, 20 slots (for CI)")
-    parser.add_argument(
-        "--role", choices=("soak", "backend"), default="soak", help=argparse.SUPPRESS
-    )
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--gateway-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.slots = 5.0, 20
-    if args.role == "soak":
-        if args.slots < 1 or args.rate <= 0:
-            parser.error("--slots and --rate must be positive")
-        if not 0 < args.min_read <= args.max_read:
-            parser.error("need 0 < --min-read <= --max-read")
-        if not 0 < args.warmup < args.duration:
-            parser.error("need 0 < --warmup < --duration")
-        for item in args.env:
-            if "=" not in item:
-                parser.error("--env takes NAME=VALUE, not %r" % item)
+    if args.slots < 1 or args.rate <= 0:
+        parser.error("--slots and --rate must be positive")
+    if not 0 < args.min_read <= args.max_read:
+        parser.error("need 0 < --min-read <= --max-read")
+    if not 0 < args.warmup < args.duration:
+        parser.error("need 0 < --warmup < --duration")
+    for item in args.env:
+        if "=" not in item:
+            parser.error("--env takes NAME=VALUE, not %r" % item)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.role == "backend":
-        return run(backend_main(args.port, args.gateway_port), args.loop)
     opts = Options(
         duration=args.duration,
         slots=args.slots,
@@ -1450,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         report = run_report(opts)
-    except SoakError as exc:
+    except RuntimeError as exc:  # a process did not start, a request failed
         print("soak: error: %s" % exc, file=sys.stderr)
         return 1
     for line in table(report):
@@ -1463,15 +920,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_report(opts: Options) -> dict[str, Any]:
-    """Run :func:`soak` on the chosen event loop and return its report."""
-    holder: dict[str, Any] = {}
-
-    async def go() -> int:
-        holder.update(await soak(opts))
-        return 0
-
-    run(go(), opts.loop)
-    return holder
+    """Run :func:`soak` on the chosen event loop, in a temporary work directory (removed
+    afterwards), and return its report."""
+    with tempfile.TemporaryDirectory(prefix="soak-") as workdir:
+        return eventloop.run(soak(opts, workdir), opts.loop)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import procstat
 
@@ -46,20 +46,36 @@ def pinner(cpu: int | None) -> Callable[[], None] | None:
     return pin
 
 
-def _wait_tcp(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float = 20.0) -> None:
+def _answers_200(port: int, path: str) -> bool:
+    """Whether ``GET path`` on the loopback ``port`` answers 200 right now."""
+    head = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+            while len(head) < 12:  # "HTTP/1.1 200"
+                chunk = s.recv(12 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return False
+    return head[9:12] == b"200"
+
+
+def _wait_ready(
+    name: str, port: int, path: str, proc: subprocess.Popen[bytes], log: str, timeout: float = 20.0
+) -> None:
+    """Wait until ``GET path`` answers 200; RuntimeError if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("process exited with %s:\n%s" % (proc.returncode, _tail(log)))
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-                if s.recv(12):
-                    return
-        except OSError:
-            pass
+            raise RuntimeError("%s exited with %s:\n%s" % (name, proc.returncode, _tail(log)))
+        if _answers_200(port, path):
+            return
         time.sleep(0.05)
-    raise RuntimeError("no answer on port %d after %.0fs:\n%s" % (port, timeout, _tail(log)))
+    raise RuntimeError(
+        "%s: no 200 for %s on port %d after %.0fs:\n%s" % (name, path, port, timeout, _tail(log))
+    )
 
 
 def _tail(path: str, lines: int = 20) -> str:
@@ -70,22 +86,33 @@ def _tail(path: str, lines: int = 20) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
-    """Signal ``proc`` (by its PID) and wait; SIGKILL it if it is still there after ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> int | None:
+    """Signal ``proc`` (by its PID) and wait; SIGKILL it if it is still there after ``timeout``.
+
+    Returns its exit status (negative: the signal that ended it), or None if there was no
+    process or it had to be killed.
+    """
+    if proc is None:
+        return None
+    if proc.poll() is not None:
+        return proc.returncode
     os.kill(proc.pid, sig)
     try:
-        proc.wait(timeout)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
+        return None
 
 
 class Process:
-    """Common part of the children: a work dir for logs, start/stop by PID."""
+    """Common part of the children: a work dir for logs, start/stop by PID.
+
+    A child counts as started once ``GET ready_path`` on its port answers 200.
+    """
 
     name = "process"
+    ready_path = "/healthz"
 
     def __init__(self, workdir: str, cpu: int | None) -> None:
         self.workdir = workdir
@@ -117,37 +144,102 @@ class Process:
             )
 
     def _ready(self) -> None:
-        """Wait until the child answers on its port; stop it if it never does."""
+        """Wait until the child answers 200 on its port; stop it if it never does."""
         assert self.proc is not None
         try:
-            _wait_tcp(self.port, self.proc, self.log)
+            _wait_ready(self.name, self.port, self.ready_path, self.proc, self.log)
         except BaseException:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        _stop(self.proc, signal.SIGTERM, 40.0)
+    def log_lines(self) -> list[str]:
+        """What the child wrote to stdout and stderr so far, line by line."""
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def stop(self) -> int | None:
+        """SIGTERM, SIGKILL after 40 s; the exit status (see :func:`_stop`). Once stopped,
+        stopping again does nothing and returns None."""
+        status = _stop(self.proc, signal.SIGTERM, 40.0)
         self.proc = None
+        return status
 
 
 class MockBackend(Process):
+    """``python -m benchmarks.backend``: ``channels`` for connects whose URL names none, and a
+    hello event sent to each new token through ``hello_url`` (see :mod:`benchmarks.backend`)."""
+
     name = "backend"
 
-    def __init__(self, workdir: str, cpu: int | None, uvloop: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        cpu: int | None,
+        uvloop: bool = True,
+        hello_url: str | None = None,
+        channels: Sequence[str] = (),
+    ) -> None:
         super().__init__(workdir, cpu)
         self.uvloop = uvloop
+        self.hello_url = hello_url
+        self.channels = list(channels)
 
     def start(self) -> None:
         self.port = free_port()
         argv = [sys.executable, "-m", "benchmarks.backend", "--port", str(self.port)]
         if not self.uvloop:
             argv.append("--no-uvloop")
+        if self.channels:
+            argv += ["--channels", ",".join(self.channels)]
+        if self.hello_url:
+            argv += ["--hello-url", self.hello_url]
         self._spawn(argv, None, "backend")
         self._ready()
 
 
+#: The gateway's environment variables that a :class:`Gateway` started with ``defaults`` does
+#: not inherit from this process.
+GATEWAY_SETTINGS = (
+    "PORT",
+    "HOST",
+    "CALLBACK_URL",
+    "HEARTBEAT_INTERVAL_SECONDS",
+    "CALLBACK_TIMEOUT_SECONDS",
+    "CALLBACK_MAX_CLIENTS",
+    "CALLBACK_SECRET",
+    "SSE_PATH_PREFIX",
+    "CORS_ORIGINS",
+    "INTERNAL_PORT",
+    "INTERNAL_SECRET",
+    "MAX_PENDING_EVENTS",
+    "MAX_BODY_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_CONNECTIONS",
+    "MAX_QUEUED_BYTES",
+    "HISTORY_SIZE",
+    "HISTORY_TTL_SECONDS",
+    "SHUTDOWN_TIMEOUT_SECONDS",
+    "RETRY_ON_UNAVAILABLE",
+    "REDIS_URL",
+    "PROCESSES",
+    "WEB_CONCURRENCY",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+)
+
+
 class Gateway(Process):
-    """tornado_sse, configured through its environment variables."""
+    """tornado_sse, configured through its environment variables.
+
+    It inherits this process's environment (without :data:`GATEWAY_SETTINGS` when
+    ``defaults`` is set, so that every setting not named here has the gateway's default), then
+    gets ``PORT`` (``port``, or a free one when 0), ``HOST=127.0.0.1``, ``CALLBACK_URL`` (the
+    mock backend on ``backend_port``), ``LOG_LEVEL=warning``, and last ``settings``. It counts
+    as started once ``ready_path`` answers 200.
+    """
 
     name = "tornado_sse"
 
@@ -156,31 +248,37 @@ class Gateway(Process):
         workdir: str,
         cpu: int | None,
         backend_port: int,
-        heartbeat: float,
-        extra_env: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None,
+        *,
+        port: int = 0,
+        defaults: bool = False,
+        ready_path: str = "/healthz",
     ) -> None:
         super().__init__(workdir, cpu)
         self.backend_port = backend_port
-        self.heartbeat = heartbeat
-        self.extra_env = extra_env or {}
+        self.settings = settings or {}
+        self.requested_port = port
+        self.defaults = defaults
+        self.ready_path = ready_path
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        if self.defaults:
+            env = {k: v for k, v in os.environ.items() if k not in GATEWAY_SETTINGS}
+        else:
+            env = dict(os.environ)
         env.update(
             {
                 "PORT": str(self.port),
                 "HOST": "127.0.0.1",
                 "CALLBACK_URL": "http://127.0.0.1:%d/callback" % self.backend_port,
-                "HEARTBEAT_INTERVAL_SECONDS": "%g" % self.heartbeat,
-                "MAX_CONNECTIONS": "20000",
                 "LOG_LEVEL": "warning",
             }
         )
-        env.update(self.extra_env)
+        env.update(self.settings)
         return env
 
     def start(self) -> None:
-        self.port = free_port()
+        self.port = self.requested_port or free_port()
         self._spawn([sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
         self._ready()
 
@@ -338,10 +436,11 @@ class Nchan(Process):
         self.stop()
         raise RuntimeError("nginx started no worker:\n%s" % _tail(self.log))
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         # SIGTERM is nginx's fast shutdown: it does not wait for the held streams.
-        _stop(self.proc, signal.SIGTERM, 20.0)
+        status = _stop(self.proc, signal.SIGTERM, 20.0)
         self.proc = None
+        return status
 
 
 def nchan_available() -> tuple[bool, str]:

@@ -47,9 +47,13 @@ class Sink:
 class SSEStream(asyncio.Protocol):
     """One event stream: sends the GET, parses the head, de-chunks, splits SSE blocks.
 
-    Every block that carries a ``data:`` line is an event: its data is parsed as an integer
-    (-1 if it is not one) and recorded with the time it arrived when ``record`` is set.
-    Blocks without data (comments such as heartbeats) are counted in ``comments``.
+    Every block that carries a ``data:`` line is an event, handed to :meth:`event`: by default
+    its data is parsed as an integer (-1 if it is not one) and recorded with the time it
+    arrived when ``record`` is set. Blocks without data (comments such as heartbeats) are
+    counted in ``comments``.
+
+    ``finished`` resolves when the connection is lost (``lost``; ``error`` is the exception,
+    if one closed it) or the server ended a chunked body (``ended``), whichever comes first.
     """
 
     def __init__(self, request: bytes, sink: Sink | None = None, record: bool = True) -> None:
@@ -65,6 +69,9 @@ class SSEStream(asyncio.Protocol):
         self.nevents = 0
         self.comments = 0
         self.lost = False
+        self.ended = False
+        self.error: Exception | None = None
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self._head = bytearray()
         self._in_body = False
@@ -82,8 +89,11 @@ class SSEStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.error = exc
         if not self.opened.done():
             self.opened.set_result(self.status or -1)
+        if not self.finished.done():
+            self.finished.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self._in_body:
@@ -139,11 +149,17 @@ class SSEStream(asyncio.Protocol):
             del buf[:start]
 
     def _block(self, block: bytes, now: float) -> None:
-        i = block.find(b"data:")
-        if i < 0:
+        if b"data:" not in block:
             self.comments += 1  # a comment (": heartbeat") or a block without data
             return
-        start = i + 5
+        self.nevents += 1
+        self.event(block, now)
+
+    def event(self, block: bytes, now: float) -> None:
+        """One block with a ``data:`` line (without the blank line that ended it), arrived at
+        ``now``: records its integer data and counts it in ``sink``. Subclasses that need more
+        than an integer payload override this (see :func:`parse_event`)."""
+        start = block.find(b"data:") + 5
         if block[start : start + 1] == b" ":
             start += 1
         j = block.find(b"\n", start)
@@ -152,7 +168,6 @@ class SSEStream(asyncio.Protocol):
             value = int(raw)
         except ValueError:
             value = -1
-        self.nevents += 1
         if self.record:
             self.events.append(value)
             self.times.append(now)
@@ -160,6 +175,8 @@ class SSEStream(asyncio.Protocol):
             self.sink.hit()
 
     def _dechunk(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""  # the body is over: what follows its last chunk is not part of it
         cbuf = self._cbuf
         cbuf += data
         out = bytearray()
@@ -184,9 +201,34 @@ class SSEStream(asyncio.Protocol):
             size = int(bytes(cbuf[:eol]).split(b";")[0], 16)
             del cbuf[: eol + 2]
             if size == 0:
+                self.ended = True
+                if not self.finished.done():
+                    self.finished.set_result(None)
                 break
             self._chunk_left = size
         return bytes(out)
+
+
+def parse_event(block: bytes) -> tuple[str, str, str | None] | None:
+    """``(name, data, id)`` of one SSE block (without its final blank line), or None when it
+    has no ``data:`` line. ``name`` is ``message`` unless an ``event:`` line names it; several
+    ``data:`` lines are joined with newlines; comment lines (``:`` first) are skipped."""
+    name, event_id, lines = "message", None, []
+    for line in block.split(b"\n"):
+        if not line or line[0] == 0x3A:
+            continue
+        key, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if key == b"data":
+            lines.append(value)
+        elif key == b"event":
+            name = value.decode()
+        elif key == b"id":
+            event_id = value.decode()
+    if not lines:
+        return None
+    return name, b"\n".join(lines).decode(), event_id
 
 
 def stream_request(host: str, port: int, path: str) -> bytes:
