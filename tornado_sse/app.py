@@ -20,6 +20,7 @@ from .gateway import Gateway
 from .handlers import (
     ConnectionsHandler,
     HeadersTooLargeHandler,
+    HistoryHandler,
     NotFoundHandler,
     SendHandler,
     StreamHandler,
@@ -35,6 +36,7 @@ HANDLERS: dict[str, type] = {
     "ready": ReadyHandler,
     "send": SendHandler,
     "connections": ConnectionsHandler,
+    "history": HistoryHandler,
     "metrics": MetricsHandler,
 }
 
@@ -114,12 +116,8 @@ def make_broker(settings: Settings) -> Broker:
     if settings.redis_url:
         from .cluster.broker import RedisBroker  # redis is an optional extra
 
-        return RedisBroker(
-            settings.redis_url,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl_seconds,
-        )
-    return LocalBroker(settings.history_size, settings.history_ttl_seconds)
+        return RedisBroker(settings.redis_url, retention=settings.retention)
+    return LocalBroker(settings.retention)
 
 
 def _serve(gateway: Gateway) -> App:

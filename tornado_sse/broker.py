@@ -18,8 +18,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+from tornado.ioloop import PeriodicCallback
+
 from .errors import TokenNotFound
-from .history import History, IdCounter, Window
+from .history import History, IdCounter, Retention, Window
+
+#: Seconds between two passes of the in-process history's expiry timer.
+EXPIRY_INTERVAL = 1.0
 
 
 class BrokerHandler(Protocol):
@@ -55,6 +60,14 @@ class Broker(Protocol):
     async def history(self, channels: Collection[str], since: int) -> Window:
         """What the history holds of ``channels`` after id ``since``."""
 
+    async def subscribe(self, channels: Collection[str]) -> None:
+        """Receive the events of ``channels`` on this instance from now on (counted: one call
+        per stream); returns once every later publish will arrive. Raises
+        ``BrokerUnavailable`` (and counts nothing) if it cannot."""
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        """Undo one :meth:`subscribe` of ``channels``; never waits."""
+
     async def register(self, token: str) -> None:
         """Make ``token`` reachable from every instance (before its connect callback).
 
@@ -73,13 +86,18 @@ class Broker(Protocol):
 
 
 class LocalBroker:
-    """The broker of a single process: an id counter, a history, the set of its tokens."""
+    """The broker of a single process: an id counter, a history, the set of its tokens.
 
-    def __init__(self, history_size: int, history_ttl: float) -> None:
+    Every publication is delivered here, so subscriptions need no bookkeeping; a timer frees
+    expired history once a second.
+    """
+
+    def __init__(self, retention: Retention) -> None:
         self.ids = IdCounter()
-        self.history_store = History(history_size, history_ttl, first_id=self.ids.first)
+        self.history_store = History(retention, first_id=self.ids.first)
         self._tokens: set[str] = set()
         self._handler: BrokerHandler | None = None
+        self._expiry: PeriodicCallback | None = None
 
     @property
     def ready(self) -> bool:
@@ -87,9 +105,17 @@ class LocalBroker:
 
     def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
+        if self._expiry is None:
+            self._expiry = PeriodicCallback(self._expire, EXPIRY_INTERVAL * 1000)
+            self._expiry.start()
+
+    def _expire(self) -> None:
+        self.history_store.expire()
 
     async def close(self) -> None:
-        return None
+        if self._expiry is not None:
+            self._expiry.stop()
+            self._expiry = None
 
     async def publish(self, channel: str, tail: bytes) -> int:
         event_id = self.ids.next()
@@ -100,6 +126,12 @@ class LocalBroker:
 
     async def history(self, channels: Collection[str], since: int) -> Window:
         return self.history_store.window(channels, since)
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        return None
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        return None
 
     async def register(self, token: str) -> None:
         self._tokens.add(token)

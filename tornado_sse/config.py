@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .history import Retention, parse_rules
+
 
 class ConfigError(ValueError):
     """A setting has a value that tornado_sse cannot run with. The message is one line."""
@@ -49,6 +51,8 @@ class Settings:
     max_queued_bytes: int = 2 * 1024 * 1024
     history_size: int = 1000
     history_ttl_seconds: float = 300.0
+    history_rules: str = ""
+    history_max_bytes: int = 64 * 1024 * 1024
     shutdown_timeout_seconds: float = 25.0
     retry_on_unavailable: bool = False
     redis_url: str | None = None
@@ -56,6 +60,16 @@ class Settings:
     log_format: str = "text"
     log_level: str = "info"
     event_loop: str = "auto"
+
+    @property
+    def retention(self) -> Retention:
+        """How long each channel keeps its events (``HISTORY_*``)."""
+        return Retention(
+            size=self.history_size,
+            ttl=self.history_ttl_seconds,
+            rules=parse_rules(self.history_rules),
+            max_bytes=self.history_max_bytes,
+        )
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -159,6 +173,12 @@ def _path_prefix(value: Any) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
+def _history_rules(value: Any) -> str:
+    text = _text(value).strip()
+    parse_rules(text)  # raises ValueError naming the bad item
+    return text
+
+
 def _processes(value: Any) -> int:
     return _int_between(0, 256)(value)
 
@@ -202,8 +222,14 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
     _Spec("max_connections", _int_between(1), "open streams per process"),
     _Spec("max_queued_bytes", _int_between(1024), "unsent bytes per stream before it is closed"),
-    _Spec("history_size", _int_between(0), "channel events kept for replay (0: off)"),
+    _Spec("history_size", _int_between(0), "events kept per channel for replay (0: off)"),
     _Spec("history_ttl_seconds", _seconds(0), "seconds a channel event stays replayable"),
+    _Spec(
+        "history_rules",
+        _history_rules,
+        "per-channel overrides, first match wins: 'ticker.*=1/60,chat.*=500/3600' (size/ttl)",
+    ),
+    _Spec("history_max_bytes", _int_between(0), "bytes all channel histories may take together"),
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),

@@ -23,6 +23,7 @@ from .broker import Broker
 from .config import Settings
 from .connection import Connection, State, StreamWriter
 from .errors import (
+    BrokerUnavailable,
     CloseDetail,
     CloseReason,
     GatewayError,
@@ -70,6 +71,8 @@ class Gateway:
                 registry.bytes_written,
             )
         )
+        #: Whether any channel keeps history (``HISTORY_SIZE``, ``HISTORY_RULES``).
+        self.replay_on = settings.retention.enabled
         self.draining = False
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
@@ -126,6 +129,8 @@ class Gateway:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
         conn.channels = outcome.channels
+        if conn.channels:
+            await self._subscribe(conn)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
             self.registry.settle(conn)  # the backend accepted: it hears the disconnect
@@ -134,6 +139,20 @@ class Gateway:
             raise ShuttingDown()
         return True
 
+    async def _subscribe(self, conn: Connection) -> None:
+        """Have the broker deliver ``conn``'s channels here before the stream opens, so that
+        every event published after the client's ``open`` reaches it."""
+        try:
+            await self.broker.subscribe(conn.channels)
+        except GatewayError as error:
+            log.warning(
+                "cannot subscribe a stream's channels",
+                extra=fields(token=conn.token, error=error.message),
+            )
+            self.registry.fail(conn, backend_may_know=True)  # it was accepted: it must hear
+            raise BrokerUnavailable("the gateway cannot reach its broker just now") from None
+        conn.subscribed = True
+
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
         when the client sent ``Last-Event-ID``, then live events."""
@@ -141,9 +160,7 @@ class Gateway:
             "stream opened", extra=fields(token=conn.token, request_id=conn.request.request_id)
         )
         last_event_id = conn.request.last_event_id
-        replaying = (
-            last_event_id is not None and bool(conn.channels) and self.settings.history_size > 0
-        )
+        replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
         if not self.registry.open(conn, writer, hold=replaying) or not replaying:
             return
         assert last_event_id is not None
@@ -179,6 +196,9 @@ class Gateway:
         scheduled and never waited for.
         """
         self.broker.unregister(conn.token)
+        if conn.subscribed:
+            conn.subscribed = False
+            self.broker.unsubscribe(conn.channels)
         reason = conn.close_reason or CloseReason.ERROR
         if conn.close_detail == CloseDetail.SLOW_CONSUMER:
             self.metrics.slow_consumers.inc()
@@ -241,6 +261,27 @@ class Gateway:
                 }
             )
         return {"count": self.registry.open_count, "connections": listed}
+
+    async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
+        """``/internal/history``: the channel's kept events after ``since`` (all kept ones
+        without it), oldest first, at most ``limit``; ``complete`` is False when events after
+        ``since`` may have been dropped (or the channel keeps none)."""
+        if self.settings.retention.policy(channel).keeps:
+            window = await self.broker.history((channel,), since if since is not None else -1)
+        else:
+            window = None
+        if since is None:
+            complete, events = True, window.events if window is not None else ()
+        elif window is None:
+            complete, events = False, ()
+        else:
+            replay = window.replay(since)
+            complete, events = not replay.gap, window.events
+        listed = []
+        for event_id, tail in events[:limit]:
+            name, data = protocol.decode_tail(tail)
+            listed.append({"id": str(event_id), "event": name, "data": data})
+        return {"channel": channel, "events": listed, "complete": complete}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/readyz``: whether this process can take streams now, and the body that says so."""

@@ -17,13 +17,15 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from . import protocol, routes
+from . import history, protocol, routes
 from .connection import Connection
 from .errors import (
     GatewayError,
     HeadersTooLarge,
+    InvalidChannel,
     InvalidLimit,
     InvalidRequest,
+    InvalidSince,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -281,6 +283,31 @@ class ConnectionsHandler(InternalHandler):
         if limit < 0:
             raise InvalidLimit()
         self.write_json(self.gateway.connections(limit))
+
+
+class HistoryHandler(InternalHandler):
+    """``GET /internal/history?channel=<c>[&since=<id>][&limit=<n>]``: a channel's kept
+    events, oldest first (at most 1000 at a time; page on with ``since`` = the last id)."""
+
+    async def get(self) -> None:
+        channel = self.get_query_argument("channel", "")
+        if not protocol.is_valid_channel(channel):
+            raise InvalidChannel()
+        since_text = self.get_query_argument("since", None)
+        since = None
+        if since_text is not None:
+            since = history.parse_event_id(since_text)
+            if since is None:
+                raise InvalidSince()
+        limit_text = self.get_query_argument("limit", "100")
+        limit = int(limit_text) if limit_text.isdigit() else 0
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise InvalidLimit("'limit' must be a whole number from 1 to %d" % MAX_HISTORY_LIMIT)
+        self.write_json(await self.gateway.history(channel, since, limit))
+
+
+#: Most events one ``/internal/history`` answer lists.
+MAX_HISTORY_LIMIT = 1000
 
 
 class NotFoundHandler(JSONErrorMixin):

@@ -83,6 +83,19 @@ def with_id(event_id: int, tail: bytes) -> bytes:
     return b"id: %d\n%b" % (event_id, tail)
 
 
+def decode_tail(tail: bytes) -> tuple[str | None, str]:
+    """The event name (``None`` when unnamed) and data of an event encoded by
+    :func:`encode_event` without an id, as an SSE client would read them back."""
+    name: str | None = None
+    lines = []
+    for line in tail.decode("utf-8").split("\n"):
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            lines.append(line[6:])
+    return name, "\n".join(lines)
+
+
 def encode(event: Event) -> bytes:
     """Encode an :class:`Event` (see :func:`encode_event`)."""
     return encode_event(event.data, event.name, event.id)

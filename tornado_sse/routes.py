@@ -28,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/readyz", "ready", internal=False),
     Route("/internal/send", "send", internal=True),
     Route("/internal/connections", "connections", internal=True),
+    Route("/internal/history", "history", internal=True),
     Route("/metrics", "metrics", internal=True),
 )
 

@@ -18,7 +18,7 @@ import pytest
 from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound
-from tornado_sse.history import first_id
+from tornado_sse.history import Retention, first_id
 
 BROKERS = ["local", "redis"]
 
@@ -68,7 +68,7 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
 
     async def make(history_size: int = 100, history_ttl: float = 60.0) -> Pair:
         if request.param == "local":
-            broker = LocalBroker(history_size, history_ttl)
+            broker = LocalBroker(Retention(size=history_size, ttl=history_ttl))
             handler = RecordingHandler()
             broker.start(handler)
             made.append(broker)
@@ -79,7 +79,7 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
         pair: list[Any] = []
         for _ in range(2):
             redis_broker = RedisBroker(
-                server.url, history_size=history_size, history_ttl=history_ttl
+                server.url, retention=Retention(size=history_size, ttl=history_ttl)
             )
             handler = RecordingHandler()
             redis_broker.start(handler)
@@ -101,6 +101,8 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
 async def test_publications_reach_every_instance_in_order_with_increasing_ids(make_pair):
     started = first_id()
     a, handler_a, b, handler_b = await make_pair()
+    for broker in (a, b):
+        await broker.subscribe({"room"})
     ids = []
     for i in range(6):
         publisher = a if i % 2 == 0 else b
@@ -192,3 +194,36 @@ async def test_unknown_and_unregistered_tokens_are_not_found(make_pair):
         return False
 
     await until(gone)
+
+
+@pytest.mark.parametrize("make_pair", ["redis"], indirect=True)
+@pytest.mark.gen_test(timeout=20)
+async def test_an_instance_receives_only_the_channels_it_subscribes_to(make_pair):
+    a, handler_a, b, handler_b = await make_pair()
+    await a.subscribe({"mine"})
+    await b.subscribe({"theirs"})
+    await b.publish("mine", b"1")
+    await a.publish("theirs", b"2")
+    await handler_a.wait_publications(1)
+    await handler_b.wait_publications(1)
+    assert [p[0] for p in handler_a.publications] == ["mine"]
+    assert [p[0] for p in handler_b.publications] == ["theirs"]
+
+
+@pytest.mark.parametrize("make_pair", ["redis"], indirect=True)
+@pytest.mark.gen_test(timeout=20)
+async def test_subscriptions_are_counted_and_dropped_after_the_last_one(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    await a.subscribe({"room"})
+    await a.subscribe({"room"})
+    a.unsubscribe({"room"})
+    await b.publish("room", b"still")
+    await handler_a.wait_publications(1)  # one subscriber is left
+    a.unsubscribe({"room"})
+    await until(lambda: "room" not in a.channels.subscribed)
+    marker = await b.publish("room", b"gone")
+    await a.subscribe({"other"})
+    await b.publish("other", b"after")
+    await handler_a.wait_publications(2)
+    assert [p[2] for p in handler_a.publications] == [b"still", b"after"]
+    assert all(p[1] != marker for p in handler_a.publications)

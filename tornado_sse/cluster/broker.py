@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Collection
 
 from ..broker import BrokerHandler
-from ..history import Window
+from ..history import Retention, Window
 from .channels import ChannelBus
 from .directory import TokenDirectory
 from .link import RedisLink
@@ -26,15 +26,14 @@ class RedisBroker:
         self,
         url: str,
         *,
-        history_size: int,
-        history_ttl: float,
+        retention: Retention,
         prefix: str = "tornado_sse:",
     ) -> None:
         self.id = uuid.uuid4().hex
         self.link = RedisLink(url)
         self.directory = TokenDirectory(self.link, self.id, prefix)
         self.router = Router(self.link, self.directory, self.id, prefix)
-        self.channels = ChannelBus(self.link, prefix, history_size, history_ttl)
+        self.channels = ChannelBus(self.link, prefix, retention)
 
     @property
     def ready(self) -> bool:
@@ -53,6 +52,12 @@ class RedisBroker:
 
     async def history(self, channels: Collection[str], since: int) -> Window:
         return await self.channels.window(channels, since)
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        await self.channels.subscribe(channels)
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        self.channels.unsubscribe(channels)
 
     async def register(self, token: str) -> None:
         await self.directory.register(token)

@@ -50,6 +50,9 @@ class RedisLink:
         self.client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         self.up = False
         self._listeners: dict[bytes, Callable[[bytes], None]] = {}
+        self._prefixed: list[tuple[bytes, Callable[[bytes, bytes], None]]] = []
+        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
         self._on_up: list[Hook] = []
         self._on_down: list[Callable[[], None]] = []
         self._on_close: list[Hook] = []
@@ -63,6 +66,11 @@ class RedisLink:
     def listen(self, channel: str, on_message: Callable[[bytes], None]) -> None:
         """Call ``on_message(data)`` for every message published on pub/sub ``channel``."""
         self._listeners[channel.encode()] = on_message
+
+    def listen_prefix(self, prefix: str, on_message: Callable[[bytes, bytes], None]) -> None:
+        """Call ``on_message(channel, data)`` for messages on channels that start with
+        ``prefix`` and were subscribed with :meth:`subscribe`."""
+        self._prefixed.append((prefix.encode(), on_message))
 
     def on_up(self, hook: Hook) -> None:
         """Await ``hook()`` each time the subscription is (re)established, before :attr:`up`."""
@@ -102,6 +110,29 @@ class RedisLink:
             task.cancel()
         await self.client.aclose()
 
+    async def subscribe(self, channels: list[str], *, confirm: bool = True) -> None:
+        """Subscribe the live link to ``channels``; with ``confirm``, return only once Redis
+        has confirmed every one (so every later publish on them arrives here). Raises
+        ``RedisError``/``OSError``/``TimeoutError`` when it cannot."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BrokerUnavailable("Redis is unreachable")
+        loop = asyncio.get_running_loop()
+        waiters = []
+        if confirm:
+            for channel in channels:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._confirmations.setdefault(channel.encode(), []).append(waiter)
+                waiters.append(waiter)
+        await pubsub.subscribe(*channels)
+        if waiters:
+            await asyncio.wait_for(asyncio.gather(*waiters), POOL_TIMEOUT)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        """Unsubscribe the live link from ``channels`` (nothing to do while it is down)."""
+        if self._pubsub is not None and channels:
+            await self._pubsub.unsubscribe(*channels)
+
     def require(self) -> None:
         """Raise ``BrokerUnavailable`` unless the link is up."""
         if not self.up:
@@ -127,6 +158,7 @@ class RedisLink:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(*self._listeners)
+                self._pubsub = pubsub
                 for hook in self._on_up:
                     await hook()
                 self.up = True
@@ -141,6 +173,8 @@ class RedisLink:
                     down()
             finally:
                 self.up = False
+                self._pubsub = None
+                self._fail_confirmations()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             if self._closing:
@@ -148,14 +182,35 @@ class RedisLink:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    def _fail_confirmations(self) -> None:
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(BrokerUnavailable("the Redis link went down"))
+        self._confirmations.clear()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "message":
+            on_message = self._listeners.get(channel)
+            if on_message is not None:
+                on_message(message["data"])
+                return
+            for prefix, on_prefixed in self._prefixed:
+                if channel.startswith(prefix):
+                    on_prefixed(channel, message["data"])
+                    return
+        elif kind == "subscribe":
+            for waiter in self._confirmations.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
     async def _listen(self, pubsub: Any) -> None:
         last_run = [time.monotonic()] * len(self._periodic)
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "message":
-                on_message = self._listeners.get(message["channel"])
-                if on_message is not None:
-                    on_message(message["data"])
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None:
+                self._dispatch(message)
             now = time.monotonic()
             for i, (seconds, hook) in enumerate(self._periodic):
                 if now - last_run[i] >= seconds:
