@@ -2,6 +2,7 @@
 
 - A refused ``/internal/send`` answer reaches the client whatever the body's size (PROTOCOL 7):
   the gateway reads and discards the rest of the body for a bounded time before it closes.
+- UTF-8 bytes in the request target and headers reach the backend as that text (PROTOCOL 1.2).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from tests.support.backend import Answer
 from tests.support.helpers import open_with_token
 from tests.support.internal import RawResponse, error_code, read_response
-from tests.support.raw_http import request_head
+from tests.support.raw_http import read_head, request_head
+from tests.support.sse_client import SSEStream
 from tornado_sse.handlers import LINGER_MAX_BYTES, LINGER_SECONDS
 
 MB = 1000 * 1000
@@ -233,3 +237,92 @@ async def test_refused_send_is_closed_once_the_linger_byte_bound_is_read(gateway
     assert isinstance(refusal.write_error, ConnectionError), refusal
     assert LINGER_MAX_BYTES < refusal.sent < LINGER_MAX_BYTES + 64 * MB, refusal
     assert (await gw.get("/healthz")).code == 200
+
+
+# --------------------------------------------------------------------------------------------
+# UTF-8 is forwarded as UTF-8 (PROTOCOL 1.2)
+
+
+async def open_raw_stream(gw: Any, head: bytes) -> SSEStream:
+    """Send ``head``, a request head given byte for byte, to the ``gateway`` fixture's ``gw``
+    and read the answer's head; the stream is closed at teardown."""
+    reader, writer = await connect(gw.port)
+    writer.write(head)
+    try:
+        status, headers = await asyncio.wait_for(read_head(reader), 5.0)
+    except BaseException:
+        writer.close()
+        raise
+    stream = SSEStream(reader, writer, status, headers)
+    gw.streams.append(stream)
+    return stream
+
+
+def get_head(target: bytes, *headers: bytes) -> bytes:
+    return b"\r\n".join([b"GET %b HTTP/1.1" % target, b"Host: 127.0.0.1", *headers]) + b"\r\n\r\n"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_utf8_target_and_header_values_reach_the_connect_callback_as_utf8(gateway, backend):
+    gw = gateway()
+    head = get_head(
+        "/sse/café?q=ünï".encode(),
+        "Cookie: name=José".encode(),
+        "Last-Event-ID: ünï".encode(),
+        "X-Note: 日本 😀".encode(),
+    )
+    stream = await open_raw_stream(gw, head)
+    assert stream.status == 200
+    (connect,) = await backend.wait_for_calls("connect")
+    request = connect.body["request"]
+    assert request["url"] == "/sse/café?q=ünï"
+    assert request["headers"]["cookie"] == "name=José"
+    assert request["headers"]["last-event-id"] == "ünï"
+    assert request["headers"]["x-note"] == "日本 😀"
+    # On the wire to the backend: the same UTF-8 bytes the client sent.
+    assert '"url":"/sse/café?q=ünï"'.encode() in connect.raw
+    # The disconnect carries the request captured at connect.
+    await stream.aclose()
+    (disconnect,) = await backend.wait_for_calls("disconnect", token=connect.token)
+    assert disconnect.body["request"] == request
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_percent_encoded_target_reaches_the_backend_byte_exact(gateway, backend):
+    gw = gateway()
+    stream = await open_raw_stream(gw, get_head(b"/sse/caf%C3%A9?q=%C3%BC&r=%e9"))
+    assert stream.status == 200
+    (connect,) = await backend.wait_for_calls("connect")
+    assert connect.body["request"]["url"] == "/sse/caf%C3%A9?q=%C3%BC&r=%e9"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_header_bytes_that_are_not_utf8_reach_the_backend_as_latin1(gateway, backend):
+    gw = gateway()
+    stream = await open_raw_stream(gw, get_head(b"/sse/x", b"X-Old: Jos\xe9", b"X-Mixed: \xc3("))
+    assert stream.status == 200
+    (connect,) = await backend.wait_for_calls("connect")
+    headers = connect.body["request"]["headers"]
+    assert (headers["x-old"], headers["x-mixed"]) == ("Jos\u00e9", "\u00c3(")
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        pytest.param((b"/sse/room", "Last-Event-ID: ünï".encode()), id="header"),
+        pytest.param((b"/sse/room?lastEventId=%C3%BCn%C3%AF",), id="query-parameter"),
+        pytest.param(("/sse/room?lastEventId=ünï".encode(),), id="raw-query-parameter"),
+    ],
+)
+@pytest.mark.gen_test(timeout=10)
+async def test_non_ascii_last_event_id_gets_a_history_gap_with_its_text_intact(
+    gateway, backend, asked
+):
+    backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
+    gw = gateway()
+    target, *headers = asked
+    stream = await open_raw_stream(gw, get_head(target, *headers))
+    assert stream.status == 200
+    (gap,) = await stream.wait_events(1)
+    assert (gap.type, gap.data) == ("history_gap", "ünï")
+    assert "data: ünï\n".encode() in stream.raw
