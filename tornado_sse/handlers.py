@@ -7,7 +7,6 @@ decisions live in the gateway, registry and protocol modules.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -199,15 +198,14 @@ class StreamHandler(PublicHandler):
 
 
 class InternalHandler(JSONErrorMixin):
-    """Base of ``/internal/*``: bearer secret check, no CORS."""
+    """Base of ``/internal/*`` and ``/metrics``: with ``INTERNAL_SECRET`` set, 401 without
+    ``Authorization: Bearer <secret>`` (:func:`~tornado_sse.protocol.bearer_matches`); no CORS."""
 
     def prepare(self) -> None:
         secret = self.gateway.settings.internal_secret
         if secret is None:
             return
-        given = self.request.headers.get("Authorization", "")
-        expected = "Bearer " + secret
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not protocol.bearer_matches(self.request.headers.get("Authorization"), secret):
             raise Unauthorized()
 
 

@@ -7,6 +7,7 @@ can be tested byte for byte in memory.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import uuid
@@ -299,6 +300,21 @@ def utf8_text(text: str) -> str:
         return text.encode("latin-1").decode("utf-8")
     except UnicodeError:
         return text
+
+
+def bearer_matches(authorization: str | None, secret: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <secret>``.
+
+    The scheme name ``Bearer`` may come in any case (RFC 9110 11.1: ``bearer``, ``BEARER``),
+    followed by one or more spaces; the credentials are compared with ``secret`` in constant
+    time.
+    """
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.lstrip(" ").encode(), secret.encode())
 
 
 def request_id(value: str | None) -> str:

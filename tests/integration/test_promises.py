@@ -3,6 +3,7 @@
 - A refused ``/internal/send`` answer reaches the client whatever the body's size (PROTOCOL 7):
   the gateway reads and discards the rest of the body for a bounded time before it closes.
 - UTF-8 bytes in the request target and headers reach the backend as that text (PROTOCOL 1.2).
+- ``INTERNAL_SECRET`` guards ``/metrics`` too, and ``Bearer`` is matched in any case (PROTOCOL 4).
 """
 
 from __future__ import annotations
@@ -326,3 +327,49 @@ async def test_non_ascii_last_event_id_gets_a_history_gap_with_its_text_intact(
     (gap,) = await stream.wait_events(1)
     assert (gap.type, gap.data) == ("history_gap", "ünï")
     assert "data: ünï\n".encode() in stream.raw
+
+
+# --------------------------------------------------------------------------------------------
+# INTERNAL_SECRET guards /metrics too; the scheme in any case (PROTOCOL 4)
+
+
+@pytest.mark.parametrize("internal_port", [None, 1], ids=["main-port", "internal-port"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", "bearer S3CRET", "Basic s3cret", "s3cret"]
+)
+@pytest.mark.gen_test(timeout=10)
+async def test_metrics_without_the_right_bearer_is_401_json(gateway, internal_port, authorization):
+    gw = gateway(internal_secret="s3cret", internal_port=internal_port)
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = await gw.get("/metrics", headers=headers, internal=True)
+    assert error_code(response, 401) == "UNAUTHORIZED"
+    assert b"tornado_sse_" not in response.body
+
+
+@pytest.mark.parametrize("internal_port", [None, 1], ids=["main-port", "internal-port"])
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+@pytest.mark.gen_test(timeout=10)
+async def test_bearer_scheme_in_any_case_opens_the_internal_api_and_metrics(
+    gateway, backend, internal_port, scheme
+):
+    gw = gateway(internal_secret="s3cret", internal_port=internal_port)
+    stream, token = await open_with_token(gw, backend)
+    auth = {"Authorization": "%s s3cret" % scheme}
+    assert await gw.send({"token": token, "event": {"data": scheme}}, headers=auth) == (
+        200,
+        {"status": "ok"},
+    )
+    assert [e.data for e in await stream.wait_events(1)] == [scheme]
+    listing = await gw.get("/internal/connections", headers=auth, internal=True)
+    assert (listing.code, json.loads(listing.body)["count"]) == (200, 1)
+    metrics = await gw.get("/metrics", headers=auth, internal=True)
+    assert metrics.code == 200
+    assert metrics.headers["Content-Type"].startswith("text/plain")
+    assert b"tornado_sse_open_streams 1.0" in metrics.body
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_metrics_need_no_bearer_without_internal_secret(gateway):
+    gw = gateway()
+    metrics = await gw.get("/metrics", internal=True)
+    assert metrics.code == 200 and b"tornado_sse_open_streams" in metrics.body

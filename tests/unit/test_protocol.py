@@ -18,6 +18,7 @@ from tornado_sse.protocol import (
     Event,
     RequestSnapshot,
     SendRequest,
+    bearer_matches,
     capture_headers,
     capture_request,
     connect_body,
@@ -664,6 +665,34 @@ def test_capture_headers(pairs: list[tuple[str, str]], headers: dict[str, str]) 
 
 def test_capture_headers_keeps_first_seen_order() -> None:
     assert list(capture_headers([("B", "1"), ("A", "2"), ("b", "3")])) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [
+        ("Bearer s3cret", True),
+        ("bearer s3cret", True),
+        ("BEARER s3cret", True),
+        ("bEaReR s3cret", True),
+        ("Bearer   s3cret", True),  # 1*SP after the scheme
+        (None, False),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer ", False),
+        ("Bearer wrong", False),
+        ("Bearer s3cre", False),
+        ("Bearer s3cret2", False),
+        ("Bearer S3CRET", False),  # the scheme's case is free, the secret's is not
+        ("Bearers3cret", False),
+        ("Basic s3cret", False),
+        ("s3cret", False),
+        ("Bearer s3cret ", False),
+    ],
+)
+def test_bearer_matches_any_case_of_the_scheme_and_only_the_exact_secret(
+    authorization: str | None, matches: bool
+) -> None:
+    assert bearer_matches(authorization, "s3cret") is matches
 
 
 def latin1(text: str) -> str:
