@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -311,6 +312,8 @@ def load(
 
 
 def _check_consistency(settings: Settings) -> None:
+    """Raise :class:`ConfigError` for settings that are valid one by one but cannot run: not
+    together, or not without an optional extra that is not installed."""
     if settings.event_loop == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -318,6 +321,11 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(
                 "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
             ) from None
+    if settings.redis_url and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "REDIS_URL is set but the redis package is not installed "
+            "(pip install 'tornado-sse[redis]')"
+        )
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
     if settings.processes != 1 and not settings.redis_url:

@@ -4,22 +4,29 @@
   the gateway reads and discards the rest of the body for a bounded time before it closes.
 - UTF-8 bytes in the request target and headers reach the backend as that text (PROTOCOL 1.2).
 - ``INTERNAL_SECRET`` guards ``/metrics`` too, and ``Bearer`` is matched in any case (PROTOCOL 4).
+- ``REDIS_URL`` without the redis extra stops start-up with the line that says how to install it
+  (PROTOCOL 6).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tornado_sse
 from tests.support.backend import Answer
 from tests.support.helpers import open_with_token
 from tests.support.internal import RawResponse, error_code, read_response
+from tests.support.process import run_command, start_gateway
 from tests.support.raw_http import read_head, request_head
 from tests.support.sse_client import SSEStream
 from tornado_sse.handlers import LINGER_MAX_BYTES, LINGER_SECONDS
@@ -373,3 +380,53 @@ async def test_metrics_need_no_bearer_without_internal_secret(gateway):
     gw = gateway()
     metrics = await gw.get("/metrics", internal=True)
     assert metrics.code == 200 and b"tornado_sse_open_streams" in metrics.body
+
+
+# --------------------------------------------------------------------------------------------
+# REDIS_URL without the redis extra (PROTOCOL 6)
+
+#: The directory that holds the package under test, for the child processes' PYTHONPATH.
+SOURCE_ROOT = Path(tornado_sse.__file__).resolve().parents[1]
+
+INSTALL_LINE = "pip install 'tornado-sse[redis]'"
+
+
+def without_redis(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Python that cannot import redis, as where the extra is not
+    installed: a ``sitecustomize`` marks the module absent (``import redis`` raises
+    ModuleNotFoundError and ``importlib.util.find_spec("redis")`` is None)."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n\nsys.modules['redis'] = None  # the redis extra is not installed\n"
+    )
+    return {"PYTHONPATH": "%s:%s" % (tmp_path, SOURCE_ROOT)}
+
+
+def test_redis_url_without_the_redis_extra_stops_startup_with_the_install_line(tmp_path):
+    env = without_redis(tmp_path)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import redis"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr, probe.stderr
+    settings = {"REDIS_URL": "redis://127.0.0.1:6379/0", "CALLBACK_URL": "http://127.0.0.1:9/cb"}
+
+    started = run_command([], {**env, **settings})
+    assert started.returncode == 2, started.stderr
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1 and INSTALL_LINE in lines[0] and "REDIS_URL" in lines[0], lines
+    assert "Traceback" not in started.stderr
+
+    checked = run_command(["check"], {**env, **settings})
+    assert checked.returncode == 2, checked.stdout
+    assert checked.stdout.startswith("FAIL ") and INSTALL_LINE in checked.stdout, checked.stdout
+    assert "Traceback" not in checked.stdout + checked.stderr
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_without_redis_url_the_gateway_runs_without_the_redis_extra(backend, tmp_path):
+    gw = await start_gateway({**without_redis(tmp_path), "CALLBACK_URL": backend.url})
+    try:
+        stream = await gw.stream("/sse/no-redis")
+        assert stream.status == 200
+        stream.close()
+    finally:
+        await gw.stop()
