@@ -197,7 +197,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("sse_path_prefix", _path_prefix, "path prefix of the stream endpoint"),
     _Spec("cors_origins", _text, "'*', a comma-separated list of origins, or empty for none"),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),
-    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*"),
+    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*, /metrics"),
     _Spec("max_pending_events", _int_between(0), "sends queued per connecting stream"),
     _Spec("max_body_bytes", _int_between(1), "largest request body, in bytes"),
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
