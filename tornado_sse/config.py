@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -216,7 +217,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("sse_path_prefix", _path_prefix, "path prefix of the stream endpoint"),
     _Spec("cors_origins", _text, "'*', a comma-separated list of origins, or empty for none"),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),
-    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*"),
+    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*, /metrics"),
     _Spec("max_pending_events", _int_between(0), "sends queued per connecting stream"),
     _Spec("max_body_bytes", _int_between(1), "largest request body, in bytes"),
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
@@ -337,6 +338,8 @@ def load(
 
 
 def _check_consistency(settings: Settings) -> None:
+    """Raise :class:`ConfigError` for settings that are valid one by one but cannot run: not
+    together, or not without an optional extra that is not installed."""
     if settings.event_loop == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -344,6 +347,11 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(
                 "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
             ) from None
+    if settings.redis_url and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "REDIS_URL is set but the redis package is not installed "
+            "(pip install 'tornado-sse[redis]')"
+        )
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
     if settings.processes != 1 and not settings.redis_url:

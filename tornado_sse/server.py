@@ -35,8 +35,10 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
     """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
     return HTTPServer(
         app,
-        # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
-        # only stops a client that keeps sending after that answer.
+        # The bound of the routes whose bodies Tornado buffers. The send handler lifts it for
+        # its own requests: it counts the body itself, answers 413 in JSON and then discards
+        # the rest for a bounded time (handlers.SendHandler), where this bound would cut the
+        # connection without an answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
         # beyond that Tornado drops the connection without reading more.
