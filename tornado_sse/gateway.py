@@ -112,9 +112,9 @@ class Gateway:
         try:
             try:
                 await self.broker.register(conn.token)
-            except GatewayError:
+            except GatewayError as error:
                 self.registry.fail(conn, backend_may_know=False)
-                raise
+                raise self._broker_trouble(conn, error) from None
             outcome = await self.backend.connect(
                 conn.token, conn.request, abandoned=lambda: conn.state is State.CLOSED
             )
@@ -145,13 +145,20 @@ class Gateway:
         try:
             await self.broker.subscribe(conn.channels)
         except GatewayError as error:
-            log.warning(
-                "cannot subscribe a stream's channels",
-                extra=fields(token=conn.token, error=error.message),
-            )
             self.registry.fail(conn, backend_may_know=True)  # it was accepted: it must hear
-            raise BrokerUnavailable("the gateway cannot reach its broker just now") from None
+            raise self._broker_trouble(conn, error) from None
         conn.subscribed = True
+
+    def _broker_trouble(self, conn: Connection, error: GatewayError) -> GatewayError:
+        """The error a stream's client gets when the broker failed it: in words of its own,
+        with the details (addresses, library text) in the log only."""
+        log.warning(
+            "stream refused: broker unavailable",
+            extra=fields(token=conn.token, request_id=conn.request.request_id, error=error.message),
+        )
+        return BrokerUnavailable(
+            "the gateway cannot reach its message broker just now; try again shortly"
+        )
 
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
