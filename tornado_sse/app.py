@@ -113,10 +113,15 @@ def make_app(
 
 def make_broker(settings: Settings) -> Broker:
     """The broker ``settings`` ask for: Redis with ``REDIS_URL``, else the in-process one."""
-    if settings.redis_url:
+    if settings.uses_redis:
         from .cluster.broker import RedisBroker  # redis is an optional extra
 
-        return RedisBroker(settings.redis_url, retention=settings.retention)
+        return RedisBroker(
+            settings.redis_url or "redis://",
+            retention=settings.retention,
+            sentinels=settings.redis_sentinels,
+            sentinel_master=settings.redis_sentinel_master,
+        )
     return LocalBroker(settings.retention)
 
 

@@ -57,10 +57,18 @@ class Settings:
     shutdown_timeout_seconds: float = 25.0
     retry_on_unavailable: bool = False
     redis_url: str | None = None
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    redis_connect_timeout_seconds: float = 10.0
     processes: int = 1
     log_format: str = "text"
     log_level: str = "info"
     event_loop: str = "auto"
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether processes share one gateway through Redis (``REDIS_URL`` or Sentinel)."""
+        return bool(self.redis_url or self.redis_sentinels)
 
     @property
     def retention(self) -> Retention:
@@ -167,6 +175,17 @@ def _redis_url(value: Any) -> str | None:
     return url
 
 
+def _sentinels(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("%r is not host:port" % item.strip())
+    return text
+
+
 def _path_prefix(value: Any) -> str:
     prefix = _text(value).strip()
     if not prefix.startswith("/"):
@@ -234,6 +253,17 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),
+    _Spec(
+        "redis_sentinels",
+        _sentinels,
+        "Redis Sentinels (host:port,...) that name the primary; with REDIS_SENTINEL_MASTER",
+    ),
+    _Spec("redis_sentinel_master", _optional_text, "the primary's name known to the Sentinels"),
+    _Spec(
+        "redis_connect_timeout_seconds",
+        _seconds(0),
+        "seconds to wait for Redis at start-up before opening the port anyway (readyz 503)",
+    ),
     _Spec(
         "processes",
         _processes,
@@ -329,7 +359,7 @@ def load(
         if name in _SPEC_BY_NAME:
             values[name] = _convert(_SPEC_BY_NAME[name], value, "command line")
             from_web_concurrency &= name != "processes"
-    if from_web_concurrency and not values.get("redis_url"):
+    if from_web_concurrency and not (values.get("redis_url") or values.get("redis_sentinels")):
         # Heroku sets WEB_CONCURRENCY for every Python app; without Redis it cannot apply here.
         values.pop("processes", None)
     settings = Settings(**values)
@@ -347,14 +377,16 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(
                 "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
             ) from None
-    if settings.redis_url and importlib.util.find_spec("redis") is None:
+    if settings.uses_redis and importlib.util.find_spec("redis") is None:
         raise ConfigError(
             "REDIS_URL is set but the redis package is not installed "
             "(pip install 'tornado-sse[redis]')"
         )
+    if bool(settings.redis_sentinels) != bool(settings.redis_sentinel_master):
+        raise ConfigError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both")
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
-    if settings.processes != 1 and not settings.redis_url:
+    if settings.processes != 1 and not settings.uses_redis:
         raise ConfigError(
             "--processes %d needs REDIS_URL: processes share tokens and channels through Redis"
             % settings.processes

@@ -34,6 +34,7 @@ class CloseDetail(enum.StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     BAD_CALLBACK_RESPONSE = "bad_callback_response"
     WRITE_FAILED = "write_failed"
+    INSTANCE_LOST = "instance_lost"
 
 
 class Outcome(enum.StrEnum):

@@ -111,7 +111,7 @@ class Gateway:
         self._connecting += 1
         try:
             try:
-                await self.broker.register(conn.token)
+                await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
             except GatewayError as error:
                 self.registry.fail(conn, backend_may_know=False)
                 raise self._broker_trouble(conn, error) from None
@@ -168,7 +168,9 @@ class Gateway:
         )
         last_event_id = conn.request.last_event_id
         replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
-        if not self.registry.open(conn, writer, hold=replaying) or not replaying:
+        opened = self.registry.open(conn, writer, hold=replaying)
+        self.broker.count_open(self.registry.open_count)
+        if not opened or not replaying:
             return
         assert last_event_id is not None
         replay = await self._replay(last_event_id, conn.channels)
@@ -203,6 +205,8 @@ class Gateway:
         scheduled and never waited for.
         """
         self.broker.unregister(conn.token)
+        if conn.opened_at:
+            self.broker.count_open(self.registry.open_count)
         if conn.subscribed:
             conn.subscribed = False
             self.broker.unsubscribe(conn.channels)
@@ -251,10 +255,30 @@ class Gateway:
         """Deliver a send routed here for a token this process holds."""
         return self.registry.send(token, frame, close)
 
+    def on_gap(self, channel: str, since: int) -> None:
+        """Events of ``channel`` after ``since`` never reached this process and cannot be
+        caught up: its streams there get ``history_gap``, as a reconnect would."""
+        gap = protocol.encode_event(str(since), "history_gap")
+        self.registry.publish(channel, since, gap)
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        """Report the streams of an instance that died (this process alone got them): the
+        backend hears their disconnect, ``error`` / ``instance_lost``, with their request."""
+        for token, record in streams:
+            reason, detail = CloseReason.ERROR, CloseDetail.INSTANCE_LOST
+            self.metrics.disconnects.labels(reason, detail).inc()
+            log.info("stream of a lost instance reported", extra=fields(token=token))
+            if self.backend is not None:
+                self.backend.disconnect(
+                    token, reason, protocol.snapshot_from_record(record), detail
+                )
+
     # -- questions ------------------------------------------------------------------------------
 
-    def connections(self, limit: int) -> dict[str, Any]:
-        """``/internal/connections``: how many streams are open, and up to ``limit`` of them."""
+    async def connections(self, limit: int) -> dict[str, Any]:
+        """``/internal/connections``: how many streams are open on every instance, and up to
+        ``limit`` of this instance's (each saying which instance holds it)."""
+        instance = self.broker.instance
         listed: list[dict[str, Any]] = []
         for conn in self.registry.connections():
             if len(listed) >= limit:
@@ -265,9 +289,11 @@ class Gateway:
                     "url": conn.request.url,
                     "channels": list(conn.channels),
                     "connected_at": _iso(conn.connected_at),
+                    "instance": instance,
                 }
             )
-        return {"count": self.registry.open_count, "connections": listed}
+        count = await self.broker.open_count(self.registry.open_count)
+        return {"count": count, "connections": listed}
 
     async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
         """``/internal/history``: the channel's kept events after ``since`` (all kept ones

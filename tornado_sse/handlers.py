@@ -351,14 +351,14 @@ class SendHandler(InternalHandler):
 class ConnectionsHandler(InternalHandler):
     """``GET /internal/connections``: how many streams are open, and up to ``limit`` of them."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         try:
             limit = int(self.get_query_argument("limit", "100"))
         except ValueError:
             limit = -1
         if limit < 0:
             raise InvalidLimit()
-        self.write_json(self.gateway.connections(limit))
+        self.write_json(await self.gateway.connections(limit))
 
 
 class HistoryHandler(InternalHandler):

@@ -361,6 +361,17 @@ def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return headers
 
 
+def snapshot_record(request: RequestSnapshot) -> bytes:
+    """``request`` as compact bytes to keep elsewhere (see :func:`snapshot_from_record`)."""
+    return _dumps({"u": request.url, "h": request.headers, "r": request.request_id})
+
+
+def snapshot_from_record(record: bytes) -> RequestSnapshot:
+    """The :class:`RequestSnapshot` kept by :func:`snapshot_record`."""
+    value = json.loads(record)
+    return RequestSnapshot(url=value["u"], headers=value["h"], request_id=value["r"])
+
+
 def _dumps(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

@@ -29,6 +29,8 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.publications: list[tuple[str, int, bytes]] = []
         self.sends: list[tuple[str, bytes | None, bool]] = []
+        self.gaps: list[tuple[str, int]] = []
+        self.lost: list[tuple[str, bytes]] = []
         self.answer: Callable[[str], str] = lambda token: "ok"
         self._arrived = asyncio.Event()
 
@@ -39,6 +41,12 @@ class RecordingHandler:
     def on_send(self, token: str, frame: bytes | None, close: bool) -> str:
         self.sends.append((token, frame, close))
         return self.answer(token)
+
+    def on_gap(self, channel: str, since: int) -> None:
+        self.gaps.append((channel, since))
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        self.lost.extend(streams)
 
     async def wait_publications(self, count: int, timeout: float = 5.0) -> None:
         """Until ``count`` publications have arrived (bounded by ``timeout``)."""
@@ -154,7 +162,7 @@ async def test_history_forgets_events_older_than_the_ttl(make_pair):
 @pytest.mark.gen_test(timeout=20)
 async def test_a_send_is_routed_to_the_instance_holding_the_token(make_pair):
     a, handler_a, b, handler_b = await make_pair()
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
     assert await b.route("tok", b"data: hi\n\n", False) == "ok"
     assert handler_a.sends == [("tok", b"data: hi\n\n", False)]
     handler_a.answer = lambda token: "buffered"
@@ -167,7 +175,7 @@ async def test_a_send_is_routed_to_the_instance_holding_the_token(make_pair):
 @pytest.mark.gen_test(timeout=20)
 async def test_the_holders_error_comes_back_with_its_status_and_code(make_pair):
     a, handler_a, b, _ = await make_pair()
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
 
     def refuse(token: str) -> str:
         raise BufferFull("3 events are already queued for this connecting stream")
@@ -183,7 +191,7 @@ async def test_unknown_and_unregistered_tokens_are_not_found(make_pair):
     a, handler_a, b, _ = await make_pair()
     with pytest.raises(TokenNotFound):
         await b.route("nobody", b"data: x\n\n", False)
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
     a.unregister("tok")
 
     async def gone() -> bool:

@@ -17,16 +17,24 @@ Events travel and are kept without their ``id:`` line.
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Callable, Collection
 
 from redis.exceptions import RedisError
 
 from ..history import Retention, Window, id_at
+from ..log import fields
 from .link import RedisLink
 
-# KEYS: id counter, epoch, history list, dropped key. ARGV: tail, size, ttl in ms, pub/sub
-# channel. Returns the id, as a decimal string.
+log = logging.getLogger("tornado_sse.redis")
+
+# KEYS: id counter, epoch, history list, dropped key, this publish's own key. ARGV: tail, size,
+# ttl in ms, pub/sub channel. Returns the id, as a decimal string. Run again for the same
+# publish (a retry on a fresh connection), it returns the same id and publishes nothing.
 PUBLISH_SCRIPT = """
+local done = redis.call('GET', KEYS[5])
+if done then return done end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
@@ -46,6 +54,7 @@ if size > 0 then
   if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
 end
 redis.call('PUBLISH', ARGV[4], sid .. '\\n' .. ARGV[1])
+redis.call('SET', KEYS[5], sid, 'EX', 60)
 return sid
 """
 
@@ -55,6 +64,8 @@ UNSUBSCRIBE_AFTER = 1.0
 
 #: Receives each event published on a channel this instance subscribes to: (channel, id, tail).
 OnPublication = Callable[[str, int, bytes], None]
+#: Told that a channel's events after an id may have been missed for good: (channel, id).
+OnGap = Callable[[str, int], None]
 
 
 class ChannelBus:
@@ -70,17 +81,26 @@ class ChannelBus:
         self._pubsub_prefix = prefix + "c:"
         self._publish = link.client.register_script(PUBLISH_SCRIPT)
         self._on_publication: OnPublication | None = None
+        self._on_gap: OnGap | None = None
         #: Streams of this instance per channel; subscribed (confirmed) channels.
         self._counts: dict[str, int] = {}
         self._active: set[str] = set()
         self._lock = asyncio.Lock()
+        #: Per subscribed channel: the last id delivered here, and the Redis time (as an id) at
+        #: which the subscription began. A link that was cut catches up from the first of them.
+        self._last: dict[str, int] = {}
+        self._subscribed_at: dict[str, int] = {}
+        #: Live events of channels catching up, held until their catch-up is written.
+        self._holding: dict[str, list[tuple[int, bytes]]] = {}
         link.listen_prefix(self._pubsub_prefix, self._on_event)
         link.on_up(self._resubscribe)
         link.every(UNSUBSCRIBE_AFTER, self._sweep)
 
-    def start(self, on_publication: OnPublication) -> None:
-        """Hand every event received to ``on_publication``."""
+    def start(self, on_publication: OnPublication, on_gap: OnGap) -> None:
+        """Hand every event received to ``on_publication``, and every channel whose missed
+        events cannot be caught up to ``on_gap``."""
         self._on_publication = on_publication
+        self._on_gap = on_gap
 
     @property
     def subscribed(self) -> frozenset[str]:
@@ -105,8 +125,15 @@ class ChannelBus:
         self.link.require()
         policy = self.retention.policy(channel)
         try:
+            publish_key = "%spub:%s" % (self.prefix, uuid.uuid4().hex)
             event_id = await self._publish(
-                keys=[self._counter, self._epoch, self._list(channel), self._dropped(channel)],
+                keys=[
+                    self._counter,
+                    self._epoch,
+                    self._list(channel),
+                    self._dropped(channel),
+                    publish_key,
+                ],
                 args=[tail, policy.size, int(policy.ttl * 1000), self._pubsub(channel)],
             )
         except RedisError as exc:
@@ -154,8 +181,20 @@ class ChannelBus:
     def _on_event(self, pubsub_channel: bytes, data: bytes) -> None:
         head, _, tail = data.partition(b"\n")
         channel = pubsub_channel[len(self._pubsub_prefix) :].decode()
+        event_id = int(head)
+        held = self._holding.get(channel)
+        if held is not None:
+            held.append((event_id, tail))
+            return
+        self._deliver(channel, event_id, tail)
+
+    def _deliver(self, channel: str, event_id: int, tail: bytes) -> None:
+        last = self._last.get(channel)
+        if last is not None and event_id <= last:
+            return  # already written (a catch-up and a live copy of one event)
+        self._last[channel] = event_id
         if self._on_publication is not None:
-            self._on_publication(channel, int(head), tail)
+            self._on_publication(channel, event_id, tail)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -177,6 +216,9 @@ class ChannelBus:
                 if needed:
                     await self.link.subscribe([self._pubsub(c) for c in needed])
                     self._active.update(needed)
+                    seconds, micros = await self.link.client.time()
+                    for channel in needed:
+                        self._subscribed_at.setdefault(channel, seconds * 1_000_000 + micros)
         except (RedisError, OSError, TimeoutError) as exc:
             self.unsubscribe(channels)
             raise self.link.unavailable(exc) from None
@@ -200,10 +242,48 @@ class ChannelBus:
             if idle:
                 await self.link.unsubscribe([self._pubsub(c) for c in idle])
                 self._active.difference_update(idle)
+                for channel in idle:
+                    self._last.pop(channel, None)
+                    self._subscribed_at.pop(channel, None)
 
     async def _resubscribe(self) -> None:
-        """After (re)connecting: subscribe the new link to every channel still needed."""
+        """After (re)connecting, before the link is up: nothing is subscribed on the new link
+        yet; the channels still needed are subscribed and caught up once it is."""
+        self._active = set()
         needed = list(self._counts)
-        self._active = set(needed)
         if needed:
-            await self.link.subscribe([self._pubsub(c) for c in needed], confirm=False)
+            self.link.spawn(self._recover(needed))
+
+    async def _recover(self, channels: list[str]) -> None:
+        """Subscribe the new link to ``channels`` again, then write what this instance missed
+        while it was cut off, from each channel's history, before the live events that came
+        meanwhile; a channel that cannot be caught up completely gets a gap."""
+        for channel in channels:
+            self._holding.setdefault(channel, [])
+        try:
+            async with self._lock:
+                await self.link.subscribe([self._pubsub(c) for c in channels])
+                self._active.update(channels)
+            for channel in channels:
+                await self._catch_up(channel)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("cannot catch up after the link came back", extra=fields(error=exc))
+            for channel in channels:  # the link is down again: the next recovery retries
+                self._release(channel)
+
+    async def _catch_up(self, channel: str) -> None:
+        since = self._last.get(channel, self._subscribed_at.get(channel))
+        if since is not None and self.retention.policy(channel).keeps:
+            replay = (await self.window((channel,), since)).replay(since)
+            if replay.gap:
+                log.warning("missed channel events are lost", extra=fields(channel=channel))
+                if self._on_gap is not None:
+                    self._on_gap(channel, since)
+            else:
+                for event_id, tail in replay.events:
+                    self._deliver(channel, event_id, tail)
+        self._release(channel)
+
+    def _release(self, channel: str) -> None:
+        for event_id, tail in self._holding.pop(channel, []):
+            self._deliver(channel, event_id, tail)
