@@ -93,6 +93,7 @@ class RedisLink:
         self._on_down: list[Callable[[], None]] = []
         self._on_close: list[Hook] = []
         self._periodic: list[tuple[float, Hook]] = []
+        self._running: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._main: asyncio.Task[None] | None = None
@@ -252,6 +253,14 @@ class RedisLink:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    async def _run_periodic(self, index: int, hook: Hook) -> None:
+        try:
+            await hook()
+        except (RedisError, OSError) as exc:  # retried at its next turn
+            log.info("a periodic Redis task failed", extra=fields(error=exc))
+        finally:
+            self._running.discard(index)
+
     async def _probe(self, now: float) -> None:
         """Publish a probe to this link's own channel, and declare the subscription silent if
         the previous one has not come back in time (a failover can leave a subscription on a
@@ -278,6 +287,9 @@ class RedisLink:
                 last_probe = now
                 await self._probe(now)
             for i, (seconds, hook) in enumerate(self._periodic):
-                if now - last_run[i] >= seconds:
-                    await hook()
+                if now - last_run[i] >= seconds and i not in self._running:
+                    # In the background: a stalled Redis must not stop this loop from
+                    # noticing, through the probe, that the subscription went silent.
                     last_run[i] = now
+                    self._running.add(i)
+                    self.spawn(self._run_periodic(i, hook))
