@@ -102,12 +102,20 @@ def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPSe
     return [own]
 
 
-async def _wait_for_broker(app: App, settings: Settings) -> None:
+async def _wait_for_broker(app: App, settings: Settings, stop: asyncio.Event) -> None:
     """Take no connection before the Redis link is up (PROTOCOL 6): a platform that routes to a
     process as soon as it listens must not send it streams it would refuse. After
-    ``REDIS_CONNECT_TIMEOUT_SECONDS`` the port opens anyway, with ``/readyz`` 503."""
+    ``REDIS_CONNECT_TIMEOUT_SECONDS`` (or once ``stop`` is set) the port opens anyway, with
+    ``/readyz`` 503."""
     timeout = settings.redis_connect_timeout_seconds
-    if not await app.gateway.broker.wait_ready(timeout):
+    ready = asyncio.ensure_future(app.gateway.broker.wait_ready(timeout))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not ready.done():
+        ready.cancel()
+        return
+    if not ready.result():
         log.warning(
             "Redis is unreachable; serving anyway, not ready until it answers",
             extra=fields(waited=timeout),
@@ -149,9 +157,13 @@ async def serve(
     its own ``/metrics`` on P + 1 + index.
     """
     app = app or make_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a stop while waiting for Redis drains too
+        loop.add_signal_handler(sig, stop.set)
     app.gateway.start()
     if settings.uses_redis:
-        await _wait_for_broker(app, settings)
+        await _wait_for_broker(app, settings, stop)
     servers = listen(app, settings, sockets)
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
@@ -167,10 +179,6 @@ async def serve(
             loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         ),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down", extra=fields(timeout=settings.shutdown_timeout_seconds))
     try:  # the gateway says itself how many callbacks a timed-out drain leaves undelivered
