@@ -66,6 +66,7 @@ class Settings:
     retry_on_unavailable: bool = False
     redis_url: str | None = None
     processes: int = 1
+    reuse_port: bool = False
     log_format: str = "text"
     log_level: str = "info"
     event_loop: str = "auto"
@@ -261,6 +262,12 @@ SPECS: tuple[_Spec, ...] = (
         _processes,
         "processes to fork (0: one per core)",
         env=("PROCESSES", "WEB_CONCURRENCY"),
+    ),
+    _Spec(
+        "reuse_port",
+        _boolean,
+        "bind with SO_REUSEPORT; on SIGTERM stop listening at once, so a new process on the "
+        "same port takes over without downtime",
     ),
     _Spec("log_format", _choice("text", "json"), "log line format: text or json"),
     _Spec("log_level", _choice("debug", "info", "warning", "error"), "log level"),
