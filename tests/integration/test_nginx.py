@@ -207,7 +207,8 @@ async def test_request_id_and_client_address_reach_the_connect_callback(backend,
         assert captured["url"] == "/sse/a?x=1"
         assert captured["headers"]["x-request-id"] == "req-through-nginx-1"
         assert captured["headers"]["x-forwarded-for"] == "127.0.0.1"
-        assert captured["headers"]["host"] == "127.0.0.1"
+        # The Host the client sent, port included ($http_host, not $host).
+        assert captured["headers"]["host"] == "127.0.0.1:%d" % proxied.nginx.port
 
         # Without one, nginx makes one ($request_id), and the gateway passes that on.
         second = await proxied.stream("/sse/b")
