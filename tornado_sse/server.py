@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from . import handover
 from .app import App, make_app
 from .config import Settings, argument_parser, load
 from .log import fields
@@ -58,10 +59,16 @@ class Sockets:
     @classmethod
     def bind(cls, settings: Settings) -> Sockets:
         address = settings.address or None
+        reuse = settings.reuse_port  # a successor may bind the same ports (handover.py)
         internal = []
         if settings.internal_port is not None:
-            internal = bind_sockets(settings.internal_port, address)
-        return cls(bind_sockets(settings.port, address), internal)
+            internal = bind_sockets(settings.internal_port, address, reuse_port=reuse)
+        return cls(bind_sockets(settings.port, address, reuse_port=reuse), internal)
+
+    def close(self) -> None:
+        """Close this process's descriptors of the sockets."""
+        for sock in self.main + self.internal:
+            sock.close()
 
 
 def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
@@ -164,6 +171,7 @@ async def serve(
     app.gateway.start()
     if settings.uses_redis:
         await _wait_for_broker(app, settings, stop)
+    sockets = sockets or Sockets.bind(settings)
     servers = listen(app, settings, sockets)
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
@@ -180,6 +188,9 @@ async def serve(
         ),
     )
     await stop.wait()
+    if settings.reuse_port:  # a successor listens on the same port: let it take new connects
+        for server, socks in zip(servers, (sockets.main, sockets.internal), strict=False):
+            handover.stop_listening(server, socks)
     log.info("shutting down", extra=fields(timeout=settings.shutdown_timeout_seconds))
     try:  # the gateway says itself how many callbacks a timed-out drain leaves undelivered
         await asyncio.wait_for(
@@ -226,6 +237,8 @@ def run_processes(settings: Settings) -> int:
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            sockets.close()  # nothing is restarted now; the children hold their own descriptors
         stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
