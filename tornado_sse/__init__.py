@@ -7,4 +7,4 @@ Importing the package itself imports nothing else, so backends can use those lib
 pulling in Tornado.
 """
 
-__version__ = "0.1.0"
+__version__ = "2.0.0.dev0"
