@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
@@ -22,6 +23,13 @@ from tornado.httpclient import AsyncHTTPClient
 from .ports import unused_port
 from .raw_http import Headers
 from .sse_client import SSEStream, open_stream
+
+
+#: This checkout's import roots: the gateway's package, and the client's distribution folder.
+SOURCE_ROOTS = (
+    str(Path(__file__).resolve().parents[2]),
+    str(Path(__file__).resolve().parents[2] / "clients" / "python"),
+)
 
 
 def rss_bytes(pid: int) -> int:
@@ -148,11 +156,12 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
 
 
 def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env`` and a bare
-    ``PATH`` as its whole environment; its stdout and stderr are captured as text."""
+    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env``, a bare
+    ``PATH`` and this checkout on ``PYTHONPATH`` as its whole environment; its stdout and
+    stderr are captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(SOURCE_ROOTS), **env},
         capture_output=True,
         text=True,
         timeout=30,
