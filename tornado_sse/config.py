@@ -58,6 +58,11 @@ class Settings:
     event_loop: str = "auto"
 
     @property
+    def callback_secrets(self) -> tuple[str, ...]:
+        """The secrets of ``CALLBACK_SECRET`` (comma-separated, for a rotation), in order."""
+        return tuple(s.strip() for s in (self.callback_secret or "").split(",") if s.strip())
+
+    @property
     def cors_origin_list(self) -> tuple[str, ...]:
         """The configured origins: ``("*",)``, a list of exact origins, or ``()`` for none."""
         return tuple(o.strip() for o in self.cors_origins.split(",") if o.strip())
@@ -182,7 +187,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("heartbeat_interval_seconds", _seconds(1), "seconds between heartbeats (min 1)"),
     _Spec("callback_timeout_seconds", _seconds(0.001), "seconds to wait for a callback answer"),
     _Spec("callback_max_clients", _int_between(1, 10000), "concurrent callbacks to the backend"),
-    _Spec("callback_secret", _optional_text, "HMAC secret that signs every callback"),
+    _Spec(
+        "callback_secret",
+        _optional_text,
+        "HMAC secret that signs every callback; several, comma-separated, during a rotation",
+    ),
     _Spec(
         "callback_keepalive_seconds",
         _int_between(1, 3600),
