@@ -24,7 +24,6 @@ from .ports import unused_port
 from .raw_http import Headers
 from .sse_client import SSEStream, open_stream
 
-
 #: This checkout's import roots: the gateway's package, and the client's distribution folder.
 SOURCE_ROOTS = (
     str(Path(__file__).resolve().parents[2]),

@@ -34,6 +34,7 @@ from tornado_sse.client import (
     send_item,
 )
 
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
