@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
@@ -18,15 +19,18 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from .app import App, make_app
-from .config import Settings, argument_parser, load
+from .config import ConfigError, Settings, argument_parser, load
 from .log import fields
 
 log = logging.getLogger("tornado_sse")
 
 
-def parse(argv: Sequence[str], prog: str = "tornado-sse") -> Settings:
-    """Settings from command-line ``argv`` (without the program name) and the environment."""
-    args = vars(argument_parser(prog).parse_args(list(argv)))
+def parse(
+    argv: Sequence[str], prog: str = "tornado-sse", description: str | None = None
+) -> Settings:
+    """Settings from command-line ``argv`` (without the program name) and the environment;
+    ``description`` heads ``--help``."""
+    args = vars(argument_parser(prog, description).parse_args(list(argv)))
     conf = args.pop("conf", None)
     return load(args, conf_file=conf)
 
@@ -45,6 +49,28 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
     )
 
 
+class ListenError(ConfigError):
+    """A port of the settings cannot be listened on; the message is one line naming the port
+    and its setting."""
+
+
+def bind(port: int, address: str | None, setting: str) -> list[socket.socket]:
+    """Listening sockets on ``port`` of ``address`` (None: every interface); raises
+    :class:`ListenError` naming ``setting`` when that is impossible (in use, not permitted)."""
+    try:
+        return bind_sockets(port, address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(
+                "port %d (%s) is already in use: stop what listens there or set another %s"
+                % (port, setting, setting)
+            ) from None
+        on = " of HOST %s" % address if address else ""
+        raise ListenError(
+            "cannot listen on port %d%s (%s): %s" % (port, on, setting, exc.strerror or exc)
+        ) from None
+
+
 @dataclass
 class Sockets:
     """Listening sockets bound before forking, shared by every process."""
@@ -54,11 +80,18 @@ class Sockets:
 
     @classmethod
     def bind(cls, settings: Settings) -> Sockets:
+        """Bind ``PORT`` and ``INTERNAL_PORT`` (if set); raises :class:`ListenError`."""
         address = settings.address or None
+        main = bind(settings.port, address, "PORT")
         internal = []
         if settings.internal_port is not None:
-            internal = bind_sockets(settings.internal_port, address)
-        return cls(bind_sockets(settings.port, address), internal)
+            try:
+                internal = bind(settings.internal_port, address, "INTERNAL_PORT")
+            except ListenError:
+                for sock in main:
+                    sock.close()
+                raise
+        return cls(main, internal)
 
 
 def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
