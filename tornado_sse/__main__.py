@@ -8,6 +8,7 @@ line and exits with status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,10 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check.main(argv[1:])
     try:
         settings = parse(argv, description=DESCRIPTION)
-        logsetup.configure(settings.log_format, settings.log_level)
-        if settings.processes != 1:
-            return run_processes(settings)
-        return run(serve(settings), settings)
+        if settings.processes == 1:
+            logsetup.configure(settings.log_format, settings.log_level)
+            return run(serve(settings), settings)
+        # Several processes: every line says which one wrote it.
+        logsetup.configure(settings.log_format, settings.log_level, {"pid": os.getpid()})
+
+        def label(index: int) -> None:
+            context = {"worker": index, "pid": os.getpid()}
+            logsetup.configure(settings.log_format, settings.log_level, context)
+
+        return run_processes(settings, forked=label)
     except ConfigError as exc:  # a bad setting, or a port in use (server.ListenError)
         print("tornado-sse: error: %s" % exc, file=sys.stderr)
         return 2

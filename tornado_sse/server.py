@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,10 +183,11 @@ async def serve(
 MAX_RESTARTS = 10
 
 
-def run_processes(settings: Settings) -> int:
+def run_processes(settings: Settings, forked: Callable[[int], None] | None = None) -> int:
     """Run ``settings.processes`` gateway processes (0: one per core) sharing the listening
     sockets; forward SIGTERM/SIGINT to them, restart one that dies on its own, and return 0 if
-    every process drained cleanly."""
+    every process drained cleanly. Each new process calls ``forked(index)`` first (``__main__``
+    labels its log lines with it)."""
     count = settings.processes or os.cpu_count() or 1
     sockets = Sockets.bind(settings)
     children: dict[int, int] = {}
@@ -200,6 +201,8 @@ def run_processes(settings: Settings) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
+                if forked is not None:
+                    forked(index)
                 code = run(serve(settings, sockets=sockets, process_index=index), settings)
             finally:
                 os._exit(code)
