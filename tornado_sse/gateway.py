@@ -23,6 +23,7 @@ from .broker import Broker
 from .config import Settings
 from .connection import Connection, State, StreamWriter
 from .errors import (
+    BrokerUnavailable,
     CloseDetail,
     CloseReason,
     GatewayError,
@@ -70,6 +71,8 @@ class Gateway:
                 registry.bytes_written,
             )
         )
+        #: Whether any channel keeps history (``HISTORY_SIZE``, ``HISTORY_RULES``).
+        self.replay_on = settings.retention.enabled
         self.draining = False
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
@@ -109,10 +112,10 @@ class Gateway:
         self._connecting += 1
         try:
             try:
-                await self.broker.register(conn.token)
-            except GatewayError:
+                await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+            except GatewayError as error:
                 self.registry.fail(conn, backend_may_know=False)
-                raise
+                raise self._broker_trouble(conn, error) from None
             outcome = await self.backend.connect(
                 conn.token, conn.request, abandoned=lambda: conn.state is State.CLOSED
             )
@@ -135,6 +138,8 @@ class Gateway:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
         conn.channels = outcome.channels
+        if conn.channels:
+            await self._subscribe(conn)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
             self.registry.settle(conn)  # the backend accepted: it hears the disconnect
@@ -143,6 +148,27 @@ class Gateway:
             raise ShuttingDown()
         return True
 
+    async def _subscribe(self, conn: Connection) -> None:
+        """Have the broker deliver ``conn``'s channels here before the stream opens, so that
+        every event published after the client's ``open`` reaches it."""
+        try:
+            await self.broker.subscribe(conn.channels)
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=True)  # it was accepted: it must hear
+            raise self._broker_trouble(conn, error) from None
+        conn.subscribed = True
+
+    def _broker_trouble(self, conn: Connection, error: GatewayError) -> GatewayError:
+        """The error a stream's client gets when the broker failed it: in words of its own,
+        with the details (addresses, library text) in the log only."""
+        log.warning(
+            "stream refused: broker unavailable",
+            extra=fields(token=conn.token, request_id=conn.request.request_id, error=error.message),
+        )
+        return BrokerUnavailable(
+            "the gateway cannot reach its message broker just now; try again shortly"
+        )
+
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
         when the client sent ``Last-Event-ID``, then live events."""
@@ -150,10 +176,10 @@ class Gateway:
             "stream opened", extra=fields(token=conn.token, request_id=conn.request.request_id)
         )
         last_event_id = conn.request.last_event_id
-        replaying = (
-            last_event_id is not None and bool(conn.channels) and self.settings.history_size > 0
-        )
-        if not self.registry.open(conn, writer, hold=replaying) or not replaying:
+        replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
+        opened = self.registry.open(conn, writer, hold=replaying)
+        self.broker.count_open(self.registry.open_count)
+        if not opened or not replaying:
             return
         assert last_event_id is not None
         replay = await self._replay(last_event_id, conn.channels)
@@ -188,6 +214,11 @@ class Gateway:
         scheduled and never waited for.
         """
         self.broker.unregister(conn.token)
+        if conn.opened_at:
+            self.broker.count_open(self.registry.open_count)
+        if conn.subscribed:
+            conn.subscribed = False
+            self.broker.unsubscribe(conn.channels)
         reason = conn.close_reason or CloseReason.ERROR
         if conn.close_detail == CloseDetail.SLOW_CONSUMER:
             self.metrics.slow_consumers.inc()
@@ -245,10 +276,30 @@ class Gateway:
         """Deliver a send routed here for a token this process holds."""
         return self.registry.send(token, frame, close)
 
+    def on_gap(self, channel: str, since: int) -> None:
+        """Events of ``channel`` after ``since`` never reached this process and cannot be
+        caught up: its streams there get ``history_gap``, as a reconnect would."""
+        gap = protocol.encode_event(str(since), "history_gap")
+        self.registry.publish(channel, since, gap)
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        """Report the streams of an instance that died (this process alone got them): the
+        backend hears their disconnect, ``error`` / ``instance_lost``, with their request."""
+        for token, record in streams:
+            reason, detail = CloseReason.ERROR, CloseDetail.INSTANCE_LOST
+            self.metrics.disconnects.labels(reason, detail).inc()
+            log.info("stream of a lost instance reported", extra=fields(token=token))
+            if self.backend is not None:
+                self.backend.disconnect(
+                    token, reason, protocol.snapshot_from_record(record), detail
+                )
+
     # -- questions ------------------------------------------------------------------------------
 
-    def connections(self, limit: int) -> dict[str, Any]:
-        """``/internal/connections``: how many streams are open, and up to ``limit`` of them."""
+    async def connections(self, limit: int) -> dict[str, Any]:
+        """``/internal/connections``: how many streams are open on every instance, and up to
+        ``limit`` of this instance's (each saying which instance holds it)."""
+        instance = self.broker.instance
         listed: list[dict[str, Any]] = []
         for conn in self.registry.connections():
             if len(listed) >= limit:
@@ -259,9 +310,32 @@ class Gateway:
                     "url": conn.request.url,
                     "channels": list(conn.channels),
                     "connected_at": _iso(conn.connected_at),
+                    "instance": instance,
                 }
             )
-        return {"count": self.registry.open_count, "connections": listed}
+        count = await self.broker.open_count(self.registry.open_count)
+        return {"count": count, "connections": listed}
+
+    async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
+        """``/internal/history``: the channel's kept events after ``since`` (all kept ones
+        without it), oldest first, at most ``limit``; ``complete`` is False when events after
+        ``since`` may have been dropped (or the channel keeps none)."""
+        if self.settings.retention.policy(channel).keeps:
+            window = await self.broker.history((channel,), since if since is not None else -1)
+        else:
+            window = None
+        if since is None:
+            complete, events = True, window.events if window is not None else ()
+        elif window is None:
+            complete, events = False, ()
+        else:
+            replay = window.replay(since)
+            complete, events = not replay.gap, window.events
+        listed = []
+        for event_id, tail in events[:limit]:
+            name, data = protocol.decode_tail(tail)
+            listed.append({"id": str(event_id), "event": name, "data": data})
+        return {"channel": channel, "events": listed, "complete": complete}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/readyz``: whether this process can take streams now, and the body that says so."""

@@ -24,19 +24,36 @@ def taken_port() -> Iterator[int]:
     [
         pytest.param([], "PORT", id="gateway"),
         pytest.param(["demo"], "PORT", id="demo"),
-        pytest.param(["--processes", "2"], "PORT", id="processes"),
         pytest.param([], "INTERNAL_PORT", id="internal-port"),
     ],
 )
 def test_a_port_in_use_is_one_line_naming_it_and_exit_status_2(taken_port, args, setting):
-    env = {"HOST": "127.0.0.1", "PORT": "0", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    env[setting] = str(taken_port)
+    env = {"HOST": "127.0.0.1", "PORT": "0", setting: str(taken_port)}
     result = run_command(args, env)
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "port %d (%s) is already in use" % (taken_port, setting) in lines[0]
     assert lines[0].startswith("tornado-sse")
+
+
+def test_a_port_in_use_with_processes_ends_with_that_line_and_no_traceback(taken_port):
+    # --processes waits for Redis before it binds the shared port, and says so when Redis does
+    # not answer; the port line comes after.
+    env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(taken_port),
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "REDIS_CONNECT_TIMEOUT_SECONDS": "0.1",
+    }
+    result = run_command(["--processes", "2"], env)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[-1] == (
+        "tornado-sse: error: port %d (PORT) is already in use: stop what listens there or set "
+        "another PORT" % taken_port
+    )
 
 
 def test_help_lists_the_commands_and_the_default_of_every_setting():

@@ -23,10 +23,12 @@ async def test_metrics_carry_the_process_collector(gateway):
 @pytest.mark.gen_test(timeout=15)
 async def test_internal_secret_guards_the_internal_api_and_nothing_a_browser_uses(gateway, backend):
     gw = gateway(internal_secret="s3cret")
-    # Guarded: every route of the internal API.
+    # Guarded: every route of the internal API, and the metrics.
     send = await gw.post({"channel": "c", "event": {"data": "x"}})
     listing = await gw.get("/internal/connections", internal=True)
-    assert (send.code, listing.code) == (401, 401)
+    history = await gw.get("/internal/history?channel=c", internal=True)
+    metrics = await gw.get("/metrics", internal=True)
+    assert (send.code, listing.code, history.code, metrics.code) == (401, 401, 401, 401)
     assert json.loads(send.body)["error"]["code"] == "UNAUTHORIZED"
     # Not guarded: streams, their CORS preflight, and the health endpoints.
     stream = await gw.stream("/sse/browser")
