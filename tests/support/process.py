@@ -31,6 +31,13 @@ SOURCE_ROOTS = (
 )
 
 
+def python_path(env: dict[str, str]) -> str:
+    """The ``PYTHONPATH`` of a child process: what ``env`` gives, then this checkout's roots, so
+    that a test may add a directory without losing the code under test."""
+    given = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+    return os.pathsep.join([*given, *SOURCE_ROOTS])
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process ``pid``, from ``/proc``."""
     with open("/proc/%d/status" % pid) as f:
@@ -114,7 +121,12 @@ async def start_process(
     the log if it exits or ``timeout`` passes first)."""
     process = await asyncio.create_subprocess_exec(
         *argv,
-        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+            "PYTHONPATH": python_path({**os.environ, **(env or {})}),
+        },
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -156,11 +168,11 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
 
 def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env``, a bare
-    ``PATH`` and this checkout on ``PYTHONPATH`` as its whole environment; its stdout and
-    stderr are captured as text."""
+    ``PATH`` and this checkout on ``PYTHONPATH`` (after any that ``env`` gives) as its whole
+    environment; its stdout and stderr are captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", *args],
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(SOURCE_ROOTS), **env},
+        env={"PATH": "/usr/bin:/bin", **env, "PYTHONPATH": python_path(env)},
         capture_output=True,
         text=True,
         timeout=30,
