@@ -102,7 +102,7 @@ def make_app(
             settings.callback_url,
             timeout=settings.callback_timeout_seconds,
             max_clients=settings.callback_max_clients,
-            secret=settings.callback_secret,
+            secret=settings.callback_secrets or None,
             retry_seconds=settings.disconnect_retry_seconds,
             keepalive_seconds=settings.callback_keepalive_seconds,
             observer=metrics.observe_callback,

@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +144,7 @@ class Backend:
         *,
         timeout: float,
         max_clients: int = 100,
-        secret: str | None = None,
+        secret: str | Sequence[str] | None = None,
         retry_seconds: float = 0.0,
         keepalive_seconds: int = 1,
         observer: Observer | None = None,

@@ -75,6 +75,11 @@ class Settings:
     event_loop: str = "auto"
 
     @property
+    def callback_secrets(self) -> tuple[str, ...]:
+        """The secrets of ``CALLBACK_SECRET`` (comma-separated, for a rotation), in order."""
+        return tuple(s.strip() for s in (self.callback_secret or "").split(",") if s.strip())
+
+    @property
     def uses_redis(self) -> bool:
         """Whether processes share one gateway through Redis (``REDIS_URL`` or Sentinel)."""
         return bool(self.redis_url or self.redis_sentinels)
@@ -227,6 +232,8 @@ class _Spec:
     parse: Callable[[Any], Any]
     help: str
     env: Sequence[str] = field(default=())
+    #: How ``--help`` shows the default, when the default value itself would not say it.
+    shown_default: str | None = None
 
     @property
     def env_names(self) -> Sequence[str]:
@@ -234,13 +241,17 @@ class _Spec:
 
 
 SPECS: tuple[_Spec, ...] = (
-    _Spec("port", _int_between(0, 65535), "TCP port of the gateway (default 3000)"),
-    _Spec("address", _text, "address to listen on (default: all interfaces)", env=("HOST",)),
+    _Spec("port", _int_between(0, 65535), "TCP port of the gateway"),
+    _Spec("address", _text, "address to listen on", env=("HOST",), shown_default="all interfaces"),
     _Spec("callback_url", _http_url, "backend URL that receives connect/disconnect callbacks"),
     _Spec("heartbeat_interval_seconds", _seconds(1), "seconds between heartbeats (min 1)"),
     _Spec("callback_timeout_seconds", _seconds(0.001), "seconds to wait for a callback answer"),
     _Spec("callback_max_clients", _int_between(1, 10000), "concurrent callbacks to the backend"),
-    _Spec("callback_secret", _optional_text, "HMAC secret that signs every callback"),
+    _Spec(
+        "callback_secret",
+        _optional_text,
+        "HMAC secret that signs every callback; several, comma-separated, during a rotation",
+    ),
     _Spec(
         "callback_keepalive_seconds",
         _int_between(1, 3600),
@@ -343,20 +354,50 @@ def read_conf_file(path: str) -> dict[str, Any]:
     return values
 
 
-def argument_parser(prog: str = "tornado-sse") -> argparse.ArgumentParser:
-    """The command-line flags: one per setting, plus ``--conf``. Unset flags stay ``None``."""
+def shown_default(spec: _Spec) -> str:
+    """The default of ``spec`` as ``--help`` shows it: ``unset``, ``true``, ``15``, ``/sse/``."""
+    if spec.shown_default is not None:
+        return spec.shown_default
+    value = _DEFAULTS[spec.name]
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return "%d" % value
+    return repr(value) if value == "" else str(value)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def argument_parser(
+    prog: str = "tornado-sse", description: str | None = None
+) -> argparse.ArgumentParser:
+    """The command-line flags: one per setting, plus ``--conf`` and ``--version``. Unset flags
+    are absent from the parsed namespace. ``description`` heads ``--help``."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="tornado_sse: a Server-Sent Events gateway for WSGI backends.",
+        usage="%(prog)s [--conf FILE] [--SETTING VALUE ...]",
+        description=description or "tornado_sse: a Server-Sent Events gateway for WSGI backends.",
+        epilog="Every setting is also an environment variable (in brackets) and a conf file "
+        "line; flags win over the environment, which wins over --conf.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    parser.add_argument("--version", action="version", version="tornado-sse %s" % __version__)
     parser.add_argument("--conf", metavar="FILE", help="conf file (Tornado options syntax)")
     for spec in SPECS:
         dashed = "--" + spec.name.replace("_", "-")
         flags = [dashed] if "_" not in spec.name else [dashed, "--" + spec.name]
         env = "/".join(spec.env_names)
         parser.add_argument(
-            *flags, dest=spec.name, metavar="VALUE", help="%s [%s]" % (spec.help, env)
+            *flags,
+            dest=spec.name,
+            metavar="VALUE",
+            help="%s [%s] (default: %s)" % (spec.help, env, shown_default(spec)),
         )
     return parser
 
@@ -404,7 +445,7 @@ def _check_consistency(settings: Settings) -> None:
             import uvloop  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
+                "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'uvloop>=0.17')"
             ) from None
     if settings.uses_redis and importlib.util.find_spec("redis") is None:
         raise ConfigError(

@@ -32,6 +32,12 @@ from .server import parse, serve
 
 log = logging.getLogger("tornado_sse.demo")
 
+#: What ``tornado-sse demo --help`` says first.
+DESCRIPTION = (
+    "Run the gateway on PORT with a bundled demo backend (on a free loopback port) that accepts "
+    "every stream and publishes the time every second; open http://localhost:PORT/ to watch."
+)
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tornado_sse demo</title>
 <style>
@@ -125,6 +131,7 @@ async def run(argv: Sequence[str]) -> int:
         "http://127.0.0.1:%d" % (settings.internal_port or settings.port), settings.internal_secret
     )
     settings = replace(settings, callback_url="http://127.0.0.1:%d/callback" % backend_port)
+    sockets = server.Sockets.bind(settings)  # first: a port in use stops the demo at once
 
     backend = HTTPServer(Application([(r"/callback", CallbackHandler, {"gateway": internal})]))
     backend.add_sockets(backend_socket)
@@ -132,7 +139,7 @@ async def run(argv: Sequence[str]) -> int:
     app.add_handlers(r".*", [(r"/", PageHandler)])
     log.info("demo: open http://localhost:%d/ in a browser (Ctrl-C stops)", settings.port)
     clock = asyncio.get_running_loop().create_task(internal.clock())
-    status = await serve(settings, app)
+    status = await serve(settings, app, sockets)
     clock.cancel()
     backend.stop()
     return status
@@ -142,12 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = parse(argv, prog="tornado-sse demo")
-    except ConfigError as exc:
+        settings = parse(argv, prog="tornado-sse demo", description=DESCRIPTION)
+        logsetup.configure(settings.log_format, settings.log_level)
+        return server.run(run(argv), settings)
+    except ConfigError as exc:  # a bad setting, or a port in use (server.ListenError)
         print("tornado-sse demo: error: %s" % exc, file=sys.stderr)
         return 2
-    logsetup.configure(settings.log_format, settings.log_level)
-    return server.run(run(argv), settings)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class Gateway:
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
         self._connecting = 0
+        self._unknown_keys_seen: set[str] = set()
         registry.on_ended = self.connection_ended
 
     # -- streams ------------------------------------------------------------------------------
@@ -121,6 +122,14 @@ class Gateway:
         finally:
             self._connecting -= 1
         self.metrics.connects.labels(outcome.outcome.value).inc()
+        if outcome.outcome is Outcome.REJECTED:  # other failures are logged by the backend
+            log.log(
+                logging.INFO if outcome.status in (401, 403) else logging.WARNING,
+                "stream refused by the backend",
+                extra=fields(
+                    token=conn.token, request_id=conn.request.request_id, status=outcome.status
+                ),
+            )
         if outcome.outcome is not Outcome.ACCEPTED:
             self.broker.unregister(conn.token)
             detail = _FAILURE_DETAIL.get(outcome.outcome)
@@ -236,6 +245,8 @@ class Gateway:
         A channel event goes through the broker (it assigns the id and keeps the history); a
         token send is delivered here when this process holds the token, else routed.
         """
+        if request.unknown:
+            self._warn_unknown_keys(request.unknown)
         if request.channel is not None:
             if request.event is not None:
                 tail = protocol.encode_event(request.event.data, request.event.name)
@@ -246,6 +257,16 @@ class Gateway:
         if self.registry.get(request.token) is not None:
             return self.registry.send(request.token, frame, request.close)
         return await self.broker.route(request.token, frame, request.close)
+
+    def _warn_unknown_keys(self, keys: tuple[str, ...]) -> None:
+        """Log each unknown key of a send the first time this process sees it (at most
+        :data:`MAX_UNKNOWN_KEYS_LOGGED` of them)."""
+        for key in (k[:100] for k in keys):
+            seen = self._unknown_keys_seen
+            if key in seen or len(seen) >= MAX_UNKNOWN_KEYS_LOGGED:
+                continue
+            seen.add(key)
+            log.warning("unknown field in a send, ignored (logged once)", extra=fields(field=key))
 
     def on_publication(self, channel: str, event_id: int, tail: bytes) -> None:
         """Write a channel event to this process's subscribers."""
@@ -422,6 +443,10 @@ class Gateway:
             self.backend.close()
         return done
 
+
+#: Most distinct unknown send fields logged by one process (each once), so that a backend sending
+#: random keys cannot grow the gateway's memory.
+MAX_UNKNOWN_KEYS_LOGGED = 100
 
 #: The close detail of a connect that the backend may have accepted although the client got no
 #: stream (so it must hear ``disconnect``, reason ``error``); other failures need none. A

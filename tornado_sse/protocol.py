@@ -45,12 +45,18 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """A validated item of ``POST /internal/send``: exactly one of ``token`` and ``channel``."""
+    """A validated item of ``POST /internal/send``: exactly one of ``token`` and ``channel``.
+
+    ``unknown`` names the keys the item carried that the contract does not know, in order
+    (``"nmae"``, or ``"event.nmae"`` inside the event): they are ignored, but a typo in one
+    would silently turn a named event into a ``message``, so the gateway logs them.
+    """
 
     token: str | None
     channel: str | None
     event: Event | None
     close: bool
+    unknown: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,13 +177,28 @@ def is_valid_channel(name: object) -> bool:
     return isinstance(name, str) and _CHANNEL_RE.fullmatch(name) is not None
 
 
+#: The keys of a send item, and of its ``event``, that the contract knows.
+SEND_KEYS = frozenset({"token", "channel", "event", "close"})
+EVENT_KEYS = frozenset({"name", "data", "id"})
+
+
+def unknown_keys(item: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of a send ``item`` (and, as ``event.<key>``, of its ``event`` object) that are
+    not in :data:`SEND_KEYS` or :data:`EVENT_KEYS`, in their order."""
+    unknown = [key for key in item if key not in SEND_KEYS]
+    event = item.get("event")
+    if isinstance(event, dict):
+        unknown += ["event." + key for key in event if key not in EVENT_KEYS]
+    return tuple(unknown)
+
+
 def validate_send(item: Any) -> SendRequest:
     """Validate one ``/internal/send`` object, in the order of the wire contract.
 
     Raises :class:`InvalidRequest` with the code of the first rule broken:
     ``INVALID_JSON``, ``INVALID_TOKEN_MISSING``, ``INVALID_CHANNEL``, ``INVALID_EVENT_TYPE``,
     ``INVALID_EVENT_DATA_MISSING``, ``INVALID_EVENT_NAME_TYPE``, ``INVALID_EVENT_ID``,
-    ``INVALID_CLOSE_TYPE``.
+    ``INVALID_CLOSE_TYPE``. Unknown keys are no error: :attr:`SendRequest.unknown` names them.
     """
     if not isinstance(item, dict):
         raise InvalidRequest("INVALID_JSON", "each send must be a JSON object")
@@ -209,7 +230,9 @@ def validate_send(item: Any) -> SendRequest:
     if close and channel is not None:
         raise InvalidRequest("INVALID_CLOSE_TYPE", "'close' cannot be used with a channel")
 
-    return SendRequest(token=token, channel=channel, event=event, close=close)
+    return SendRequest(
+        token=token, channel=channel, event=event, close=close, unknown=unknown_keys(item)
+    )
 
 
 def _validate_event(event: Any) -> Event:
