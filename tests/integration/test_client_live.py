@@ -121,6 +121,32 @@ async def test_connections_lists_the_open_streams(gateway, backend, kind, client
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
+async def test_history_lists_a_channels_kept_events_and_pages_with_since(
+    gateway, backend, kind, clients
+):
+    backend.connect_answer = Answer(body=b'{"channels": ["room.9"]}')
+    gw = gateway(history_size=3)
+    watcher, _ = await open_with_token(gw, backend)
+    api = clients(kind, gw.internal_url)
+    for i in range(4):
+        await api.publish("room.9", "e%d" % i, name="chat" if i % 2 else None)
+    e0 = (await watcher.wait_events(4))[0].last_event_id
+    whole = await api.history("room.9")
+    assert [(e["event"], e["data"]) for e in whole["events"]] == [
+        ("chat", "e1"),
+        (None, "e2"),
+        ("chat", "e3"),
+    ]
+    assert whole["complete"] is True
+    first = whole["events"][0]["id"]
+    page = await api.history("room.9", since=first, limit=1)
+    assert [e["data"] for e in page["events"]] == ["e2"] and page["complete"] is True
+    dropped = await api.history("room.9", since=str(int(e0) - 1))
+    assert dropped["complete"] is False  # e0 was dropped
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.gen_test(timeout=20)
 async def test_unknown_token_raises_token_not_found(gateway, kind, clients):
     gw = gateway()
     api = clients(kind, gw.internal_url)

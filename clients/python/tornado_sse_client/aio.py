@@ -26,6 +26,8 @@ from .messages import (
     connections_path,
     decode_response,
     encode_json,
+    history_answer,
+    history_path,
     request_headers,
     send_item,
     send_status,
@@ -233,6 +235,12 @@ class AsyncGateway:
     async def connections(self, limit: int = 100) -> dict[str, Any]:
         """See :meth:`tornado_sse_client.Gateway.connections`."""
         return connections_answer(await self._call("GET", connections_path(limit), None))
+
+    async def history(
+        self, channel: str, since: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """See :meth:`tornado_sse_client.Gateway.history`."""
+        return history_answer(await self._call("GET", history_path(channel, since, limit), None))
 
     async def close_idle(self) -> None:
         """Close this client's idle connections; it stays usable."""

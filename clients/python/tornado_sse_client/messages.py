@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http
 import json
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from .errors import (
 
 SEND_PATH = "/internal/send"
 CONNECTIONS_PATH = "/internal/connections"
+HISTORY_PATH = "/internal/history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +201,18 @@ def base_url(url: str) -> str:
 def connections_path(limit: int) -> str:
     """The request target of ``/internal/connections`` for ``limit``."""
     return f"{CONNECTIONS_PATH}?limit={int(limit)}"
+
+
+def history_path(channel: str, since: str | None, limit: int) -> str:
+    """The request target of ``/internal/history`` for ``channel``, ``since`` and ``limit``."""
+    query = {"channel": channel, "limit": str(int(limit))}
+    if since is not None:
+        query["since"] = since
+    return f"{HISTORY_PATH}?{urllib.parse.urlencode(query)}"
+
+
+def history_answer(answer: Any) -> dict[str, Any]:
+    """A decoded 2xx answer of ``/internal/history``, checked to have its ``events`` list."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("events"), list):
+        raise GatewayClientError(f"unexpected answer to history: {answer!r}", status=200)
+    return answer

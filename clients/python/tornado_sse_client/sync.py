@@ -22,6 +22,8 @@ from .messages import (
     connections_path,
     decode_response,
     encode_json,
+    history_answer,
+    history_path,
     request_headers,
     send_item,
     send_status,
@@ -157,6 +159,13 @@ class Gateway:
     def connections(self, limit: int = 100) -> dict[str, Any]:
         """``{"count": <open streams>, "connections": [<at most limit of them>]}``."""
         return connections_answer(self._call("GET", connections_path(limit), None))
+
+    def history(self, channel: str, since: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """A channel's kept events, oldest first, after the id ``since`` (all kept ones
+        without it), at most ``limit`` (1-1000): ``{"channel", "events": [{"id", "event",
+        "data"}], "complete"}``; ``complete`` is False when events after ``since`` were
+        dropped. Page on with ``since`` = the last event's id."""
+        return history_answer(self._call("GET", history_path(channel, since, limit), None))
 
     def close_idle(self) -> None:
         """Close this client's idle connections; it stays usable (later calls connect anew)."""
