@@ -34,6 +34,7 @@ class CloseDetail(enum.StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     BAD_CALLBACK_RESPONSE = "bad_callback_response"
     WRITE_FAILED = "write_failed"
+    USER_LIMIT = "user_limit"
 
 
 class Outcome(enum.StrEnum):
@@ -108,6 +109,16 @@ class InvalidChannel(GatewayError):
         super().__init__("'channel' must be 1-200 printable ASCII characters without spaces")
 
 
+class InvalidUser(GatewayError):
+    """A user id no connect answer could carry (400)."""
+
+    status = 400
+    code = "INVALID_USER"
+
+    def __init__(self) -> None:
+        super().__init__("'user' must be 1-200 printable ASCII characters without spaces")
+
+
 class InvalidSince(GatewayError):
     """A ``since`` that is not an event id the gateway could have issued (400)."""
 
@@ -170,6 +181,17 @@ class BufferFull(GatewayError):
 
     status = 429
     code = "BUFFER_FULL"
+
+
+class TooManyStreams(GatewayError):
+    """The connect answer names a user who already holds ``MAX_STREAMS_PER_USER`` streams,
+    cluster-wide (429)."""
+
+    status = 429
+    code = "TOO_MANY_STREAMS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("this user already holds the most streams allowed (%d)" % limit)
 
 
 class HeadersTooLarge(GatewayError):
