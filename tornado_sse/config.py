@@ -57,6 +57,9 @@ class Settings:
     shutdown_timeout_seconds: float = 25.0
     retry_on_unavailable: bool = False
     redis_url: str | None = None
+    max_streams_per_user: int = 0
+    presence_events: str = ""
+    presence_leave_delay_seconds: float = 5.0
     processes: int = 1
     log_format: str = "text"
     log_level: str = "info"
@@ -71,6 +74,11 @@ class Settings:
             rules=parse_rules(self.history_rules),
             max_bytes=self.history_max_bytes,
         )
+
+    @property
+    def presence_event_globs(self) -> tuple[str, ...]:
+        """The channel globs of ``PRESENCE_EVENTS`` (empty: no presence events)."""
+        return tuple(g.strip() for g in self.presence_events.split(",") if g.strip())
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -234,6 +242,21 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),
+    _Spec(
+        "max_streams_per_user",
+        _int_between(0),
+        "streams one user may hold, cluster-wide (0: no limit)",
+    ),
+    _Spec(
+        "presence_events",
+        _text,
+        "globs of channels that get presence_join/presence_leave events: 'room.*,lobby'",
+    ),
+    _Spec(
+        "presence_leave_delay_seconds",
+        _seconds(0),
+        "seconds without a stream before a user's presence_leave is announced",
+    ),
     _Spec(
         "processes",
         _processes,

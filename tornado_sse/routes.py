@@ -31,6 +31,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/internal/send", "send", internal=True),
     Route("/internal/connections", "connections", internal=True),
     Route("/internal/history", "history", internal=True),
+    Route("/internal/presence", "presence", internal=True),
+    Route("/internal/subscribe", "subscribe", internal=True),
+    Route("/internal/unsubscribe", "unsubscribe", internal=True),
     Route("/metrics", "metrics", internal=True),
 )
 
