@@ -290,7 +290,7 @@ class Presence:
             return
         if user is not None:
             for channel in due:
-                self._later(self.delay, self._settle(channel, user))
+                self._later(self.delay, channel, user)
 
     async def _settle(self, channel: str, user: str) -> None:
         try:
@@ -364,15 +364,15 @@ class Presence:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _later(self, seconds: float, coro: Any) -> None:
+    def _later(self, seconds: float, channel: str, user: str) -> None:
+        """Check the leave of ``user`` from ``channel`` in ``seconds``."""
         if self._closed:
-            coro.close()
             return
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(timer)
-            self._spawn(coro)
+            self._spawn(self._settle(channel, user))
 
         timer = loop.call_later(seconds, fire)
         self._timers.add(timer)

@@ -22,14 +22,17 @@ count streams there; after the link comes back each instance writes its counts a
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
 from ..errors import TooManyStreams
 from ..presence import Leave, Member, Snapshot
 from .link import RedisLink
+
+T = TypeVar("T")
 
 #: Seconds a presence or user key lives after its last write (refreshed every third of it).
 KEY_TTL = 3600
@@ -277,7 +280,9 @@ class PresenceStore:
         flags = ["1" if c in announce else "0" for c in channels]
         args = self._args() + [user or "", -1 if limit is None else limit, info_text, *flags]
         try:
-            result = await self._enter(keys=self._keys(user, channels), args=args)
+            result = await self._run(
+                lambda: self._enter(keys=self._keys(user, channels), args=args)
+            )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         if int(result[0]) == 0:
@@ -302,7 +307,7 @@ class PresenceStore:
         flags = ["1" if c in announce else "0" for c in channels]
         args = self._args() + [user or "", "1" if stream else "0", *flags]
         try:
-            due = await self._exit(keys=self._keys(user, channels), args=args)
+            due = await self._run(lambda: self._exit(keys=self._keys(user, channels), args=args))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return [channels[int(i) - 1] for i in due]
@@ -312,7 +317,9 @@ class PresenceStore:
         self.link.require()
         args = self._args() + [user, int(delay * 1000)]
         try:
-            result = await self._settle(keys=self._channel_keys(channel), args=args)
+            result = await self._run(
+                lambda: self._settle(keys=self._channel_keys(channel), args=args)
+            )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         if int(result[0]) == 0:
@@ -324,8 +331,8 @@ class PresenceStore:
         self.link.require()
         args = self._args() + [int(delay * 1000)]
         try:
-            anonymous, flat, left = await self._presence(
-                keys=self._channel_keys(channel), args=args
+            anonymous, flat, left = await self._run(
+                lambda: self._presence(keys=self._channel_keys(channel), args=args)
             )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
@@ -340,6 +347,25 @@ class PresenceStore:
             Leave(channel, left[k].decode(), _info(left[k + 1])) for k in range(0, len(left), 2)
         )
         return Snapshot(users=tuple(users), anonymous=int(anonymous), leaves=leaves)
+
+    async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()`` as background work of the link, so that closing the link waits for
+        it instead of cutting it (a count in flight at shutdown still reaches Redis)."""
+        self.link.require()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        async def job() -> None:
+            try:
+                result = await call()
+            except BaseException as exc:  # handed to the caller
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(result)
+
+        self.link.spawn(job())
+        return await done
 
     async def holders(self, user: str) -> list[str]:
         """The live instances holding streams of ``user`` (this one included); raises
