@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from typing import Any
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
 
@@ -464,3 +466,49 @@ async def test_subscribe_a_token_held_by_another_instance(redis_cluster, backend
     assert [e.data for e in await stream.wait_events(1)] == ["one"]
     status, answer = await post(b, "/internal/subscribe", {"token": "nope", "channels": ["x"]})
     assert (status, answer["error"]["code"]) == (404, "TOKEN_NOT_FOUND")
+
+
+# -- a crashed instance (gateway processes) -----------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(cluster, backend):
+    backend.answer_for = by_path
+    env = {"PRESENCE_EVENTS": "room.*", "PRESENCE_LEAVE_DELAY_SECONDS": "0.3"}
+    a, b = await cluster(2, **env)
+    streams = [await a.stream("/sse/-/room.1/watcher")]
+    streams += [await a.stream("/sse/ann/room.1/1"), await b.stream("/sse/ann/room.1/2")]
+    streams += [await b.stream("/sse/bob/room.1/1")]
+    try:
+        assert [s.status for s in streams] == [200] * 4
+        watcher = streams[0]
+        await watcher.wait_events(2)  # ann's and bob's joins
+        b.signal(signal.SIGKILL)
+        await b.wait(10)
+        started = time.monotonic()
+        while True:  # bounded: the contract gives 60 s
+            body = await fetch_presence(a, "room.1")
+            if [u["user"] for u in body["users"]] == ["ann"]:
+                break
+            assert time.monotonic() - started < 60, body
+            await asyncio.sleep(0.25)
+        assert body["users"] == [{"user": "ann", "info": {"name": "Ann"}, "streams": 1}]
+        assert body["anonymous"] == 1
+        left = 60 - (time.monotonic() - started)
+        events = await watcher.wait_events(3, timeout=max(left, 1))
+        assert presence_events(events)[2] == (
+            "presence_leave",
+            {"user": "bob", "info": {"name": "Bob"}},
+        )
+        assert time.monotonic() - started < 60
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+async def fetch_presence(gw: Any, channel: str) -> dict[str, Any]:
+    response = await AsyncHTTPClient().fetch(
+        gw.base_url + "/internal/presence?channel=" + channel, raise_error=False
+    )
+    assert response.code == 200, response.body
+    return json.loads(response.body)
