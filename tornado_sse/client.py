@@ -1,4 +1,5 @@
-"""The backend's client for the internal API: ``/internal/send`` and ``/internal/connections``.
+"""The backend's client for the internal API: sends (to a token, a channel or a user),
+live subscriptions, connections, presence and history.
 
 Two clients with one API: :class:`Gateway` blocks and uses the standard library only (it works
 in any WSGI backend); :class:`AsyncGateway` has the same methods as coroutines on Tornado's
@@ -22,6 +23,7 @@ import http
 import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 
 SEND_PATH = "/internal/send"
 CONNECTIONS_PATH = "/internal/connections"
+SUBSCRIBE_PATH = "/internal/subscribe"
+UNSUBSCRIBE_PATH = "/internal/unsubscribe"
+PRESENCE_PATH = "/internal/presence"
+HISTORY_PATH = "/internal/history"
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +111,7 @@ def send_item(
     token: str | None = None,
     *,
     channel: str | None = None,
+    user: str | None = None,
     data: str | None = None,
     name: str | None = None,
     id: str | None = None,
@@ -112,14 +119,16 @@ def send_item(
 ) -> dict[str, Any]:
     """One ``/internal/send`` object, as sent alone or as an item of :meth:`Gateway.batch`.
 
-    Give exactly one of ``token`` and ``channel``. ``event`` is present only when ``data`` is
-    not ``None``; ``event.name`` and ``event.id`` only when not ``None``; ``close`` only when
-    true. Raises ``ValueError`` when both or neither of ``token`` and ``channel`` are given, or
-    ``name`` or ``id`` without ``data``; everything else is left for the gateway to validate.
+    Give exactly one of ``token``, ``channel`` and ``user``. ``event`` is present only when
+    ``data`` is not ``None``; ``event.name`` and ``event.id`` only when not ``None``; ``close``
+    only when true. Raises ``ValueError`` when not exactly one target is given, or ``name`` or
+    ``id`` without ``data``; everything else is left for the gateway to validate.
     """
-    if (token is None) == (channel is None):
-        raise ValueError("give exactly one of token and channel")
-    item: dict[str, Any] = {"channel": channel} if token is None else {"token": token}
+    targets = {"token": token, "channel": channel, "user": user}
+    given = {key: value for key, value in targets.items() if value is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one of token, channel and user")
+    item: dict[str, Any] = dict(given)
     if data is not None:
         event: dict[str, str] = {}
         if name is not None:
@@ -133,6 +142,18 @@ def send_item(
     if close:
         item["close"] = True
     return item
+
+
+def subscription_body(
+    channels: list[str], token: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """The body of ``/internal/subscribe`` or ``/internal/unsubscribe``: exactly one of
+    ``token`` and ``user`` (``ValueError`` otherwise), and the channels."""
+    if (token is None) == (user is None):
+        raise ValueError("give exactly one of token and user")
+    body: dict[str, Any] = {"token": token} if token is not None else {"user": user}
+    body["channels"] = list(channels)
+    return body
 
 
 def encode_json(value: Any) -> bytes:
@@ -250,8 +271,35 @@ def _base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _connections_path(limit: int) -> str:
-    return f"{CONNECTIONS_PATH}?limit={int(limit)}"
+def _streams(answer: Any) -> int:
+    streams = answer.get("streams") if isinstance(answer, dict) else None
+    if not isinstance(streams, int):
+        raise GatewayClientError(f"unexpected answer: {answer!r}", status=200)
+    return streams
+
+
+def _object(answer: Any, what: str) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise GatewayClientError(f"unexpected answer to {what}: {answer!r}", status=200)
+    return answer
+
+
+def _connections_path(limit: int, user: str | None = None) -> str:
+    query = {"limit": str(int(limit))}
+    if user is not None:
+        query["user"] = user
+    return f"{CONNECTIONS_PATH}?{urllib.parse.urlencode(query)}"
+
+
+def _presence_path(channel: str) -> str:
+    return f"{PRESENCE_PATH}?{urllib.parse.urlencode({'channel': channel})}"
+
+
+def _history_path(channel: str, since: str | None, limit: int) -> str:
+    query = {"channel": channel, "limit": str(int(limit))}
+    if since is not None:
+        query["since"] = since
+    return f"{HISTORY_PATH}?{urllib.parse.urlencode(query)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,9 +363,53 @@ class Gateway:
         """
         return _batch_results(self._post(items), len(items))
 
-    def connections(self, limit: int = 100) -> dict[str, Any]:
-        """``{"count": <open streams>, "connections": [<at most limit of them>]}``."""
-        return _connections(self._call("GET", _connections_path(limit), None))
+    def connections(self, limit: int = 100, user: str | None = None) -> dict[str, Any]:
+        """``{"count": <open streams>, "connections": [<at most limit of them>]}``; with
+        ``user``, only that user's streams, on every instance."""
+        return _connections(self._call("GET", _connections_path(limit, user), None))
+
+    def send_to_user(
+        self,
+        user: str,
+        data: str | None,
+        name: str | None = None,
+        id: str | None = None,
+        close: bool = False,
+    ) -> int:
+        """Send one event (none when ``data`` is ``None``) to every stream of ``user``, on every
+        instance, then end them when ``close``. Returns how many streams it reached (0 when the
+        user has none)."""
+        return _streams(self._post(send_item(user=user, data=data, name=name, id=id, close=close)))
+
+    def close_user(self, user: str) -> int:
+        """End every stream of ``user``; returns how many there were."""
+        return _streams(self._post(send_item(user=user, close=True)))
+
+    def subscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """Add ``channels`` to the stream of ``token``, or to every stream of ``user``, without
+        a reconnect; every publish after this returns reaches them. Returns how many streams
+        changed; raises :class:`TokenNotFound` for an unknown token."""
+        body = subscription_body(channels, token, user)
+        return _streams(self._call("POST", SUBSCRIBE_PATH, encode_json(body)))
+
+    def unsubscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """Remove ``channels`` (see :meth:`subscribe`)."""
+        body = subscription_body(channels, token, user)
+        return _streams(self._call("POST", UNSUBSCRIBE_PATH, encode_json(body)))
+
+    def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on ``channel``: ``{"channel", "users": [{"user", "info", "streams"}],
+        "anonymous"}``."""
+        return _object(self._call("GET", _presence_path(channel), None), "presence")
+
+    def history(self, channel: str, since: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """The channel's kept events after ``since``: ``{"channel", "events": [{"id", "event",
+        "data"}], "complete"}`` (``complete`` false when events after ``since`` were dropped)."""
+        return _object(self._call("GET", _history_path(channel, since, limit), None), "history")
 
     def _post(self, value: Any) -> Any:
         return self._call("POST", SEND_PATH, encode_json(value))
@@ -392,9 +484,50 @@ class AsyncGateway:
         """See :meth:`Gateway.batch`."""
         return _batch_results(await self._post(items), len(items))
 
-    async def connections(self, limit: int = 100) -> dict[str, Any]:
+    async def connections(self, limit: int = 100, user: str | None = None) -> dict[str, Any]:
         """See :meth:`Gateway.connections`."""
-        return _connections(await self._call("GET", _connections_path(limit), None))
+        return _connections(await self._call("GET", _connections_path(limit, user), None))
+
+    async def send_to_user(
+        self,
+        user: str,
+        data: str | None,
+        name: str | None = None,
+        id: str | None = None,
+        close: bool = False,
+    ) -> int:
+        """See :meth:`Gateway.send_to_user`."""
+        item = send_item(user=user, data=data, name=name, id=id, close=close)
+        return _streams(await self._post(item))
+
+    async def close_user(self, user: str) -> int:
+        """See :meth:`Gateway.close_user`."""
+        return _streams(await self._post(send_item(user=user, close=True)))
+
+    async def subscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """See :meth:`Gateway.subscribe`."""
+        body = subscription_body(channels, token, user)
+        return _streams(await self._call("POST", SUBSCRIBE_PATH, encode_json(body)))
+
+    async def unsubscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """See :meth:`Gateway.unsubscribe`."""
+        body = subscription_body(channels, token, user)
+        return _streams(await self._call("POST", UNSUBSCRIBE_PATH, encode_json(body)))
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """See :meth:`Gateway.presence`."""
+        return _object(await self._call("GET", _presence_path(channel), None), "presence")
+
+    async def history(
+        self, channel: str, since: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """See :meth:`Gateway.history`."""
+        path = _history_path(channel, since, limit)
+        return _object(await self._call("GET", path, None), "history")
 
     async def _post(self, value: Any) -> Any:
         return await self._call("POST", SEND_PATH, encode_json(value))
