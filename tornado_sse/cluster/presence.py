@@ -21,8 +21,8 @@ count streams there; after the link comes back each instance writes its counts a
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar
 
@@ -156,8 +156,9 @@ return {1, info}
 """
 )
 
-# KEYS: one four. ARGV[4]: leave delay in ms. Drops the counts of dead instances; returns
-# {anonymous, {user, streams, info, ...}, {user, info, ...} of leaves decided now}.
+# KEYS: one four. ARGV[4]: leave delay in ms. Drops the counts of dead instances; returns one
+# JSON text (one string to parse, not thousands of replies):
+# [anonymous, [[user, streams, info], ...], [[user, info] of the leaves decided now, ...]].
 PRESENCE_SCRIPT = (
     _COMMON
     + """
@@ -181,11 +182,15 @@ end
 local known = {}
 local pairs_ = redis.call('HGETALL', infos)
 for k = 1, #pairs_, 2 do known[pairs_[k]] = pairs_[k + 1] end
+local function quoted(text)
+  if string.find(text, '["\\]') then return cjson.encode(text) end
+  return '"' .. text .. '"'
+end
 local users = {}
 for user, n in pairs(counts) do
-  table.insert(users, user)
-  table.insert(users, n)
-  table.insert(users, known[user] or '')
+  local info = known[user]
+  if info == nil or info == '' then info = 'null' end
+  users[#users + 1] = '[' .. quoted(user) .. ',' .. n .. ',' .. info .. ']'
 end
 local leaves = {}
 local states = redis.call('HGETALL', announced)
@@ -197,12 +202,14 @@ for k = 1, #states, 2 do
     elseif now >= tonumber(string.sub(state, 2)) + delay then
       redis.call('HDEL', announced, user)
       redis.call('HDEL', infos, user)
-      table.insert(leaves, user)
-      table.insert(leaves, known[user] or '')
+      local info = known[user]
+      if info == nil or info == '' then info = 'null' end
+      leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. info .. ']'
     end
   end
 end
-return {anonymous, users, leaves}
+return '[' .. anonymous .. ',[' .. table.concat(users, ',') .. '],[' .. table.concat(leaves, ',')
+  .. ']]'
 """
 )
 
@@ -331,21 +338,17 @@ class PresenceStore:
         self.link.require()
         args = self._args() + [int(delay * 1000)]
         try:
-            anonymous, flat, left = await self._run(
+            raw = await self._run(
                 lambda: self._presence(keys=self._channel_keys(channel), args=args)
             )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
+        anonymous, listed, left = json.loads(raw)
         users = sorted(
-            (
-                Member(flat[k].decode(), int(flat[k + 1]), _info(flat[k + 2]))
-                for k in range(0, len(flat), 3)
-            ),
+            (Member(user, streams, _object(info)) for user, streams, info in listed),
             key=lambda member: member.user,
         )
-        leaves = tuple(
-            Leave(channel, left[k].decode(), _info(left[k + 1])) for k in range(0, len(left), 2)
-        )
+        leaves = tuple(Leave(channel, user, _object(info)) for user, info in left)
         return Snapshot(users=tuple(users), anonymous=int(anonymous), leaves=leaves)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -408,6 +411,10 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def _info(raw: bytes) -> dict[str, Any] | None:
