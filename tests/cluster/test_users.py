@@ -296,7 +296,11 @@ async def test_anonymous_streams_and_other_channels_get_no_presence_events(insta
 async def test_a_user_send_reaches_3_streams_on_2_instances(redis_cluster):
     a, b, c = redis_cluster(3)
     await ready(a, b, c)
-    tabs = [await a.open("/sse/ann/-/1"), await a.open("/sse/ann/-/2"), await b.open("/sse/ann/-/3")]
+    tabs = [
+        await a.open("/sse/ann/-/1"),
+        await a.open("/sse/ann/-/2"),
+        await b.open("/sse/ann/-/3"),
+    ]
     other = await b.open("/sse/bob/-/1")
     assert await c.send({"user": "ann", "event": {"data": "hello", "name": "greet"}}) == (
         200,
@@ -315,7 +319,11 @@ async def test_a_user_send_reaches_3_streams_on_2_instances(redis_cluster):
 async def test_a_user_close_ends_every_stream_with_one_disconnect_each(redis_cluster, backend):
     a, b, c = redis_cluster(3)
     await ready(a, b, c)
-    tabs = [await a.open("/sse/ann/-/1"), await a.open("/sse/ann/-/2"), await b.open("/sse/ann/-/3")]
+    tabs = [
+        await a.open("/sse/ann/-/1"),
+        await a.open("/sse/ann/-/2"),
+        await b.open("/sse/ann/-/3"),
+    ]
     await b.open("/sse/bob/-/1")
     assert await c.send({"user": "ann", "event": {"data": "bye"}, "close": True}) == (
         200,
