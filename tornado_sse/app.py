@@ -23,8 +23,11 @@ from .handlers import (
     HeadersTooLargeHandler,
     HistoryHandler,
     NotFoundHandler,
+    PresenceHandler,
     SendHandler,
     StreamHandler,
+    SubscriptionHandler,
+    UnsubscriptionHandler,
 )
 from .metrics import Metrics
 from .ops import HealthHandler, MetricsHandler, ReadyHandler, log_request
@@ -38,6 +41,9 @@ HANDLERS: dict[str, type] = {
     "send": SendHandler,
     "connections": ConnectionsHandler,
     "history": HistoryHandler,
+    "presence": PresenceHandler,
+    "subscribe": SubscriptionHandler,
+    "unsubscribe": UnsubscriptionHandler,
     "metrics": MetricsHandler,
     "stats": StatsHandler,
     "dashboard": DashboardHandler,

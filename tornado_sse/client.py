@@ -29,6 +29,7 @@ from tornado_sse_client.messages import (
     error_for,
     request_headers,
     send_item,
+    subscription_body,
 )
 from tornado_sse_client.sync import Gateway
 
@@ -52,6 +53,7 @@ __all__ = [
     "error_for",
     "request_headers",
     "send_item",
+    "subscription_body",
 ]
 
 

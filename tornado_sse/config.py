@@ -68,6 +68,9 @@ class Settings:
     redis_sentinels: str | None = None
     redis_sentinel_master: str | None = None
     redis_connect_timeout_seconds: float = 10.0
+    max_streams_per_user: int = 0
+    presence_events: str = ""
+    presence_leave_delay_seconds: float = 5.0
     processes: int = 1
     reuse_port: bool = False
     log_format: str = "text"
@@ -93,6 +96,11 @@ class Settings:
             rules=parse_rules(self.history_rules),
             max_bytes=self.history_max_bytes,
         )
+
+    @property
+    def presence_event_globs(self) -> tuple[str, ...]:
+        """The channel globs of ``PRESENCE_EVENTS`` (empty: no presence events)."""
+        return tuple(g.strip() for g in self.presence_events.split(",") if g.strip())
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -297,6 +305,21 @@ SPECS: tuple[_Spec, ...] = (
         "redis_connect_timeout_seconds",
         _seconds(0),
         "seconds to wait for Redis at start-up before opening the port anyway (readyz 503)",
+    ),
+    _Spec(
+        "max_streams_per_user",
+        _int_between(0),
+        "streams one user may hold, cluster-wide (0: no limit)",
+    ),
+    _Spec(
+        "presence_events",
+        _text,
+        "globs of channels that get presence_join/presence_leave events: 'room.*,lobby'",
+    ),
+    _Spec(
+        "presence_leave_delay_seconds",
+        _seconds(0),
+        "seconds without a stream before a user's presence_leave is announced",
     ),
     _Spec(
         "processes",

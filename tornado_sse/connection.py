@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import BufferFull, CloseDetail, CloseReason
 from .protocol import RequestSnapshot
@@ -54,6 +54,10 @@ class Connection:
         "close_detail",
         "backend_may_know",
         "subscribed",
+        "user",
+        "info",
+        "counted",
+        "channel_changes",
         "held",
         "_pending",
         "_pending_close",
@@ -72,6 +76,16 @@ class Connection:
         self.backend_may_know = False
         #: Whether the broker counts this stream on its channels (undone when it ends).
         self.subscribed = False
+        #: The user this stream belongs to (``None``: anonymous) and the info shown beside
+        #: them in presence (a JSON object), from the connect answer.
+        self.user: str | None = None
+        self.info: dict[str, Any] | None = None
+        #: The channels presence counts this stream on (and its user's stream count), or
+        #: ``None`` while it is not counted; undone when it ends.
+        self.counted: tuple[str, ...] | None = None
+        #: Live subscription changes that arrived before the connect answer, applied to the
+        #: channels it names, in order: ``(add, channels)``; ``None`` once the answer is in.
+        self.channel_changes: list[tuple[bool, tuple[str, ...]]] | None = []
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None

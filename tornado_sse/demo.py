@@ -2,11 +2,16 @@
 
 ``tornado-sse demo`` (or ``python -m tornado_sse.demo``) starts:
 
-- a backend on a free loopback port that accepts every stream, subscribes it to the ``clock``
-  channel, greets each new token with an event of its own, and publishes the time every second
-  through ``POST /internal/send``, exactly as a real backend would;
-- the gateway on ``PORT`` (default 3000) with ``CALLBACK_URL`` pointing at that backend;
-- a page at ``/`` whose ``EventSource`` shows the events as they arrive.
+- a backend on a free loopback port that accepts every stream as the user its page names
+  (``?name=``), subscribes it to the ``clock`` and ``lobby`` channels, greets each new token with
+  an event of its own, and publishes the time every second through ``POST /internal/send``,
+  exactly as a real backend would;
+- the gateway on ``PORT`` (default 3000) with ``CALLBACK_URL`` pointing at that backend, and
+  presence events on ``lobby`` (``PRESENCE_EVENTS``, unless set otherwise);
+- a page at ``/`` whose ``EventSource`` shows the events as they arrive and who is online: it
+  asks ``/who`` (the demo's window on ``/internal/presence``) again at each ``presence_join`` and
+  ``presence_leave``. Tabs of one browser share a name (one user, several streams); a private
+  window gets another.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
@@ -47,8 +53,19 @@ PAGE = """<!doctype html>
 <body>
 <h1>tornado_sse demo</h1>
 <p>EventSource on <code>/sse/demo</code>: <span id="state">connecting</span></p>
+<p>You are <b id="me"></b>. Online in the lobby: <span id="who">nobody yet</span></p>
 <ol id="events" reversed></ol>
 <script>
+const params = new URLSearchParams(location.search);
+const name = params.get("name") || localStorage.getItem("demo-name")
+  || "guest-" + Math.random().toString(36).slice(2, 6);
+localStorage.setItem("demo-name", name);
+document.getElementById("me").textContent = name;
+async function who() {
+  const body = await (await fetch("/who")).json();
+  const users = body.users.map((u) => u.user + (u.streams > 1 ? " (" + u.streams + " tabs)" : ""));
+  document.getElementById("who").textContent = users.join(", ") || "nobody";
+}
 const list = document.getElementById("events");
 const state = document.getElementById("state");
 function show(kind, e) {
@@ -57,11 +74,14 @@ function show(kind, e) {
   list.prepend(item);
   while (list.children.length > 50) list.lastChild.remove();
 }
-const source = new EventSource("/sse/demo");
-source.onopen = () => { state.textContent = "open"; };
+const source = new EventSource("/sse/demo?name=" + encodeURIComponent(name));
+source.onopen = () => { state.textContent = "open"; who(); };
 source.onerror = () => { state.textContent = "reconnecting"; };
 source.addEventListener("welcome", (e) => show("welcome", e));
 source.addEventListener("tick", (e) => show("tick", e));
+for (const type of ["presence_join", "presence_leave"]) {
+  source.addEventListener(type, (e) => { show(type, e); who(); });
+}
 </script>
 </body></html>
 """
@@ -75,8 +95,31 @@ class PageHandler(RequestHandler):
         self.finish(PAGE)
 
 
+class WhoHandler(RequestHandler):
+    """``GET /who`` on the gateway's port: the lobby's presence, for the page."""
+
+    def initialize(self, gateway: InternalAPI) -> None:
+        self.gateway = gateway
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(await self.gateway.presence(LOBBY))
+
+
+#: The channel whose presence the page shows.
+LOBBY = "lobby"
+
+
+def user_of(url: str) -> str:
+    """The user a demo stream belongs to: its ``name`` query parameter (``guest`` without)."""
+    names = parse_qs(urlsplit(url).query).get("name") or ["guest"]
+    name = "".join(c for c in names[0] if "!" <= c <= "~")[:40]
+    return name or "guest"
+
+
 class CallbackHandler(RequestHandler):
-    """The demo backend's callback endpoint: accept everyone, greet them, log disconnects."""
+    """The demo backend's callback endpoint: accept everyone as the user their page names,
+    greet them, log disconnects."""
 
     def initialize(self, gateway: InternalAPI) -> None:
         self.gateway = gateway
@@ -87,7 +130,8 @@ class CallbackHandler(RequestHandler):
             log.info("backend: connect", extra=fields(token=body["token"]))
             # Sent while the connect callback is still in flight: the gateway buffers it.
             asyncio.get_running_loop().create_task(self._greet(body["token"]))
-            self.finish({"channels": ["clock"]})
+            user = user_of(body["request"]["url"])
+            self.finish({"channels": ["clock", LOBBY], "user": user, "info": {"name": user}})
         else:
             log.info(
                 "backend: disconnect", extra=fields(token=body["token"], reason=body["reason"])
@@ -103,6 +147,7 @@ class InternalAPI:
     """Where the demo backend sends: the gateway's internal API, with its secret if set."""
 
     def __init__(self, url: str, secret: str | None) -> None:
+        self.base = url
         self.url = url + "/internal/send"
         self.headers = {"Content-Type": "application/json"}
         if secret:
@@ -114,6 +159,15 @@ class InternalAPI:
         )
         if response.code != 200:
             log.warning("backend: send answered", extra=fields(status=response.code))
+
+    async def presence(self, channel: str) -> bytes:
+        """The JSON of ``/internal/presence`` for ``channel``."""
+        response = await AsyncHTTPClient().fetch(
+            self.base + "/internal/presence?channel=" + channel,
+            headers=self.headers,
+            raise_error=False,
+        )
+        return response.body or b'{"users": []}'
 
     async def clock(self) -> None:
         """Publish the time on the ``clock`` channel every second."""
@@ -131,12 +185,14 @@ async def run(argv: Sequence[str]) -> int:
         "http://127.0.0.1:%d" % (settings.internal_port or settings.port), settings.internal_secret
     )
     settings = replace(settings, callback_url="http://127.0.0.1:%d/callback" % backend_port)
+    if not settings.presence_events:
+        settings = replace(settings, presence_events=LOBBY, presence_leave_delay_seconds=1.0)
     sockets = server.Sockets.bind(settings)  # first: a port in use stops the demo at once
 
     backend = HTTPServer(Application([(r"/callback", CallbackHandler, {"gateway": internal})]))
     backend.add_sockets(backend_socket)
     app = make_app(settings)
-    app.add_handlers(r".*", [(r"/", PageHandler)])
+    app.add_handlers(r".*", [(r"/", PageHandler), (r"/who", WhoHandler, {"gateway": internal})])
     log.info("demo: open http://localhost:%d/ in a browser (Ctrl-C stops)", settings.port)
     clock = asyncio.get_running_loop().create_task(internal.clock())
     status = await serve(settings, app, sockets)

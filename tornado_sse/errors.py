@@ -35,6 +35,7 @@ class CloseDetail(enum.StrEnum):
     BAD_CALLBACK_RESPONSE = "bad_callback_response"
     WRITE_FAILED = "write_failed"
     INSTANCE_LOST = "instance_lost"
+    USER_LIMIT = "user_limit"
 
 
 class Outcome(enum.StrEnum):
@@ -109,6 +110,16 @@ class InvalidChannel(GatewayError):
         super().__init__("'channel' must be 1-200 printable ASCII characters without spaces")
 
 
+class InvalidUser(GatewayError):
+    """A user id no connect answer could carry (400)."""
+
+    status = 400
+    code = "INVALID_USER"
+
+    def __init__(self) -> None:
+        super().__init__("'user' must be 1-200 printable ASCII characters without spaces")
+
+
 class InvalidSince(GatewayError):
     """A ``since`` that is not an event id the gateway could have issued (400)."""
 
@@ -171,6 +182,17 @@ class BufferFull(GatewayError):
 
     status = 429
     code = "BUFFER_FULL"
+
+
+class TooManyStreams(GatewayError):
+    """The connect answer names a user who already holds ``MAX_STREAMS_PER_USER`` streams,
+    cluster-wide (429)."""
+
+    status = 429
+    code = "TOO_MANY_STREAMS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("this user already holds the most streams allowed (%d)" % limit)
 
 
 class HeadersTooLarge(GatewayError):

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
@@ -31,12 +32,14 @@ from .errors import (
     ServiceNotConfigured,
     ShuttingDown,
     TooManyConnections,
+    TooManyStreams,
     connect_error,
 )
 from .history import GAP, Replay, parse_event_id
 from .log import fields
 from .metrics import Metrics
-from .protocol import RequestSnapshot, SendRequest
+from .presence import Presence
+from .protocol import RequestSnapshot, SendRequest, SubscriptionRequest
 from .registry import Registry
 
 log = logging.getLogger("tornado_sse.gateway")
@@ -78,6 +81,12 @@ class Gateway:
         self._heartbeat: PeriodicCallback | None = None
         self._connecting = 0
         self._unknown_keys_seen: set[str] = set()
+        self.presence = Presence(
+            broker,
+            globs=settings.presence_event_globs,
+            delay=settings.presence_leave_delay_seconds,
+            limit=settings.max_streams_per_user,
+        )
         registry.on_ended = self.connection_ended
 
     # -- streams ------------------------------------------------------------------------------
@@ -137,7 +146,11 @@ class Gateway:
             if outcome.outcome is Outcome.ABANDONED:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
-        conn.channels = outcome.channels
+        conn.channels = _changed(outcome.channels, conn.channel_changes or ())
+        conn.channel_changes = None
+        conn.user, conn.info = outcome.user, outcome.info
+        self.registry.bind_user(conn)
+        await self._count(conn)
         if conn.channels:
             await self._subscribe(conn)
         if conn.state is State.CLOSED:
@@ -147,6 +160,19 @@ class Gateway:
                 return False
             raise ShuttingDown()
         return True
+
+    async def _count(self, conn: Connection) -> None:
+        """Count ``conn`` in presence and in its user's streams, before it opens; end it and
+        raise if its user holds ``MAX_STREAMS_PER_USER`` streams already (the backend hears
+        ``disconnect``, ``error``, ``user_limit``) or the broker cannot."""
+        try:
+            await self.presence.enter(conn)
+        except TooManyStreams:
+            self.registry.fail(conn, backend_may_know=True, detail=CloseDetail.USER_LIMIT)
+            raise
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=True)
+            raise self._broker_trouble(conn, error) from None
 
     async def _subscribe(self, conn: Connection) -> None:
         """Have the broker deliver ``conn``'s channels here before the stream opens, so that
@@ -219,6 +245,7 @@ class Gateway:
         if conn.subscribed:
             conn.subscribed = False
             self.broker.unsubscribe(conn.channels)
+        self.presence.exit(conn)
         reason = conn.close_reason or CloseReason.ERROR
         if conn.close_detail == CloseDetail.SLOW_CONSUMER:
             self.metrics.slow_consumers.inc()
@@ -238,6 +265,29 @@ class Gateway:
             self.backend.disconnect(conn.token, reason, conn.request, conn.close_detail)
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
+
+    async def answer(self, request: SendRequest) -> dict[str, Any]:
+        """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
+        number of streams it reached, cluster-wide; raises a ``GatewayError``."""
+        if request.user is not None:
+            return {"status": "ok", "streams": await self.send_user(request)}
+        return {"status": await self.send(request)}
+
+    async def send_user(self, request: SendRequest) -> int:
+        """Deliver a user send to every stream of the user on every instance (connecting ones
+        included); returns how many streams it reached."""
+        assert request.user is not None
+        frame = protocol.encode(request.event) if request.event is not None else None
+        reached = self.registry.send_user(request.user, frame, request.close)
+        question = {
+            "op": "send",
+            "user": request.user,
+            "frame": frame.decode("utf-8") if frame is not None else None,
+            "close": request.close,
+        }
+        for answer in await self.broker.ask_user(request.user, question):
+            reached += int(answer.get("streams", 0))
+        return reached
 
     async def send(self, request: SendRequest) -> str:
         """Deliver one validated send: ``"ok"`` or ``"buffered"``; raises a ``GatewayError``.
@@ -294,27 +344,124 @@ class Gateway:
                     token, reason, protocol.snapshot_from_record(record), detail
                 )
 
+    async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
+        """Answer another instance's question about this process's streams of a user (or of a
+        token): a user send, a live subscription change, a listing."""
+        op = question["op"]
+        if op == "send":
+            frame = question["frame"].encode("utf-8") if question["frame"] is not None else None
+            return {"streams": self.registry.send_user(question["user"], frame, question["close"])}
+        if op in ("subscribe", "unsubscribe"):
+            targets = self._targets(question.get("token"), question.get("user"))
+            channels = tuple(question["channels"])
+            return {"streams": await self._change_all(targets, channels, op == "subscribe")}
+        if op == "connections":
+            return {"connections": self._listing(self.registry.of_user(question["user"]))}
+        raise ValueError("unknown question %r" % op)
+
+    # -- live subscriptions -------------------------------------------------------------------
+
+    async def change_subscription(self, request: SubscriptionRequest, add: bool) -> dict[str, Any]:
+        """``/internal/subscribe`` (``add``) or ``unsubscribe``: change the channels of a token's
+        stream, or of every stream of a user, wherever they are, and answer once every publish
+        answered from now on follows the change. Raises ``TokenNotFound`` for an unknown token,
+        ``BrokerUnavailable``."""
+        question: dict[str, Any] = {
+            "op": "subscribe" if add else "unsubscribe",
+            "token": request.token,
+            "user": request.user,
+            "channels": list(request.channels),
+        }
+        targets = self._targets(request.token, request.user)
+        streams = await self._change_all(targets, request.channels, add)
+        if request.user is not None:
+            for answer in await self.broker.ask_user(request.user, question):
+                streams += int(answer.get("streams", 0))
+        elif not targets:
+            assert request.token is not None
+            answer = await self.broker.ask_token(request.token, question)
+            streams += int(answer.get("streams", 0))
+        return {"status": "ok", "streams": streams}
+
+    def _targets(self, token: str | None, user: str | None) -> list[Connection]:
+        if user is not None:
+            return self.registry.of_user(user)
+        conn = self.registry.get(token) if token is not None else None
+        return [conn] if conn is not None and not conn.closing else []
+
+    async def _change_all(
+        self, targets: list[Connection], channels: tuple[str, ...], add: bool
+    ) -> int:
+        changed = 0
+        for conn in targets:
+            if await self._change(conn, channels, add):
+                changed += 1
+        return changed
+
+    async def _change(self, conn: Connection, channels: tuple[str, ...], add: bool) -> bool:
+        """Change one local stream's channels; False if it ended meanwhile."""
+        if conn.channel_changes is not None:  # its connect answer is not in yet
+            conn.channel_changes.append((add, channels))
+            return True
+        if not add:
+            removed = self.registry.remove_channels(conn, channels)
+            if conn.subscribed:
+                self.broker.unsubscribe(removed)
+            await self.presence.change(conn, (), removed)
+            return True
+        fresh = tuple(c for c in channels if c not in conn.channels)
+        if fresh:
+            await self.broker.subscribe(fresh)  # every later publish arrives here
+            if conn.state is State.CLOSED:
+                self.broker.unsubscribe(fresh)
+                return False
+            if not conn.channels:
+                conn.subscribed = True  # its count now covers its channels
+            self.registry.add_channels(conn, fresh)
+            await self.presence.change(conn, fresh, ())
+        return conn.state is not State.CLOSED
+
     # -- questions ------------------------------------------------------------------------------
 
-    async def connections(self, limit: int) -> dict[str, Any]:
+    async def connections(self, limit: int, user: str | None = None) -> dict[str, Any]:
         """``/internal/connections``: how many streams are open on every instance, and up to
-        ``limit`` of this instance's (each saying which instance holds it)."""
-        instance = self.broker.instance
+        ``limit`` of this instance's (each saying which instance holds it); with ``user``,
+        only that user's streams, cluster-wide."""
+        if user is None:
+            count = await self.broker.open_count(self.registry.open_count)
+            return {
+                "count": count,
+                "connections": self._listing(self.registry.connections(), limit),
+            }
+        listed = self._listing(c for c in self.registry.of_user(user) if c.state is State.OPEN)
+        for answer in await self.broker.ask_user(user, {"op": "connections", "user": user}):
+            listed.extend(answer.get("connections", ()))
+        return {"count": len(listed), "connections": listed[:limit]}
+
+    def _listing(
+        self, conns: Iterable[Connection], limit: int | None = None
+    ) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = []
-        for conn in self.registry.connections():
-            if len(listed) >= limit:
+        for conn in conns:
+            if limit is not None and len(listed) >= limit:
                 break
+            if conn.state is not State.OPEN:
+                continue
             listed.append(
                 {
                     "token": conn.token,
                     "url": conn.request.url,
                     "channels": list(conn.channels),
                     "connected_at": _iso(conn.connected_at),
-                    "instance": instance,
+                    "user": conn.user,
+                    "instance": self.broker.instance,
                 }
             )
-        count = await self.broker.open_count(self.registry.open_count)
-        return {"count": count, "connections": listed}
+        return listed
+
+    async def presence_of(self, channel: str) -> dict[str, Any]:
+        """``/internal/presence``: who holds streams on ``channel``, cluster-wide."""
+        return (await self.presence.snapshot(channel)).to_json(channel)
 
     async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
         """``/internal/history``: the channel's kept events after ``since`` (all kept ones
@@ -378,8 +525,10 @@ class Gateway:
     # -- heartbeats ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the broker and the shared heartbeat timer (call once the IOLoop runs)."""
+        """Start the broker, presence's sweep and the shared heartbeat timer (call once the
+        IOLoop runs)."""
         self.broker.start(self)
+        self.presence.start(self.registry.channels)
         if self._heartbeat is None:
             interval = self.settings.heartbeat_interval_seconds
             self._heartbeat = PeriodicCallback(self.beat, interval * 1000)
@@ -390,7 +539,8 @@ class Gateway:
         self.registry.heartbeat(self.settings.heartbeat_interval_seconds / 2)
 
     def stop(self) -> None:
-        """Stop the heartbeat timer."""
+        """Stop the heartbeat timer and presence's timers."""
+        self.presence.close()
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
@@ -438,6 +588,7 @@ class Gateway:
                     await self.backend.drain(min(remaining, 0.5))
                 else:
                     await asyncio.sleep(min(remaining, 0.05))
+        await self.presence.drain(max(deadline - time.monotonic(), 0.1))
         await self.broker.close()
         if self.backend is not None:
             self.backend.close()
@@ -456,6 +607,19 @@ _FAILURE_DETAIL = {
     Outcome.LOST: CloseDetail.CONNECT_TIMEOUT,
     Outcome.BAD_ANSWER: CloseDetail.BAD_CALLBACK_RESPONSE,
 }
+
+
+def _changed(
+    channels: tuple[str, ...], changes: Iterable[tuple[bool, tuple[str, ...]]]
+) -> tuple[str, ...]:
+    """``channels`` after the live subscription ``changes`` (``(add, channels)``, in order)."""
+    result = list(channels)
+    for add, names in changes:
+        if add:
+            result += [c for c in names if c not in result]
+        else:
+            result = [c for c in result if c not in names]
+    return tuple(result)
 
 
 def _iso(timestamp: float) -> str:

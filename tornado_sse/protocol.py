@@ -27,8 +27,10 @@ HEARTBEAT = b": heartbeat\n\n"
 
 #: Most channels a connect answer may name.
 MAX_CHANNELS = 100
-#: Longest channel name, in characters.
+#: Longest channel name (and user id), in characters.
 MAX_CHANNEL_LENGTH = 200
+#: Largest ``info`` of a connect answer, as compact JSON, in bytes.
+MAX_INFO_BYTES = 1024
 
 _CHANNEL_RE = re.compile(r"[!-~]{1,%d}" % MAX_CHANNEL_LENGTH)
 _FORBIDDEN_IN_FIELD = ("\r", "\n", "\0")
@@ -45,7 +47,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """A validated item of ``POST /internal/send``: exactly one of ``token`` and ``channel``.
+    """A validated item of ``POST /internal/send``: exactly one of ``token``, ``channel`` and
+    ``user``.
 
     ``unknown`` names the keys the item carried that the contract does not know, in order
     (``"nmae"``, or ``"event.nmae"`` inside the event): they are ignored, but a typo in one
@@ -57,6 +60,27 @@ class SendRequest:
     event: Event | None
     close: bool
     unknown: tuple[str, ...] = ()
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A validated body of ``POST /internal/subscribe`` (or ``unsubscribe``): exactly one of
+    ``token`` and ``user``, and the channels to add (or remove)."""
+
+    token: str | None
+    user: str | None
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAnswer:
+    """What a 2xx connect answer names (wire contract 3.1): channels, the stream's user (``None``
+    for anonymous) and the info shown beside that user in presence (a JSON object)."""
+
+    channels: tuple[str, ...] = ()
+    user: str | None = None
+    info: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +202,7 @@ def is_valid_channel(name: object) -> bool:
 
 
 #: The keys of a send item, and of its ``event``, that the contract knows.
-SEND_KEYS = frozenset({"token", "channel", "event", "close"})
+SEND_KEYS = frozenset({"token", "channel", "user", "event", "close"})
 EVENT_KEYS = frozenset({"name", "data", "id"})
 
 
@@ -205,12 +229,24 @@ def validate_send(item: Any) -> SendRequest:
 
     token = item.get("token")
     channel = item.get("channel")
-    if token is not None and channel is not None:
-        raise InvalidRequest("INVALID_TOKEN_MISSING", "give either 'token' or 'channel', not both")
-    if token is None and channel is None:
-        raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' (or 'channel') is required")
+    user = item.get("user")
+    given = [
+        key
+        for key, value in (("token", token), ("channel", channel), ("user", user))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "give one of 'token', 'channel' and 'user', not several"
+        )
+    if not given:
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "'token' (or 'channel' or 'user') is required"
+        )
     if token is not None and not (isinstance(token, str) and token):
         raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' must be a non-empty string")
+    if user is not None and not (isinstance(user, str) and user):
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "'user' must be a non-empty string")
     if channel is not None:
         if not (isinstance(channel, str) and channel):
             raise InvalidRequest("INVALID_TOKEN_MISSING", "'channel' must be a non-empty string")
@@ -231,7 +267,12 @@ def validate_send(item: Any) -> SendRequest:
         raise InvalidRequest("INVALID_CLOSE_TYPE", "'close' cannot be used with a channel")
 
     return SendRequest(
-        token=token, channel=channel, event=event, close=close, unknown=unknown_keys(item)
+        token=token,
+        channel=channel,
+        event=event,
+        close=close,
+        user=user,
+        unknown=unknown_keys(item),
     )
 
 
@@ -259,32 +300,108 @@ def _validate_event(event: Any) -> Event:
 
 
 def parse_connect_answer(body: bytes) -> tuple[str, ...]:
-    """The channels named by a 2xx connect answer (wire contract 3.1), without duplicates.
+    """The channels named by a 2xx connect answer, without duplicates (see
+    :func:`read_connect_answer`, which also reads the user and info)."""
+    return read_connect_answer(body).channels
 
-    An empty body or one that is not a JSON object means no channels. Raises ``ValueError`` when
-    an object carries ``channels`` (or its alias ``bindings``) that is not a list of at most 100
-    valid channel names.
+
+def read_connect_answer(body: bytes) -> ConnectAnswer:
+    """What a 2xx connect answer names (wire contract 3.1).
+
+    An empty body or one that is not a JSON object names nothing. Raises ``ValueError`` when an
+    object carries ``channels`` (or its alias ``bindings``) that is not a list of at most 100
+    valid channel names, a ``user`` that is not 1-200 printable ASCII characters, or an
+    ``info`` that is not a JSON object of at most 1 KiB (compact).
     """
     if not body.strip():
-        return ()
+        return ConnectAnswer()
     try:
         answer = json.loads(body.decode("utf-8-sig"))
     except (UnicodeError, ValueError, RecursionError):
-        return ()
+        return ConnectAnswer()
     if not isinstance(answer, dict):
-        return ()
+        return ConnectAnswer()
+    return ConnectAnswer(
+        channels=_answer_channels(answer),
+        user=_answer_user(answer.get("user")),
+        info=_answer_info(answer.get("info")),
+    )
+
+
+def _answer_channels(answer: dict[str, Any]) -> tuple[str, ...]:
     key = "channels" if "channels" in answer else "bindings"
     if key not in answer:
         return ()
     channels = answer[key]
     if not isinstance(channels, list):
         raise ValueError("'%s' must be a list of channel names" % key)
+    return validate_channel_list(channels, key)
+
+
+def validate_channel_list(channels: list[Any], key: str = "channels") -> tuple[str, ...]:
+    """``channels`` without duplicates, if it holds at most 100 valid channel names; else
+    raises ``ValueError`` naming ``key``."""
     if len(channels) > MAX_CHANNELS:
         raise ValueError("'%s' names more than %d channels" % (key, MAX_CHANNELS))
     for name in channels:
         if not is_valid_channel(name):
             raise ValueError("'%s' holds an invalid channel name" % key)
     return tuple(dict.fromkeys(channels))
+
+
+def is_valid_user(user: object) -> bool:
+    """Whether ``user`` is a user id: 1-200 printable ASCII characters, no spaces."""
+    return isinstance(user, str) and _CHANNEL_RE.fullmatch(user) is not None
+
+
+def _answer_user(user: Any) -> str | None:
+    if user is None:
+        return None
+    if not is_valid_user(user):
+        raise ValueError("'user' must be 1-200 printable ASCII characters without spaces")
+    return str(user)
+
+
+def _answer_info(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        raise ValueError("'info' must be a JSON object")
+    if len(compact_json(info).encode("utf-8")) > MAX_INFO_BYTES:
+        raise ValueError("'info' is larger than %d bytes" % MAX_INFO_BYTES)
+    return info
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text (no spaces, non-ASCII kept as it is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def validate_subscription(item: Any) -> SubscriptionRequest:
+    """Validate a ``/internal/subscribe`` or ``/internal/unsubscribe`` body.
+
+    Raises :class:`InvalidRequest`: ``INVALID_JSON`` (not an object), ``INVALID_TOKEN_MISSING``
+    (not exactly one of ``token`` and ``user`` as a non-empty string), ``INVALID_CHANNEL``
+    (``channels`` not a list of at most 100 channel names, as in a connect answer).
+    """
+    if not isinstance(item, dict):
+        raise InvalidRequest("INVALID_JSON", "the body must be a JSON object")
+    token, user = item.get("token"), item.get("user")
+    if (token is None) == (user is None):
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "give exactly one of 'token' and 'user'")
+    target = token if token is not None else user
+    if not (isinstance(target, str) and target):
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "'token' or 'user' must be a non-empty string"
+        )
+    channels = item.get("channels")
+    if not isinstance(channels, list):
+        raise InvalidRequest("INVALID_CHANNEL", "'channels' must be a list of channel names")
+    try:
+        names = validate_channel_list(channels)
+    except ValueError as exc:
+        raise InvalidRequest("INVALID_CHANNEL", str(exc)) from None
+    return SubscriptionRequest(token=token, user=user, channels=names)
 
 
 # --------------------------------------------------------------------------------------------

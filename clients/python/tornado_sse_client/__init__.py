@@ -27,7 +27,7 @@ from .errors import (
     TokenNotFound,
     Unauthorized,
 )
-from .messages import BatchResult, send_item
+from .messages import BatchResult, send_item, subscription_body
 from .signing import SIGNATURE_HEADER, sign, verify
 from .sync import Gateway
 
@@ -45,6 +45,7 @@ __all__ = [
     "TokenNotFound",
     "Unauthorized",
     "send_item",
+    "subscription_body",
     "sign",
     "verify",
 ]

@@ -19,6 +19,8 @@ from .errors import GatewayUnavailable
 from .keepalive import DEFAULT_KEEPALIVE_SECONDS, MAX_IDLE_CONNECTIONS, reusable
 from .messages import (
     SEND_PATH,
+    SUBSCRIBE_PATH,
+    UNSUBSCRIBE_PATH,
     BatchResult,
     base_url,
     batch_results,
@@ -28,9 +30,13 @@ from .messages import (
     encode_json,
     history_answer,
     history_path,
+    presence_answer,
+    presence_path,
     request_headers,
     send_item,
     send_status,
+    streams_answer,
+    subscription_body,
 )
 
 #: Largest answer read, head and body together; a bigger one is an error, not a memory hog.
@@ -232,9 +238,43 @@ class AsyncGateway:
         """See :meth:`tornado_sse_client.Gateway.batch`."""
         return batch_results(await self._post(items), len(items))
 
-    async def connections(self, limit: int = 100) -> dict[str, Any]:
+    async def connections(self, limit: int = 100, user: str | None = None) -> dict[str, Any]:
         """See :meth:`tornado_sse_client.Gateway.connections`."""
-        return connections_answer(await self._call("GET", connections_path(limit), None))
+        return connections_answer(await self._call("GET", connections_path(limit, user), None))
+
+    async def send_to_user(
+        self,
+        user: str,
+        data: str | None,
+        name: str | None = None,
+        id: str | None = None,
+        close: bool = False,
+    ) -> int:
+        """See :meth:`tornado_sse_client.Gateway.send_to_user`."""
+        item = send_item(user=user, data=data, name=name, id=id, close=close)
+        return streams_answer(await self._post(item))
+
+    async def close_user(self, user: str) -> int:
+        """See :meth:`tornado_sse_client.Gateway.close_user`."""
+        return streams_answer(await self._post(send_item(user=user, close=True)))
+
+    async def subscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """See :meth:`tornado_sse_client.Gateway.subscribe`."""
+        body = encode_json(subscription_body(channels, token, user))
+        return streams_answer(await self._call("POST", SUBSCRIBE_PATH, body))
+
+    async def unsubscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """See :meth:`tornado_sse_client.Gateway.unsubscribe`."""
+        body = encode_json(subscription_body(channels, token, user))
+        return streams_answer(await self._call("POST", UNSUBSCRIBE_PATH, body))
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """See :meth:`tornado_sse_client.Gateway.presence`."""
+        return presence_answer(await self._call("GET", presence_path(channel), None))
 
     async def history(
         self, channel: str, since: str | None = None, limit: int = 100

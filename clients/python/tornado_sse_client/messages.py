@@ -25,6 +25,9 @@ from .errors import (
 SEND_PATH = "/internal/send"
 CONNECTIONS_PATH = "/internal/connections"
 HISTORY_PATH = "/internal/history"
+PRESENCE_PATH = "/internal/presence"
+SUBSCRIBE_PATH = "/internal/subscribe"
+UNSUBSCRIBE_PATH = "/internal/unsubscribe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ def send_item(
     token: str | None = None,
     *,
     channel: str | None = None,
+    user: str | None = None,
     data: str | None = None,
     name: str | None = None,
     id: str | None = None,
@@ -56,14 +60,16 @@ def send_item(
 ) -> dict[str, Any]:
     """One ``/internal/send`` object, as sent alone or as an item of :meth:`Gateway.batch`.
 
-    Give exactly one of ``token`` and ``channel``. ``event`` is present only when ``data`` is
-    not ``None``; ``event.name`` and ``event.id`` only when not ``None``; ``close`` only when
-    true. Raises ``ValueError`` when both or neither of ``token`` and ``channel`` are given, or
-    ``name`` or ``id`` without ``data``; everything else is left for the gateway to validate.
+    Give exactly one of ``token``, ``channel`` and ``user``. ``event`` is present only when
+    ``data`` is not ``None``; ``event.name`` and ``event.id`` only when not ``None``; ``close``
+    only when true. Raises ``ValueError`` when not exactly one target is given, or ``name`` or
+    ``id`` without ``data``; everything else is left for the gateway to validate.
     """
-    if (token is None) == (channel is None):
-        raise ValueError("give exactly one of token and channel")
-    item: dict[str, Any] = {"channel": channel} if token is None else {"token": token}
+    targets = {"token": token, "channel": channel, "user": user}
+    given = {key: value for key, value in targets.items() if value is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one of token, channel and user")
+    item: dict[str, Any] = dict(given)
     if data is not None:
         event: dict[str, str] = {}
         if name is not None:
@@ -77,6 +83,38 @@ def send_item(
     if close:
         item["close"] = True
     return item
+
+
+def subscription_body(
+    channels: list[str], token: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """The body of ``/internal/subscribe`` or ``/internal/unsubscribe``: exactly one of
+    ``token`` and ``user`` (``ValueError`` otherwise), and the channels."""
+    if (token is None) == (user is None):
+        raise ValueError("give exactly one of token and user")
+    body: dict[str, Any] = {"token": token} if token is not None else {"user": user}
+    body["channels"] = list(channels)
+    return body
+
+
+def streams_answer(answer: Any) -> int:
+    """The ``streams`` count of a decoded 2xx answer (a user send, a live subscription)."""
+    streams = answer.get("streams") if isinstance(answer, dict) else None
+    if not isinstance(streams, int):
+        raise GatewayClientError(f"unexpected answer: {answer!r}", status=200)
+    return streams
+
+
+def presence_path(channel: str) -> str:
+    """The request target of ``/internal/presence`` for ``channel``."""
+    return f"{PRESENCE_PATH}?{urllib.parse.urlencode({'channel': channel})}"
+
+
+def presence_answer(answer: Any) -> dict[str, Any]:
+    """A decoded 2xx answer of ``/internal/presence``, checked to have its ``users`` list."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("users"), list):
+        raise GatewayClientError(f"unexpected answer to presence: {answer!r}", status=200)
+    return answer
 
 
 def encode_json(value: Any) -> bytes:
@@ -198,9 +236,12 @@ def base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def connections_path(limit: int) -> str:
-    """The request target of ``/internal/connections`` for ``limit``."""
-    return f"{CONNECTIONS_PATH}?limit={int(limit)}"
+def connections_path(limit: int, user: str | None = None) -> str:
+    """The request target of ``/internal/connections`` for ``limit`` (and ``user``)."""
+    query = {"limit": str(int(limit))}
+    if user is not None:
+        query["user"] = user
+    return f"{CONNECTIONS_PATH}?{urllib.parse.urlencode(query)}"
 
 
 def history_path(channel: str, since: str | None, limit: int) -> str:

@@ -15,6 +15,8 @@ from .errors import GatewayUnavailable
 from .keepalive import DEFAULT_KEEPALIVE_SECONDS, MAX_IDLE_CONNECTIONS, reusable
 from .messages import (
     SEND_PATH,
+    SUBSCRIBE_PATH,
+    UNSUBSCRIBE_PATH,
     BatchResult,
     base_url,
     batch_results,
@@ -24,9 +26,13 @@ from .messages import (
     encode_json,
     history_answer,
     history_path,
+    presence_answer,
+    presence_path,
     request_headers,
     send_item,
     send_status,
+    streams_answer,
+    subscription_body,
 )
 
 
@@ -156,9 +162,49 @@ class Gateway:
         """
         return batch_results(self._post(items), len(items))
 
-    def connections(self, limit: int = 100) -> dict[str, Any]:
-        """``{"count": <open streams>, "connections": [<at most limit of them>]}``."""
-        return connections_answer(self._call("GET", connections_path(limit), None))
+    def connections(self, limit: int = 100, user: str | None = None) -> dict[str, Any]:
+        """``{"count": <open streams>, "connections": [<at most limit of them>]}``; with
+        ``user``, only that user's streams, on every instance."""
+        return connections_answer(self._call("GET", connections_path(limit, user), None))
+
+    def send_to_user(
+        self,
+        user: str,
+        data: str | None,
+        name: str | None = None,
+        id: str | None = None,
+        close: bool = False,
+    ) -> int:
+        """Send one event (none when ``data`` is ``None``) to every stream of ``user``, on
+        every instance, then end them when ``close``. Returns how many streams it reached (0
+        when the user has none)."""
+        item = send_item(user=user, data=data, name=name, id=id, close=close)
+        return streams_answer(self._post(item))
+
+    def close_user(self, user: str) -> int:
+        """End every stream of ``user``; returns how many there were."""
+        return streams_answer(self._post(send_item(user=user, close=True)))
+
+    def subscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """Add ``channels`` to the stream of ``token``, or to every stream of ``user``, without
+        a reconnect; every publish after this returns reaches them. Returns how many streams
+        changed; raises :class:`TokenNotFound` for an unknown token."""
+        body = encode_json(subscription_body(channels, token, user))
+        return streams_answer(self._call("POST", SUBSCRIBE_PATH, body))
+
+    def unsubscribe(
+        self, channels: list[str], *, token: str | None = None, user: str | None = None
+    ) -> int:
+        """Remove ``channels`` (see :meth:`subscribe`)."""
+        body = encode_json(subscription_body(channels, token, user))
+        return streams_answer(self._call("POST", UNSUBSCRIBE_PATH, body))
+
+    def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on ``channel``, cluster-wide: ``{"channel", "users": [{"user", "info",
+        "streams"}], "anonymous"}``."""
+        return presence_answer(self._call("GET", presence_path(channel), None))
 
     def history(self, channel: str, since: str | None = None, limit: int = 100) -> dict[str, Any]:
         """A channel's kept events, oldest first, after the id ``since`` (all kept ones
