@@ -20,7 +20,9 @@ ANN = Answer(body=json.dumps({"user": "ann", "info": {"n": 1}, "channels": ["roo
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(gateway, backend, kind, clients):
+async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(
+    gateway, backend, kind, clients
+):
     backend.connect_answer = ANN
     gw = gateway()
     tabs = [await gw.open("/sse/1"), await gw.open("/sse/2")]
