@@ -140,10 +140,11 @@ class RedisLink:
         for hook in self._on_close:  # through the pool, even if the subscription is down
             with contextlib.suppress(RedisError, OSError):
                 await hook()
-        if self._main is not None:
-            self._main.cancel()
-        for task in list(self._tasks):
+        left = list(self._tasks) + ([self._main] if self._main is not None else [])
+        for task in left:
             task.cancel()
+        if left:  # let them end here, not be torn down with the event loop
+            await asyncio.wait(left, timeout=2.0)
         await self.client.aclose()
 
     async def subscribe(self, channels: list[str], *, confirm: bool = True) -> None:
