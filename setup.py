@@ -23,6 +23,9 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5.0"],
+        # Streams authorised by a JWT (JWT_SECRET, JWT_PUBLIC_KEY); cryptography verifies the
+        # asymmetric algorithms (RS*, PS*, ES*, EdDSA).
+        "jwt": ["PyJWT>=2.8", "cryptography>=41"],
         "fast": ["uvloop>=0.17; platform_system != 'Windows'"],
         "test": [
             "pytest>=7",
@@ -30,6 +33,8 @@ setup(
             "hypothesis>=6",
             "selenium>=4.10",
             "flask>=3.0",
+            "PyJWT>=2.8",
+            "cryptography>=41",
         ],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },

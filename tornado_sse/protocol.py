@@ -22,8 +22,10 @@ HEARTBEAT = b": heartbeat\n\n"
 
 #: Most channels a connect answer may name.
 MAX_CHANNELS = 100
-#: Longest channel name, in characters.
+#: Longest channel name (and user id), in characters.
 MAX_CHANNEL_LENGTH = 200
+#: Largest ``info`` object of a connect answer or JWT, in bytes of compact JSON.
+MAX_INFO_BYTES = 1024
 
 _CHANNEL_RE = re.compile(r"[!-~]{1,%d}" % MAX_CHANNEL_LENGTH)
 _FORBIDDEN_IN_FIELD = ("\r", "\n", "\0")
@@ -235,7 +237,12 @@ def parse_connect_answer(body: bytes) -> tuple[str, ...]:
     key = "channels" if "channels" in answer else "bindings"
     if key not in answer:
         return ()
-    channels = answer[key]
+    return validate_channels(answer[key], key)
+
+
+def validate_channels(channels: Any, key: str = "channels") -> tuple[str, ...]:
+    """``channels`` as a connect answer (or a JWT) may name them: a list of at most 100 valid
+    channel names; returned without duplicates. Raises ``ValueError`` naming ``key`` otherwise."""
     if not isinstance(channels, list):
         raise ValueError("'%s' must be a list of channel names" % key)
     if len(channels) > MAX_CHANNELS:
@@ -244,6 +251,27 @@ def parse_connect_answer(body: bytes) -> tuple[str, ...]:
         if not is_valid_channel(name):
             raise ValueError("'%s' holds an invalid channel name" % key)
     return tuple(dict.fromkeys(channels))
+
+
+def is_valid_user(user: object) -> bool:
+    """Whether ``user`` names a user (wire contract 3.1): 1-200 printable ASCII characters."""
+    return isinstance(user, str) and _CHANNEL_RE.fullmatch(user) is not None
+
+
+def validate_info(info: Any, key: str = "info") -> dict[str, Any]:
+    """``info`` as a connect answer (or a JWT) may give it: a JSON object of at most
+    :data:`MAX_INFO_BYTES` in compact JSON. Raises ``ValueError`` naming ``key`` otherwise."""
+    if not isinstance(info, dict):
+        raise ValueError("'%s' must be a JSON object" % key)
+    try:  # NaN and lone surrogates cannot be written out again as JSON in UTF-8
+        size = len(
+            json.dumps(info, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        )
+    except (ValueError, RecursionError):
+        raise ValueError("'%s' is not plain JSON" % key) from None
+    if size > MAX_INFO_BYTES:
+        raise ValueError("'%s' is larger than %d bytes of compact JSON" % (key, MAX_INFO_BYTES))
+    return info
 
 
 # --------------------------------------------------------------------------------------------
