@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import BufferFull, CloseDetail, CloseReason
 from .protocol import RequestSnapshot
@@ -40,13 +40,18 @@ class Connection:
     """One SSE stream from the moment its connect callback starts until it ends.
 
     ``request`` is the snapshot captured at connect, sent whole in every callback for this token.
-    ``close_reason`` is set exactly once, by the first cause that ends the stream.
+    ``close_reason`` is set exactly once, by the first cause that ends the stream. ``user`` and
+    ``info`` say whose stream it is (``None``: anonymous, no info). ``expires_at`` is set (Unix
+    seconds) for a stream authorised by a JWT instead of a connect callback: it ends then.
     """
 
     __slots__ = (
         "token",
         "request",
         "channels",
+        "user",
+        "info",
+        "expires_at",
         "connected_at",
         "opened_at",
         "state",
@@ -63,6 +68,9 @@ class Connection:
         self.token = token
         self.request = request
         self.channels: tuple[str, ...] = ()
+        self.user: str | None = None
+        self.info: dict[str, Any] | None = None
+        self.expires_at: float | None = None
         self.connected_at = time.time()
         self.opened_at = 0.0  # monotonic time the stream opened
         self.state = State.CONNECTING

@@ -3,7 +3,8 @@
 :class:`Gateway` holds the registry, the backend client and the broker of one process, runs the
 single heartbeat timer for all streams, and knows whether the process is draining. It is the
 broker's :class:`~tornado_sse.broker.BrokerHandler`: sends and channel events are dispatched and
-delivered here, whatever the broker.
+delivered here, whatever the broker. Streams that carry a JWT are authorised here without a
+connect callback, and ended at their ``exp`` by one expiry timer shared by all of them.
 """
 
 from __future__ import annotations
@@ -26,19 +27,33 @@ from .errors import (
     CloseDetail,
     CloseReason,
     GatewayError,
+    JWTExpired,
     Outcome,
+    RateLimited,
     ServiceNotConfigured,
     ShuttingDown,
     TooManyConnections,
     connect_error,
 )
+from .expiry import ExpiryQueue
 from .history import GAP, Replay, parse_event_id
+from .jwt_auth import JWTVerifier, jwt_from_url
+from .limits import TokenBucket
 from .log import fields
 from .metrics import Metrics
 from .protocol import RequestSnapshot, SendRequest
 from .registry import Registry
 
 log = logging.getLogger("tornado_sse.gateway")
+
+#: What a stream gets when its JWT expires, before its ``retry:`` hint and its end.
+JWT_EXPIRED_FRAME = protocol.encode_event("", "jwt_expired")
+#: The expiry timer looks again at least this often (seconds), so that a step of the wall
+#: clock, which ``exp`` is measured by, delays no stream's end by more than that.
+EXPIRY_RECHECK_SECONDS = 1.0
+#: ``outcome`` labels of the connects metric for streams that send no connect callback.
+OUTCOME_JWT, OUTCOME_JWT_INVALID, OUTCOME_JWT_EXPIRED = "jwt", "jwt_invalid", "jwt_expired"
+OUTCOME_RATE_LIMITED = "rate_limited"
 
 
 class Gateway:
@@ -55,12 +70,15 @@ class Gateway:
         backend: Backend | None,
         broker: Broker,
         metrics: Metrics,
+        verifier: JWTVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.backend = backend
         self.broker = broker
         self.metrics = metrics
+        #: Verifies the ``jwt`` of stream requests; ``None``: no JWT key is configured.
+        self.verifier = verifier
         metrics.open_streams.set_function(lambda: registry.open_count)
         metrics.broker_up.set_function(lambda: 1 if broker.ready else 0)
         metrics.watch_writes(
@@ -74,27 +92,65 @@ class Gateway:
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
         self._connecting = 0
+        rate = settings.max_connects_per_second
+        self._connect_rate = TokenBucket(rate) if rate > 0 else None
+        self._expiries = ExpiryQueue()
+        self._expiry_timer: asyncio.TimerHandle | None = None
         registry.on_ended = self.connection_ended
 
     # -- streams ------------------------------------------------------------------------------
 
     @property
     def configured(self) -> bool:
-        """Whether a ``CALLBACK_URL`` is set (no stream can open without one)."""
-        return self.backend is not None
+        """Whether streams can be authorised: ``CALLBACK_URL`` or a JWT key is set."""
+        return self.backend is not None or self.verifier is not None
 
     def admit(self, request: RequestSnapshot) -> Connection:
         """Register a new connection for ``request`` with a fresh UUID4 token (sends to it queue
-        from now on), or raise why no stream can start now."""
-        if not self.configured:
+        from now on), or raise why no stream can start now.
+
+        The checks, in order: a way to authorise it (its ``jwt`` parameter when a JWT key is
+        configured, else ``CALLBACK_URL``), draining, ``MAX_CONNECTIONS``, then
+        ``MAX_CONNECTS_PER_SECOND``, then the JWT itself. A stream authorised by its JWT gets
+        its claims here; :meth:`connect` then sends no callback for it.
+        """
+        token = jwt_from_url(request.url) if self.verifier is not None else None
+        if token is None and self.backend is None:
+            if self.verifier is not None:
+                raise ServiceNotConfigured(
+                    "CALLBACK_URL is not set: only streams with a 'jwt' parameter can open"
+                )
             raise ServiceNotConfigured()
         if self.draining:
             raise ShuttingDown()
         if len(self.registry) >= self.settings.max_connections:
             raise TooManyConnections()
+        if self._connect_rate is not None and not self._connect_rate.take():
+            self.metrics.connects.labels(OUTCOME_RATE_LIMITED).inc()
+            raise RateLimited()
         conn = Connection(str(uuid.uuid4()), request)
+        if token is not None:
+            self._authorise(conn, token)
         self.registry.add(conn)
         return conn
+
+    def _authorise(self, conn: Connection, token: str) -> None:
+        """Give ``conn`` the claims of its verified JWT, or raise ``InvalidJWT``/``JWTExpired``."""
+        assert self.verifier is not None
+        try:
+            claims = self.verifier.verify(token)
+        except GatewayError as error:
+            expired = isinstance(error, JWTExpired)
+            self.metrics.connects.labels(
+                OUTCOME_JWT_EXPIRED if expired else OUTCOME_JWT_INVALID
+            ).inc()
+            log.debug(
+                "jwt refused",
+                extra=fields(request_id=conn.request.request_id, why=error.message),
+            )
+            raise
+        conn.user, conn.info = claims.user, claims.info
+        conn.channels, conn.expires_at = claims.channels, claims.expires_at
 
     async def connect(self, conn: Connection) -> bool:
         """Run the connect callback for ``conn`` and settle everything but the HTTP answer.
@@ -103,7 +159,12 @@ class Gateway:
         :meth:`open`), False when the client left meanwhile (nobody is left to answer). Raises the
         error the client must get otherwise; the connection is then ended here, and the backend
         hears ``disconnect`` if it may believe the token connected.
+
+        A stream authorised by its JWT (see :meth:`admit`) sends no callback: the backend, if
+        there is one, hears only its ``disconnect``.
         """
+        if conn.expires_at is not None:
+            return await self._connect_by_jwt(conn)
         assert self.backend is not None
         self._connecting += 1
         try:
@@ -134,17 +195,44 @@ class Gateway:
             raise ShuttingDown()
         return True
 
+    async def _connect_by_jwt(self, conn: Connection) -> bool:
+        """:meth:`connect` for a stream authorised by its JWT: the broker learns the token, and
+        no callback is sent."""
+        try:
+            await self.broker.register(conn.token)
+        except GatewayError:
+            self.registry.fail(conn, backend_may_know=False)
+            raise
+        self.metrics.connects.labels(OUTCOME_JWT).inc()
+        if conn.state is State.CLOSED:
+            # The client left, or the gateway began draining, while the broker registered it.
+            self.broker.unregister(conn.token)
+            if conn.close_reason == CloseReason.CLIENT_CLOSED:
+                return False
+            raise ShuttingDown()
+        return True
+
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
-        when the client sent ``Last-Event-ID``, then live events."""
+        when the client sent ``Last-Event-ID``, then live events; a JWT stream until its
+        ``exp``."""
         log.info(
-            "stream opened", extra=fields(token=conn.token, request_id=conn.request.request_id)
+            "stream opened",
+            extra=fields(
+                token=conn.token,
+                request_id=conn.request.request_id,
+                auth="callback" if conn.expires_at is None else "jwt",
+            ),
         )
         last_event_id = conn.request.last_event_id
         replaying = (
             last_event_id is not None and bool(conn.channels) and self.settings.history_size > 0
         )
-        if not self.registry.open(conn, writer, hold=replaying) or not replaying:
+        opened = self.registry.open(conn, writer, hold=replaying)
+        if opened and conn.expires_at is not None:
+            self._expiries.add(conn.expires_at, conn)
+            self._arm_expiry()
+        if not opened or not replaying:
             return
         assert last_event_id is not None
         replay = await self._replay(last_event_id, conn.channels)
@@ -237,6 +325,7 @@ class Gateway:
                     "token": conn.token,
                     "url": conn.request.url,
                     "channels": list(conn.channels),
+                    "user": conn.user,
                     "connected_at": _iso(conn.connected_at),
                 }
             )
@@ -246,7 +335,7 @@ class Gateway:
         """``/readyz``: whether this process can take streams now, and the body that says so."""
         reasons = []
         if not self.configured:
-            reasons.append("CALLBACK_URL is not set")
+            reasons.append("neither CALLBACK_URL nor JWT_SECRET/JWT_PUBLIC_KEY is set")
         if not self.broker.ready:
             reasons.append("the broker (Redis) is unreachable")
         if self.draining:
@@ -292,10 +381,45 @@ class Gateway:
         self.registry.heartbeat(self.settings.heartbeat_interval_seconds / 2)
 
     def stop(self) -> None:
-        """Stop the heartbeat timer."""
+        """Stop the heartbeat and expiry timers."""
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+
+    # -- JWT expiry -----------------------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        """Set the one expiry timer for the earliest ``exp`` of the open JWT streams (or sooner,
+        see :data:`EXPIRY_RECHECK_SECONDS`), unless it is already set to fire before."""
+        deadline = self._expiries.next_deadline()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + min(max(0.0, deadline - time.time()), EXPIRY_RECHECK_SECONDS)
+        timer = self._expiry_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._expiry_timer = loop.call_at(when, self._on_expiry_timer)
+
+    def _on_expiry_timer(self) -> None:
+        self._expiry_timer = None
+        self.expire(time.time())
+        self._arm_expiry()
+
+    def expire(self, now: float) -> int:
+        """End every open JWT stream whose ``exp`` is at or before ``now`` (Unix seconds): it
+        gets ``event: jwt_expired`` and a ``retry:`` hint, then ends (``server_closed``, detail
+        ``jwt_expired``; the backend, if there is one, hears that). Returns how many ended."""
+        due = self._expiries.pop_due(now)
+        for conn in due:
+            self.registry.write(conn, JWT_EXPIRED_FRAME + self.retry_frame())
+            self.registry.close(conn, CloseReason.SERVER_CLOSED, CloseDetail.JWT_EXPIRED)
+        return len(due)
 
     def retry_frame(self) -> bytes:
         """A ``retry:`` hint of 1-5 s, random per stream so that reconnects spread out."""
