@@ -56,7 +56,9 @@ def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
         "configuration is valid (port %d, prefix %s)" % (settings.port, settings.sse_path_prefix),
     )
     timeout = min(settings.callback_timeout_seconds, 5.0)
-    if not settings.callback_url:
+    if not settings.callback_url and settings.jwt_configured:
+        say(True, "CALLBACK_URL is not set: only streams with a JWT can open")
+    elif not settings.callback_url:
         say(False, "CALLBACK_URL is not set: every stream would be refused with 503")
         good = False
     else:

@@ -117,7 +117,7 @@ async def serve(
         servers += _own_metrics_server(app, settings, process_index)
     app.gateway.start()
     warn_if_exposed(settings)
-    if not settings.callback_url:
+    if not settings.callback_url and not settings.jwt_configured:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(
         "listening",

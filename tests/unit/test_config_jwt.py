@@ -75,10 +75,11 @@ def test_a_bad_secret_is_never_repeated_in_the_error():
     assert "hunter2" not in one_line(caught)
 
 
-def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``python -m tornado_sse`` with only ``env`` (and PATH, PORT=0) as its environment."""
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tornado_sse *args`` with only ``env`` (and PATH, PORT=0) as its
+    environment."""
     return subprocess.run(
-        [sys.executable, "-m", "tornado_sse"],
+        [sys.executable, "-m", "tornado_sse", *args],
         env={"PATH": "/usr/bin:/bin", "PORT": "0", "PYTHONPATH": ROOT, **env},
         capture_output=True,
         text=True,
@@ -110,3 +111,15 @@ def test_cli_with_a_jwt_key_but_without_the_jwt_extra_exits_2_naming_it(tmp_path
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, result.stderr
     assert "pip install 'tornado-sse[jwt]'" in lines[0]
+
+
+def test_check_passes_with_a_jwt_key_and_no_callback_url():
+    result = _run({"JWT_SECRET": SECRET}, "check")
+    assert result.returncode == 0, result.stdout
+    assert "ok   CALLBACK_URL is not set: only streams with a JWT can open" in result.stdout
+
+
+def test_check_reports_a_bad_jwt_key_with_status_2():
+    result = _run({"JWT_SECRET": "short"}, "check")
+    assert result.returncode == 2
+    assert result.stdout.startswith("FAIL ") and "JWT_SECRET" in result.stdout
