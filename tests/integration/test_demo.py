@@ -1,0 +1,39 @@
+"""``tornado-sse demo``: its JWT mode opens a stream that no connect callback authorised."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from tests.support.ports import unused_port
+from tests.support.process import start_process
+from tests.support.sse_client import open_stream
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_demo_jwt_mode_streams_the_clock_without_a_connect_callback():
+    port = unused_port()
+    demo = await start_process(
+        [sys.executable, "-m", "tornado_sse", "demo", "--jwt"],
+        port=port,
+        env={"PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "info"},
+        ready=lambda line: "demo: open" in line,
+        what="the demo",
+    )
+    try:
+        assert any("/?mode=jwt" in line for line in demo.log), demo.log
+        client = AsyncHTTPClient()
+        page = await client.fetch(demo.base_url + "/?mode=jwt")
+        assert b"/demo/token" in page.body
+        token = await client.fetch(demo.base_url + "/demo/token", method="POST", body=b"")
+        stream = await open_stream(port, "/sse/demo?jwt=" + token.body.decode())
+        assert stream.status == 200
+        events = await stream.wait_events(1, timeout=5)
+        assert events[0].type == "tick" and events[0].last_event_id
+        await stream.aclose()
+    finally:
+        await demo.stop()
+    assert any("backend: disconnect" in line for line in demo.log), demo.log
+    assert not any("backend: connect" in line for line in demo.log), demo.log
