@@ -319,3 +319,16 @@ async def test_an_uncaught_error_is_logged_without_the_query_string(gateway, bac
     lines = [formatter.format(record) for record in caplog.records]
     assert any("uncaught exception" in line and "a bug" in line for line in lines), lines
     assert not [line for line in lines if token in line or "jwt=" in line]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_connect_metrics_count_jwt_streams_refusals_and_the_rate_cap(gateway, backend):
+    gw = gateway(jwt_secret=SECRET, max_connects_per_second=3)
+    await gw.open(jwt_path(sign(claims())))
+    for token in (tampered(sign(claims())), sign(claims(exp=1))):
+        assert (await gw.stream(jwt_path(token))).status == 401
+    await assert_json_error(await gw.stream(jwt_path(sign(claims()))), 503, "RATE_LIMITED")
+    text = (await gw.get("/metrics", internal=True)).body.decode()
+    for outcome in ("jwt", "jwt_invalid", "jwt_expired", "rate_limited"):
+        assert 'tornado_sse_connects_total{outcome="%s"} 1.0' % outcome in text, text
+    assert 'outcome="accepted"' not in text
