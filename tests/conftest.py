@@ -108,6 +108,7 @@ class RunningGateway:
         for server in self.servers:
             server.stop()
         self.gateway.stop()
+        await self.gateway.broker.close()
         backend = self.gateway.backend
         if backend is not None:
             await backend.drain(2.0)

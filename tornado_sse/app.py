@@ -20,6 +20,7 @@ from .gateway import Gateway
 from .handlers import (
     ConnectionsHandler,
     HeadersTooLargeHandler,
+    HistoryHandler,
     NotFoundHandler,
     SendHandler,
     StreamHandler,
@@ -36,6 +37,7 @@ HANDLERS: dict[str, type] = {
     "ready": ReadyHandler,
     "send": SendHandler,
     "connections": ConnectionsHandler,
+    "history": HistoryHandler,
     "metrics": MetricsHandler,
 }
 
@@ -119,15 +121,16 @@ def make_app(
 
 def make_broker(settings: Settings) -> Broker:
     """The broker ``settings`` ask for: Redis with ``REDIS_URL``, else the in-process one."""
-    if settings.redis_url:
+    if settings.uses_redis:
         from .cluster.broker import RedisBroker  # redis is an optional extra
 
         return RedisBroker(
-            settings.redis_url,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl_seconds,
+            settings.redis_url or "redis://",
+            retention=settings.retention,
+            sentinels=settings.redis_sentinels,
+            sentinel_master=settings.redis_sentinel_master,
         )
-    return LocalBroker(settings.history_size, settings.history_ttl_seconds)
+    return LocalBroker(settings.retention)
 
 
 def _serve(gateway: Gateway) -> App:

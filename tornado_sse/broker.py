@@ -15,11 +15,17 @@ serves a single process; ``tornado_sse.cluster`` holds the Redis one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
 from typing import Protocol
 
+from tornado.ioloop import PeriodicCallback
+
 from .errors import TokenNotFound
-from .history import History, IdCounter, Window
+from .history import History, IdCounter, Retention, Window
+
+#: Seconds between two passes of the in-process history's expiry timer.
+EXPIRY_INTERVAL = 1.0
 
 
 class BrokerHandler(Protocol):
@@ -32,6 +38,14 @@ class BrokerHandler(Protocol):
         """A send routed here for ``token``: ``"ok"`` or ``"buffered"``, or raise the
         ``GatewayError`` its sender must get (e.g. ``TokenNotFound``)."""
 
+    def on_gap(self, channel: str, since: int) -> None:
+        """Events of ``channel`` after id ``since`` may never have reached this instance (its
+        link was cut and they are no longer in the history): its streams there must hear."""
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        """Streams of an instance that died, given to this instance alone: ``(token,
+        record)`` pairs, the record as given to :meth:`Broker.register`."""
+
 
 class Broker(Protocol):
     """Moves events between instances and keeps history (see the module docstring)."""
@@ -39,6 +53,10 @@ class Broker(Protocol):
     @property
     def ready(self) -> bool:
         """Whether the broker can route and publish now (a shared broker may lose its link)."""
+
+    @property
+    def instance(self) -> str:
+        """This instance's id among the cluster's."""
 
     def start(self, handler: BrokerHandler) -> None:
         """Start delivering to ``handler`` (call once, when the IOLoop runs)."""
@@ -55,14 +73,32 @@ class Broker(Protocol):
     async def history(self, channels: Collection[str], since: int) -> Window:
         """What the history holds of ``channels`` after id ``since``."""
 
-    async def register(self, token: str) -> None:
-        """Make ``token`` reachable from every instance (before its connect callback).
+    async def subscribe(self, channels: Collection[str]) -> None:
+        """Receive the events of ``channels`` on this instance from now on (counted: one call
+        per stream); returns once every later publish will arrive. Raises
+        ``BrokerUnavailable`` (and counts nothing) if it cannot."""
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        """Undo one :meth:`subscribe` of ``channels``; never waits."""
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the broker is ready, at most ``timeout`` seconds; whether it is."""
+
+    async def register(self, token: str, record: bytes) -> None:
+        """Make ``token`` reachable from every instance (before its connect callback), and
+        keep ``record`` for whoever reports the stream if this instance dies.
 
         Raises ``BrokerUnavailable`` if it cannot.
         """
 
     def unregister(self, token: str) -> None:
         """Forget ``token`` (its stream ended); never waits."""
+
+    def count_open(self, open_streams: int) -> None:
+        """This instance has ``open_streams`` streams open now; never waits."""
+
+    async def open_count(self, local: int) -> int:
+        """Streams open on every instance, given this one's ``local`` count."""
 
     async def route(self, token: str, frame: bytes | None, close: bool) -> str:
         """Deliver a send to the instance holding ``token`` and return its answer.
@@ -73,23 +109,41 @@ class Broker(Protocol):
 
 
 class LocalBroker:
-    """The broker of a single process: an id counter, a history, the set of its tokens."""
+    """The broker of a single process: an id counter, a history, the set of its tokens.
 
-    def __init__(self, history_size: int, history_ttl: float) -> None:
+    Every publication is delivered here, so subscriptions need no bookkeeping; a timer frees
+    expired history once a second.
+    """
+
+    def __init__(self, retention: Retention) -> None:
         self.ids = IdCounter()
-        self.history_store = History(history_size, history_ttl, first_id=self.ids.first)
+        self.history_store = History(retention, first_id=self.ids.first)
         self._tokens: set[str] = set()
         self._handler: BrokerHandler | None = None
+        self._expiry: PeriodicCallback | None = None
+        self._instance = uuid.uuid4().hex
 
     @property
     def ready(self) -> bool:
         return True
 
+    @property
+    def instance(self) -> str:
+        return self._instance
+
     def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
+        if self._expiry is None:
+            self._expiry = PeriodicCallback(self._expire, EXPIRY_INTERVAL * 1000)
+            self._expiry.start()
+
+    def _expire(self) -> None:
+        self.history_store.expire()
 
     async def close(self) -> None:
-        return None
+        if self._expiry is not None:
+            self._expiry.stop()
+            self._expiry = None
 
     async def publish(self, channel: str, tail: bytes) -> int:
         event_id = self.ids.next()
@@ -101,11 +155,26 @@ class LocalBroker:
     async def history(self, channels: Collection[str], since: int) -> Window:
         return self.history_store.window(channels, since)
 
-    async def register(self, token: str) -> None:
+    async def subscribe(self, channels: Collection[str]) -> None:
+        return None
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        return None
+
+    async def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    async def register(self, token: str, record: bytes) -> None:
         self._tokens.add(token)
 
     def unregister(self, token: str) -> None:
         self._tokens.discard(token)
+
+    def count_open(self, open_streams: int) -> None:
+        return None
+
+    async def open_count(self, local: int) -> int:
+        return local
 
     async def route(self, token: str, frame: bytes | None, close: bool) -> str:
         if token not in self._tokens or self._handler is None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from .history import Retention, parse_rules
 
 
 class ConfigError(ValueError):
@@ -49,6 +52,8 @@ class Settings:
     max_queued_bytes: int = 2 * 1024 * 1024
     history_size: int = 1000
     history_ttl_seconds: float = 300.0
+    history_rules: str = ""
+    history_max_bytes: int = 64 * 1024 * 1024
     shutdown_timeout_seconds: float = 25.0
     retry_on_unavailable: bool = False
     max_connects_per_second: float = 0.0
@@ -57,6 +62,9 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     redis_url: str | None = None
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    redis_connect_timeout_seconds: float = 10.0
     processes: int = 1
     log_format: str = "text"
     log_level: str = "info"
@@ -66,6 +74,21 @@ class Settings:
     def jwt_configured(self) -> bool:
         """Whether streams may carry a JWT (``JWT_SECRET`` or ``JWT_PUBLIC_KEY`` is set)."""
         return self.jwt_secret is not None or self.jwt_public_key is not None
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether processes share one gateway through Redis (``REDIS_URL`` or Sentinel)."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @property
+    def retention(self) -> Retention:
+        """How long each channel keeps its events (``HISTORY_*``)."""
+        return Retention(
+            size=self.history_size,
+            ttl=self.history_ttl_seconds,
+            rules=parse_rules(self.history_rules),
+            max_bytes=self.history_max_bytes,
+        )
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -187,11 +210,28 @@ def _pem(value: Any) -> str | None:
         raise ValueError("neither a PEM text nor a readable PEM file: %s" % reason) from None
 
 
+def _sentinels(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("%r is not host:port" % item.strip())
+    return text
+
+
 def _path_prefix(value: Any) -> str:
     prefix = _text(value).strip()
     if not prefix.startswith("/"):
         raise ValueError("must start with /")
     return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def _history_rules(value: Any) -> str:
+    text = _text(value).strip()
+    parse_rules(text)  # raises ValueError naming the bad item
+    return text
 
 
 def _processes(value: Any) -> int:
@@ -232,14 +272,25 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("sse_path_prefix", _path_prefix, "path prefix of the stream endpoint"),
     _Spec("cors_origins", _text, "'*', a comma-separated list of origins, or empty for none"),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),
-    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*", secret=True),
+    _Spec(
+        "internal_secret",
+        _optional_text,
+        "bearer secret required by /internal/*, /metrics",
+        secret=True,
+    ),
     _Spec("max_pending_events", _int_between(0), "sends queued per connecting stream"),
     _Spec("max_body_bytes", _int_between(1), "largest request body, in bytes"),
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
     _Spec("max_connections", _int_between(1), "open streams per process"),
     _Spec("max_queued_bytes", _int_between(1024), "unsent bytes per stream before it is closed"),
-    _Spec("history_size", _int_between(0), "channel events kept for replay (0: off)"),
+    _Spec("history_size", _int_between(0), "events kept per channel for replay (0: off)"),
     _Spec("history_ttl_seconds", _seconds(0), "seconds a channel event stays replayable"),
+    _Spec(
+        "history_rules",
+        _history_rules,
+        "per-channel overrides, first match wins: 'ticker.*=1/60,chat.*=500/3600' (size/ttl)",
+    ),
+    _Spec("history_max_bytes", _int_between(0), "bytes all channel histories may take together"),
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
     _Spec(
@@ -258,6 +309,17 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("jwt_audience", _optional_text, "the 'aud' a stream's JWT must name"),
     _Spec("jwt_issuer", _optional_text, "the 'iss' a stream's JWT must name"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),
+    _Spec(
+        "redis_sentinels",
+        _sentinels,
+        "Redis Sentinels (host:port,...) that name the primary; with REDIS_SENTINEL_MASTER",
+    ),
+    _Spec("redis_sentinel_master", _optional_text, "the primary's name known to the Sentinels"),
+    _Spec(
+        "redis_connect_timeout_seconds",
+        _seconds(0),
+        "seconds to wait for Redis at start-up before opening the port anyway (readyz 503)",
+    ),
     _Spec(
         "processes",
         _processes,
@@ -354,7 +416,7 @@ def load(
         if name in _SPEC_BY_NAME:
             values[name] = _convert(_SPEC_BY_NAME[name], value, "command line")
             from_web_concurrency &= name != "processes"
-    if from_web_concurrency and not values.get("redis_url"):
+    if from_web_concurrency and not (values.get("redis_url") or values.get("redis_sentinels")):
         # Heroku sets WEB_CONCURRENCY for every Python app; without Redis it cannot apply here.
         values.pop("processes", None)
     settings = Settings(**values)
@@ -363,6 +425,8 @@ def load(
 
 
 def _check_consistency(settings: Settings) -> None:
+    """Raise :class:`ConfigError` for settings that are valid one by one but cannot run: not
+    together, or not without an optional extra that is not installed."""
     if settings.event_loop == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -371,9 +435,16 @@ def _check_consistency(settings: Settings) -> None:
                 "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
             ) from None
     _check_jwt(settings)
+    if settings.uses_redis and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "REDIS_URL is set but the redis package is not installed "
+            "(pip install 'tornado-sse[redis]')"
+        )
+    if bool(settings.redis_sentinels) != bool(settings.redis_sentinel_master):
+        raise ConfigError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both")
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
-    if settings.processes != 1 and not settings.redis_url:
+    if settings.processes != 1 and not settings.uses_redis:
         raise ConfigError(
             "--processes %d needs REDIS_URL: processes share tokens and channels through Redis"
             % settings.processes

@@ -58,6 +58,7 @@ class Connection:
         "close_reason",
         "close_detail",
         "backend_may_know",
+        "subscribed",
         "held",
         "_pending",
         "_pending_close",
@@ -77,6 +78,8 @@ class Connection:
         self.close_reason: CloseReason | None = None
         self.close_detail: CloseDetail | None = None
         self.backend_may_know = False
+        #: Whether the broker counts this stream on its channels (undone when it ends).
+        self.subscribed = False
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None

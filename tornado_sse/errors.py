@@ -35,6 +35,7 @@ class CloseDetail(enum.StrEnum):
     BAD_CALLBACK_RESPONSE = "bad_callback_response"
     WRITE_FAILED = "write_failed"
     JWT_EXPIRED = "jwt_expired"
+    INSTANCE_LOST = "instance_lost"
 
 
 class Outcome(enum.StrEnum):
@@ -95,8 +96,28 @@ class InvalidLimit(GatewayError):
     status = 400
     code = "INVALID_LIMIT"
 
+    def __init__(self, message: str = "'limit' must be a whole number >= 0") -> None:
+        super().__init__(message)
+
+
+class InvalidChannel(GatewayError):
+    """A channel name no connect answer could carry (400)."""
+
+    status = 400
+    code = "INVALID_CHANNEL"
+
     def __init__(self) -> None:
-        super().__init__("'limit' must be a whole number >= 0")
+        super().__init__("'channel' must be 1-200 printable ASCII characters without spaces")
+
+
+class InvalidSince(GatewayError):
+    """A ``since`` that is not an event id the gateway could have issued (400)."""
+
+    status = 400
+    code = "INVALID_SINCE"
+
+    def __init__(self) -> None:
+        super().__init__("'since' must be an event id (decimal digits)")
 
 
 class Unauthorized(GatewayError):

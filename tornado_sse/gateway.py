@@ -24,6 +24,7 @@ from .broker import Broker
 from .config import Settings
 from .connection import Connection, State, StreamWriter
 from .errors import (
+    BrokerUnavailable,
     CloseDetail,
     CloseReason,
     GatewayError,
@@ -88,6 +89,8 @@ class Gateway:
                 registry.bytes_written,
             )
         )
+        #: Whether any channel keeps history (``HISTORY_SIZE``, ``HISTORY_RULES``).
+        self.replay_on = settings.retention.enabled
         self.draining = False
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
@@ -169,10 +172,10 @@ class Gateway:
         self._connecting += 1
         try:
             try:
-                await self.broker.register(conn.token)
-            except GatewayError:
+                await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+            except GatewayError as error:
                 self.registry.fail(conn, backend_may_know=False)
-                raise
+                raise self._broker_trouble(conn, error) from None
             outcome = await self.backend.connect(
                 conn.token, conn.request, abandoned=lambda: conn.state is State.CLOSED
             )
@@ -187,6 +190,8 @@ class Gateway:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
         conn.channels = outcome.channels
+        if conn.channels:
+            await self._subscribe(conn)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the backend answered.
             self.registry.settle(conn)  # the backend accepted: it hears the disconnect
@@ -196,21 +201,54 @@ class Gateway:
         return True
 
     async def _connect_by_jwt(self, conn: Connection) -> bool:
-        """:meth:`connect` for a stream authorised by its JWT: the broker learns the token, and
-        no callback is sent."""
+        """:meth:`connect` for a stream authorised by its JWT: the broker learns the token and
+        the channels, and no callback is sent. Until the stream opens there is nothing for a
+        backend to hear, so a failure here sends no ``disconnect``."""
         try:
-            await self.broker.register(conn.token)
-        except GatewayError:
+            await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+        except GatewayError as error:
             self.registry.fail(conn, backend_may_know=False)
-            raise
+            raise self._broker_trouble(conn, error) from None
+        if conn.channels:
+            try:
+                await self.broker.subscribe(conn.channels)
+            except GatewayError as error:
+                self.broker.unregister(conn.token)
+                self.registry.fail(conn, backend_may_know=False)
+                raise self._broker_trouble(conn, error) from None
+            conn.subscribed = True
         self.metrics.connects.labels(OUTCOME_JWT).inc()
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the broker registered it.
             self.broker.unregister(conn.token)
+            if conn.subscribed:
+                conn.subscribed = False
+                self.broker.unsubscribe(conn.channels)
             if conn.close_reason == CloseReason.CLIENT_CLOSED:
                 return False
             raise ShuttingDown()
         return True
+
+    async def _subscribe(self, conn: Connection) -> None:
+        """Have the broker deliver ``conn``'s channels here before the stream opens, so that
+        every event published after the client's ``open`` reaches it."""
+        try:
+            await self.broker.subscribe(conn.channels)
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=True)  # it was accepted: it must hear
+            raise self._broker_trouble(conn, error) from None
+        conn.subscribed = True
+
+    def _broker_trouble(self, conn: Connection, error: GatewayError) -> GatewayError:
+        """The error a stream's client gets when the broker failed it: in words of its own,
+        with the details (addresses, library text) in the log only."""
+        log.warning(
+            "stream refused: broker unavailable",
+            extra=fields(token=conn.token, request_id=conn.request.request_id, error=error.message),
+        )
+        return BrokerUnavailable(
+            "the gateway cannot reach its message broker just now; try again shortly"
+        )
 
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
@@ -225,10 +263,9 @@ class Gateway:
             ),
         )
         last_event_id = conn.request.last_event_id
-        replaying = (
-            last_event_id is not None and bool(conn.channels) and self.settings.history_size > 0
-        )
+        replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
         opened = self.registry.open(conn, writer, hold=replaying)
+        self.broker.count_open(self.registry.open_count)
         if opened and conn.expires_at is not None:
             self._expiries.add(conn.expires_at, conn)
             self._arm_expiry()
@@ -267,6 +304,11 @@ class Gateway:
         scheduled and never waited for.
         """
         self.broker.unregister(conn.token)
+        if conn.opened_at:
+            self.broker.count_open(self.registry.open_count)
+        if conn.subscribed:
+            conn.subscribed = False
+            self.broker.unsubscribe(conn.channels)
         reason = conn.close_reason or CloseReason.ERROR
         if conn.close_detail == CloseDetail.SLOW_CONSUMER:
             self.metrics.slow_consumers.inc()
@@ -312,10 +354,30 @@ class Gateway:
         """Deliver a send routed here for a token this process holds."""
         return self.registry.send(token, frame, close)
 
+    def on_gap(self, channel: str, since: int) -> None:
+        """Events of ``channel`` after ``since`` never reached this process and cannot be
+        caught up: its streams there get ``history_gap``, as a reconnect would."""
+        gap = protocol.encode_event(str(since), "history_gap")
+        self.registry.publish(channel, since, gap)
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        """Report the streams of an instance that died (this process alone got them): the
+        backend hears their disconnect, ``error`` / ``instance_lost``, with their request."""
+        for token, record in streams:
+            reason, detail = CloseReason.ERROR, CloseDetail.INSTANCE_LOST
+            self.metrics.disconnects.labels(reason, detail).inc()
+            log.info("stream of a lost instance reported", extra=fields(token=token))
+            if self.backend is not None:
+                self.backend.disconnect(
+                    token, reason, protocol.snapshot_from_record(record), detail
+                )
+
     # -- questions ------------------------------------------------------------------------------
 
-    def connections(self, limit: int) -> dict[str, Any]:
-        """``/internal/connections``: how many streams are open, and up to ``limit`` of them."""
+    async def connections(self, limit: int) -> dict[str, Any]:
+        """``/internal/connections``: how many streams are open on every instance, and up to
+        ``limit`` of this instance's (each saying which instance holds it)."""
+        instance = self.broker.instance
         listed: list[dict[str, Any]] = []
         for conn in self.registry.connections():
             if len(listed) >= limit:
@@ -327,9 +389,32 @@ class Gateway:
                     "channels": list(conn.channels),
                     "user": conn.user,
                     "connected_at": _iso(conn.connected_at),
+                    "instance": instance,
                 }
             )
-        return {"count": self.registry.open_count, "connections": listed}
+        count = await self.broker.open_count(self.registry.open_count)
+        return {"count": count, "connections": listed}
+
+    async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
+        """``/internal/history``: the channel's kept events after ``since`` (all kept ones
+        without it), oldest first, at most ``limit``; ``complete`` is False when events after
+        ``since`` may have been dropped (or the channel keeps none)."""
+        if self.settings.retention.policy(channel).keeps:
+            window = await self.broker.history((channel,), since if since is not None else -1)
+        else:
+            window = None
+        if since is None:
+            complete, events = True, window.events if window is not None else ()
+        elif window is None:
+            complete, events = False, ()
+        else:
+            replay = window.replay(since)
+            complete, events = not replay.gap, window.events
+        listed = []
+        for event_id, tail in events[:limit]:
+            name, data = protocol.decode_tail(tail)
+            listed.append({"id": str(event_id), "event": name, "data": data})
+        return {"channel": channel, "events": listed, "complete": complete}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/readyz``: whether this process can take streams now, and the body that says so."""

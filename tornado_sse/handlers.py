@@ -7,23 +7,26 @@ decisions live in the gateway, registry and protocol modules.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
+import sys
 from typing import Any, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
+from tornado.ioloop import IOLoop
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from . import protocol, routes
+from . import history, protocol, routes
 from .connection import Connection
 from .errors import (
     GatewayError,
     HeadersTooLarge,
+    InvalidChannel,
     InvalidLimit,
     InvalidRequest,
+    InvalidSince,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -211,48 +214,123 @@ class StreamHandler(PublicHandler):
 
 
 class InternalHandler(JSONErrorMixin):
-    """Base of ``/internal/*``: bearer secret check, no CORS."""
+    """Base of ``/internal/*`` and ``/metrics``: with ``INTERNAL_SECRET`` set, 401 without
+    ``Authorization: Bearer <secret>`` (:func:`~tornado_sse.protocol.bearer_matches`); no CORS."""
 
     def prepare(self) -> None:
         secret = self.gateway.settings.internal_secret
         if secret is None:
             return
-        given = self.request.headers.get("Authorization", "")
-        expected = "Bearer " + secret
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not protocol.bearer_matches(self.request.headers.get("Authorization"), secret):
             raise Unauthorized()
+
+
+#: After refusing a request before its body was read, :class:`SendHandler` reads and discards
+#: what the client still sends for at most this many seconds...
+LINGER_SECONDS = 5.0
+#: ...and at most this many bytes (more than the largest body a backend sends by mistake),
+#: then closes the connection.
+LINGER_MAX_BYTES = 256 * 1024 * 1024
 
 
 @stream_request_body
 class SendHandler(InternalHandler):
-    """``POST /internal/send``: one send, or a JSON array of them (a batch)."""
+    """``POST /internal/send``: one send, or a JSON array of them (a batch).
+
+    The body is counted as it arrives. A request refused before its body was read (401, 415,
+    413) is answered at once, and its connection closed only after a lingering close
+    (:meth:`_refuse`), so the answer reaches the client whatever the body's size.
+    """
+
+    SUPPORTED_METHODS = ("POST",)  # any other method is 405 before a body is awaited
 
     _body: bytearray
+    _lingering = False
+    _discarded = 0
+    _linger_timer: object | None = None
 
     def prepare(self) -> None:
-        super().prepare()
+        # This handler enforces MAX_BODY_BYTES and the linger bounds itself, discarding what
+        # it does not keep; Tornado's own limit would cut the connection without an answer.
+        self._http.set_max_body_size(sys.maxsize)
         self._body = bytearray()
-        limit = self.gateway.settings.max_body_bytes
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(limit)
-        content_type = self.request.headers.get("Content-Type")
-        if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
-            raise UnsupportedMediaType()
+        try:
+            super().prepare()
+            limit = self.gateway.settings.max_body_bytes
+            length = self.request.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise PayloadTooLarge(limit)
+            content_type = self.request.headers.get("Content-Type")
+            if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
+                raise UnsupportedMediaType()
+        except GatewayError as error:
+            self._refuse(error)
 
     def data_received(self, chunk: bytes) -> None:
-        if self._finished:
-            return  # already answered 413; the rest of the body is discarded
+        if self._lingering:
+            self._discarded += len(chunk)
+            if self._discarded > LINGER_MAX_BYTES:
+                self._end_linger(drained=False)
+            return
         self._body += chunk
         limit = self.gateway.settings.max_body_bytes
         if len(self._body) > limit:
-            # Answer now (Tornado does not route exceptions raised here to write_error), then
-            # Tornado closes the connection instead of reading the rest of the body.
             self._body = bytearray()
-            self.send_gateway_error(PayloadTooLarge(limit))
+            self._refuse(PayloadTooLarge(limit))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer ``error`` now, before the body has been read, then linger: read and discard
+        what the client still sends until the body ends, the client leaves, or
+        :data:`LINGER_SECONDS` or :data:`LINGER_MAX_BYTES` run out; then close.
+
+        Closing at once would leave unread bytes in the kernel, which then answers the client
+        with a TCP reset, and a reset destroys the answer in the client's receive buffer before
+        the client has read it (RFC 9112 9.6; nginx's lingering close). The answer says
+        ``Connection: close``: the rest of the body is never parsed as a next request.
+        """
+        log.debug("request refused", extra=fields(status=error.status, code=error.code))
+        self._lingering = True
+        # Tornado would write "100 Continue" after this final answer; a client that asked
+        # for it now knows not to send the body at all.
+        self.request.headers.pop("Expect", None)
+        body = error.to_json()
+        self.set_status(error.status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Content-Length", len(body))
+        self.set_header("Connection", "close")
+        self.write(body)
+        self.flush()
+        self._linger_timer = IOLoop.current().call_later(
+            LINGER_SECONDS, self._end_linger, drained=False
+        )
+
+    def _end_linger(self, *, drained: bool) -> None:
+        """End a lingering close: finish the refused request (it is logged) and close the
+        connection; once the answer is written when the whole body was read (``drained``),
+        at once otherwise (a bound ran out, or the client left)."""
+        if not self._lingering:
+            return
+        self._lingering = False
+        if self._linger_timer is not None:
+            IOLoop.current().remove_timeout(self._linger_timer)
+            self._linger_timer = None
+        written = self.finish()
+        if drained:
+            written.add_done_callback(lambda _: self._http.close())
+        else:
+            self._http.close()
+
+    def on_connection_close(self) -> None:
+        self._end_linger(drained=False)
+        super().on_connection_close()
+
+    @property
+    def _http(self) -> HTTP1Connection:
+        return cast(HTTP1Connection, self.request.connection)
 
     async def post(self) -> None:
-        if self._finished:
+        if self._lingering:
+            self._end_linger(drained=True)  # the refused body has been read to its end
             return
         try:
             body = protocol.decode_json(bytes(self._body))
@@ -287,14 +365,39 @@ class SendHandler(InternalHandler):
 class ConnectionsHandler(InternalHandler):
     """``GET /internal/connections``: how many streams are open, and up to ``limit`` of them."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         try:
             limit = int(self.get_query_argument("limit", "100"))
         except ValueError:
             limit = -1
         if limit < 0:
             raise InvalidLimit()
-        self.write_json(self.gateway.connections(limit))
+        self.write_json(await self.gateway.connections(limit))
+
+
+class HistoryHandler(InternalHandler):
+    """``GET /internal/history?channel=<c>[&since=<id>][&limit=<n>]``: a channel's kept
+    events, oldest first (at most 1000 at a time; page on with ``since`` = the last id)."""
+
+    async def get(self) -> None:
+        channel = self.get_query_argument("channel", "")
+        if not protocol.is_valid_channel(channel):
+            raise InvalidChannel()
+        since_text = self.get_query_argument("since", None)
+        since = None
+        if since_text is not None:
+            since = history.parse_event_id(since_text)
+            if since is None:
+                raise InvalidSince()
+        limit_text = self.get_query_argument("limit", "100")
+        limit = int(limit_text) if limit_text.isdigit() else 0
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise InvalidLimit("'limit' must be a whole number from 1 to %d" % MAX_HISTORY_LIMIT)
+        self.write_json(await self.gateway.history(channel, since, limit))
+
+
+#: Most events one ``/internal/history`` answer lists.
+MAX_HISTORY_LIMIT = 1000
 
 
 class NotFoundHandler(JSONErrorMixin):

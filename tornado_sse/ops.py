@@ -7,7 +7,7 @@ import logging
 from tornado.web import RequestHandler
 
 from . import routes
-from .handlers import JSONErrorMixin, PublicHandler
+from .handlers import InternalHandler, PublicHandler
 from .log import fields
 
 access_log = logging.getLogger("tornado_sse.access")
@@ -28,8 +28,9 @@ class ReadyHandler(PublicHandler):
         self.write_json(body, 200 if ready else 503)
 
 
-class MetricsHandler(JSONErrorMixin):
-    """``GET /metrics``: Prometheus text format (served beside the internal API)."""
+class MetricsHandler(InternalHandler):
+    """``GET /metrics``: Prometheus text format, served beside the internal API and behind
+    the same ``INTERNAL_SECRET``."""
 
     def get(self) -> None:
         body, content_type = self.gateway.render_metrics()

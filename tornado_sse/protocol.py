@@ -7,6 +7,7 @@ can be tested byte for byte in memory.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import uuid
@@ -83,6 +84,19 @@ def with_id(event_id: int, tail: bytes) -> bytes:
     """The frame of a channel event: the ``id:`` line the gateway assigned, then ``tail`` (the
     event encoded without an id, as :func:`encode_event` gives it)."""
     return b"id: %d\n%b" % (event_id, tail)
+
+
+def decode_tail(tail: bytes) -> tuple[str | None, str]:
+    """The event name (``None`` when unnamed) and data of an event encoded by
+    :func:`encode_event` without an id, as an SSE client would read them back."""
+    name: str | None = None
+    lines = []
+    for line in tail.decode("utf-8").split("\n"):
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            lines.append(line[6:])
+    return name, "\n".join(lines)
 
 
 def encode(event: Event) -> bytes:
@@ -297,14 +311,51 @@ class RequestSnapshot:
 
 
 def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapshot:
-    """The :class:`RequestSnapshot` of a stream request for target ``url`` and header ``pairs``."""
-    headers = capture_headers(pairs)
+    """The :class:`RequestSnapshot` of a stream request for target ``url`` and header ``pairs``.
+
+    ``url`` and the header values are taken as the HTTP server decoded them, as Latin-1 (as
+    Tornado does); each is re-read as UTF-8 where its bytes are UTF-8 (:func:`utf8_text`), so the
+    backend sees ``/sse/café`` and ``Cookie: name=José``. Percent-escapes are left as they are.
+    """
+    url = utf8_text(url)
+    headers = capture_headers((name, utf8_text(value)) for name, value in pairs)
     return RequestSnapshot(
         url=url,
         headers=headers,
         request_id=request_id(headers.get("x-request-id")),
         last_event_id=_last_event_id(url, headers.get("last-event-id")),
     )
+
+
+def utf8_text(text: str) -> str:
+    """``text``, read from bytes as Latin-1, re-read as UTF-8 if those bytes are valid UTF-8.
+
+    HTTP servers decode the request line and header values as Latin-1, so the UTF-8 bytes of
+    ``café`` arrive as ``cafÃ©``: this gives back ``café``. Text that is ASCII, whose bytes
+    are not UTF-8 (a lone Latin-1 ``é``), or that holds characters beyond Latin-1 (so it was
+    never read as Latin-1) is returned unchanged.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
+
+
+def bearer_matches(authorization: str | None, secret: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <secret>``.
+
+    The scheme name ``Bearer`` may come in any case (RFC 9110 11.1: ``bearer``, ``BEARER``),
+    followed by one or more spaces; the credentials are compared with ``secret`` in constant
+    time.
+    """
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.lstrip(" ").encode(), secret.encode())
 
 
 def request_id(value: str | None) -> str:
@@ -336,6 +387,17 @@ def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         else:
             headers[key] = value
     return headers
+
+
+def snapshot_record(request: RequestSnapshot) -> bytes:
+    """``request`` as compact bytes to keep elsewhere (see :func:`snapshot_from_record`)."""
+    return _dumps({"u": request.url, "h": request.headers, "r": request.request_id})
+
+
+def snapshot_from_record(record: bytes) -> RequestSnapshot:
+    """The :class:`RequestSnapshot` kept by :func:`snapshot_record`."""
+    value = json.loads(record)
+    return RequestSnapshot(url=value["u"], headers=value["h"], request_id=value["r"])
 
 
 def _dumps(value: Mapping[str, Any]) -> bytes:

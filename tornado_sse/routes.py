@@ -2,6 +2,8 @@
 
 The stream endpoint takes every other path under ``SSE_PATH_PREFIX``; with the prefix ``/`` the
 paths of this table, and everything under ``/internal/``, are reserved (:func:`reserved_lookahead`).
+``/internal`` itself and ``/internals`` are not: they are ordinary stream paths, as in the Node
+original.
 Internal routes are served behind ``INTERNAL_SECRET`` (and only on ``INTERNAL_PORT`` when that is
 set) and never carry CORS headers (:func:`is_internal`); their requests are counted by route
 (:func:`metric_label`). Pure: no Tornado here, ``app`` maps each route's name to its handler.
@@ -28,14 +30,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/readyz", "ready", internal=False),
     Route("/internal/send", "send", internal=True),
     Route("/internal/connections", "connections", internal=True),
+    Route("/internal/history", "history", internal=True),
     Route("/metrics", "metrics", internal=True),
 )
 
 #: Every path under it belongs to the internal API, served or not (404 when unknown).
 INTERNAL_PREFIX = "/internal/"
-
-#: Paths that are never streams although no route serves them.
-RESERVED_EXTRA: tuple[str, ...] = ("/internal",)
 
 
 def is_internal(path: str) -> bool:
@@ -46,7 +46,6 @@ def is_internal(path: str) -> bool:
 def reserved_lookahead() -> str:
     """A regex lookahead, to follow a leading ``/``, that refuses every reserved path."""
     words = [re.escape(INTERNAL_PREFIX[1:])]  # "internal/": the whole internal API
-    words += [re.escape(path[1:]) + "$" for path in RESERVED_EXTRA]
     words += [re.escape(r.path[1:]) + "$" for r in ROUTES if not r.path.startswith(INTERNAL_PREFIX)]
     return "(?!%s)" % "|".join(words)
 

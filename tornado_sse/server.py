@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +36,10 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
     """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
     return HTTPServer(
         app,
-        # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
-        # only stops a client that keeps sending after that answer.
+        # The bound of the routes whose bodies Tornado buffers. The send handler lifts it for
+        # its own requests: it counts the body itself, answers 413 in JSON and then discards
+        # the rest for a bounded time (handlers.SendHandler), where this bound would cut the
+        # connection without an answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
         # beyond that Tornado drops the connection without reading more.
@@ -99,6 +102,40 @@ def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPSe
     return [own]
 
 
+async def _wait_for_broker(app: App, settings: Settings) -> None:
+    """Take no connection before the Redis link is up (PROTOCOL 6): a platform that routes to a
+    process as soon as it listens must not send it streams it would refuse. After
+    ``REDIS_CONNECT_TIMEOUT_SECONDS`` the port opens anyway, with ``/readyz`` 503."""
+    timeout = settings.redis_connect_timeout_seconds
+    if not await app.gateway.broker.wait_ready(timeout):
+        log.warning(
+            "Redis is unreachable; serving anyway, not ready until it answers",
+            extra=fields(waited=timeout),
+        )
+
+
+def wait_for_redis(settings: Settings) -> bool:
+    """Before binding the shared port of ``--processes``: wait until Redis answers PING, at
+    most ``REDIS_CONNECT_TIMEOUT_SECONDS``; whether it did. (With Sentinel, each process's own
+    link decides.)"""
+    if not settings.redis_url or settings.redis_sentinels:
+        return True
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    deadline = time.monotonic() + settings.redis_connect_timeout_seconds
+    try:
+        while True:  # bounded by the deadline
+            try:
+                return bool(client.ping())
+            except (redis.RedisError, OSError):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
 async def serve(
     settings: Settings,
     app: App | None = None,
@@ -112,10 +149,12 @@ async def serve(
     its own ``/metrics`` on P + 1 + index.
     """
     app = app or make_app(settings)
+    app.gateway.start()
+    if settings.uses_redis:
+        await _wait_for_broker(app, settings)
     servers = listen(app, settings, sockets)
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
-    app.gateway.start()
     warn_if_exposed(settings)
     if not settings.callback_url and not settings.jwt_configured:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
@@ -155,6 +194,11 @@ def run_processes(settings: Settings) -> int:
     sockets; forward SIGTERM/SIGINT to them, restart one that dies on its own, and return 0 if
     every process drained cleanly."""
     count = settings.processes or os.cpu_count() or 1
+    if not wait_for_redis(settings):
+        log.warning(
+            "Redis is unreachable; starting anyway, not ready until it answers",
+            extra=fields(waited=settings.redis_connect_timeout_seconds),
+        )
     sockets = Sockets.bind(settings)
     children: dict[int, int] = {}
     stopping = False

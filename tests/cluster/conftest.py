@@ -33,7 +33,9 @@ class RedisServer:
     def url(self) -> str:
         return "redis://127.0.0.1:%d/0" % self.port
 
-    def start(self) -> None:
+    def start(self, replica_of: int | None = None) -> None:
+        """Start (or start again) on :attr:`port`, empty; ``replica_of`` makes it a replica
+        of the Redis on that loopback port."""
         binary = shutil.which("redis-server")
         assert binary, "redis-server is needed (tests/run.py installs it)"
         self.process = subprocess.Popen(
@@ -49,6 +51,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "no",
+                *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
             ],
             stdout=subprocess.DEVNULL,
         )

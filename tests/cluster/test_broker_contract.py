@@ -18,7 +18,7 @@ import pytest
 from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound
-from tornado_sse.history import first_id
+from tornado_sse.history import Retention, first_id
 
 BROKERS = ["local", "redis"]
 
@@ -29,6 +29,8 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.publications: list[tuple[str, int, bytes]] = []
         self.sends: list[tuple[str, bytes | None, bool]] = []
+        self.gaps: list[tuple[str, int]] = []
+        self.lost: list[tuple[str, bytes]] = []
         self.answer: Callable[[str], str] = lambda token: "ok"
         self._arrived = asyncio.Event()
 
@@ -39,6 +41,12 @@ class RecordingHandler:
     def on_send(self, token: str, frame: bytes | None, close: bool) -> str:
         self.sends.append((token, frame, close))
         return self.answer(token)
+
+    def on_gap(self, channel: str, since: int) -> None:
+        self.gaps.append((channel, since))
+
+    def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
+        self.lost.extend(streams)
 
     async def wait_publications(self, count: int, timeout: float = 5.0) -> None:
         """Until ``count`` publications have arrived (bounded by ``timeout``)."""
@@ -68,7 +76,7 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
 
     async def make(history_size: int = 100, history_ttl: float = 60.0) -> Pair:
         if request.param == "local":
-            broker = LocalBroker(history_size, history_ttl)
+            broker = LocalBroker(Retention(size=history_size, ttl=history_ttl))
             handler = RecordingHandler()
             broker.start(handler)
             made.append(broker)
@@ -79,7 +87,7 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
         pair: list[Any] = []
         for _ in range(2):
             redis_broker = RedisBroker(
-                server.url, history_size=history_size, history_ttl=history_ttl
+                server.url, retention=Retention(size=history_size, ttl=history_ttl)
             )
             handler = RecordingHandler()
             redis_broker.start(handler)
@@ -101,6 +109,8 @@ def make_pair(request: Any, io_loop: Any) -> Iterator[Callable[..., Any]]:
 async def test_publications_reach_every_instance_in_order_with_increasing_ids(make_pair):
     started = first_id()
     a, handler_a, b, handler_b = await make_pair()
+    for broker in (a, b):
+        await broker.subscribe({"room"})
     ids = []
     for i in range(6):
         publisher = a if i % 2 == 0 else b
@@ -152,7 +162,7 @@ async def test_history_forgets_events_older_than_the_ttl(make_pair):
 @pytest.mark.gen_test(timeout=20)
 async def test_a_send_is_routed_to_the_instance_holding_the_token(make_pair):
     a, handler_a, b, handler_b = await make_pair()
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
     assert await b.route("tok", b"data: hi\n\n", False) == "ok"
     assert handler_a.sends == [("tok", b"data: hi\n\n", False)]
     handler_a.answer = lambda token: "buffered"
@@ -165,7 +175,7 @@ async def test_a_send_is_routed_to_the_instance_holding_the_token(make_pair):
 @pytest.mark.gen_test(timeout=20)
 async def test_the_holders_error_comes_back_with_its_status_and_code(make_pair):
     a, handler_a, b, _ = await make_pair()
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
 
     def refuse(token: str) -> str:
         raise BufferFull("3 events are already queued for this connecting stream")
@@ -181,7 +191,7 @@ async def test_unknown_and_unregistered_tokens_are_not_found(make_pair):
     a, handler_a, b, _ = await make_pair()
     with pytest.raises(TokenNotFound):
         await b.route("nobody", b"data: x\n\n", False)
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
     a.unregister("tok")
 
     async def gone() -> bool:
@@ -192,3 +202,36 @@ async def test_unknown_and_unregistered_tokens_are_not_found(make_pair):
         return False
 
     await until(gone)
+
+
+@pytest.mark.parametrize("make_pair", ["redis"], indirect=True)
+@pytest.mark.gen_test(timeout=20)
+async def test_an_instance_receives_only_the_channels_it_subscribes_to(make_pair):
+    a, handler_a, b, handler_b = await make_pair()
+    await a.subscribe({"mine"})
+    await b.subscribe({"theirs"})
+    await b.publish("mine", b"1")
+    await a.publish("theirs", b"2")
+    await handler_a.wait_publications(1)
+    await handler_b.wait_publications(1)
+    assert [p[0] for p in handler_a.publications] == ["mine"]
+    assert [p[0] for p in handler_b.publications] == ["theirs"]
+
+
+@pytest.mark.parametrize("make_pair", ["redis"], indirect=True)
+@pytest.mark.gen_test(timeout=20)
+async def test_subscriptions_are_counted_and_dropped_after_the_last_one(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    await a.subscribe({"room"})
+    await a.subscribe({"room"})
+    a.unsubscribe({"room"})
+    await b.publish("room", b"still")
+    await handler_a.wait_publications(1)  # one subscriber is left
+    a.unsubscribe({"room"})
+    await until(lambda: "room" not in a.channels.subscribed)
+    marker = await b.publish("room", b"gone")
+    await a.subscribe({"other"})
+    await b.publish("other", b"after")
+    await handler_a.wait_publications(2)
+    assert [p[2] for p in handler_a.publications] == [b"still", b"after"]
+    assert all(p[1] != marker for p in handler_a.publications)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from collections import Counter
@@ -269,3 +270,22 @@ async def test_disconnects_are_not_starved_by_a_storm_of_connects(gateway, backe
     assert waited < 2.0, waited
     for opened in await asyncio.gather(*storm):
         await opened.aclose()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_shutdown_that_times_out_says_how_many_disconnects_were_undelivered(backend):
+    backend.disconnect_answer = Answer(delay=20.0)  # never answers in time
+    gw = await start_gateway(
+        {"CALLBACK_URL": backend.url, "SHUTDOWN_TIMEOUT_SECONDS": "1", "LOG_LEVEL": "debug"}
+    )
+    streams = [await open_stream(gw.port, "/sse/u%d" % i) for i in range(3)]
+    assert [s.status for s in streams] == [200] * 3
+    tokens = {c.token for c in await backend.wait_for_calls("connect", 3)}
+    gw.signal(signal.SIGTERM)
+    assert await gw.wait(15) == 0
+    for stream in streams:
+        await stream.aclose()
+    (line,) = [line for line in gw.log if "undelivered=" in line]
+    assert "undelivered=3" in line, line
+    listed = {line.split("token=")[1].split()[0] for line in gw.log if "undelivered token=" in line}
+    assert listed == tokens

@@ -19,11 +19,11 @@ async def test_demo_jwt_mode_streams_the_clock_without_a_connect_callback():
         [sys.executable, "-m", "tornado_sse", "demo", "--jwt"],
         port=port,
         env={"PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "info"},
-        ready=lambda line: "demo: open" in line,
+        ready=lambda line: " listening " in line,  # the port is open
         what="the demo",
     )
     try:
-        assert any("/?mode=jwt" in line for line in demo.log), demo.log
+        assert any("demo: open" in line and "/?mode=jwt" in line for line in demo.log), demo.log
         client = AsyncHTTPClient()
         page = await client.fetch(demo.base_url + "/?mode=jwt")
         assert b"/demo/token" in page.body

@@ -232,7 +232,7 @@ async def test_internal_api_is_404_through_nginx_and_works_on_the_gateway_port(b
             "//internal/send",
             "/%69nternal/send",
             "/sse/../internal/send",
-            "/internal",
+            "/internal/",
         ):
             attempt = json.dumps({"token": connect.token, "event": {"data": path}}).encode()
             response = await raw_request(
@@ -254,6 +254,23 @@ async def test_internal_api_is_404_through_nginx_and_works_on_the_gateway_port(b
         # reached the gateway.
         (event,) = await stream.wait_events(1, timeout=2.0)
         assert event.data == "direct"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_internal_itself_and_internals_stream_through_nginx_with_the_root_prefix(
+    backend, tmp_path
+):
+    async with proxied_gateway(backend, tmp_path, SSE_PATH_PREFIX="/") as proxied:
+        for path in ("/internal?x=1", "/internals"):
+            stream = await proxied.stream(path)
+            assert stream.status == 200, (path, await stream.read_to_end())
+        await backend.wait_for_calls("connect", count=2)
+        assert [c.body["request"]["url"] for c in backend.of("connect")] == [
+            "/internal?x=1",
+            "/internals",
+        ]
+        refused = await raw_request(proxied.nginx.port, "GET", "/internal/connections")
+        assert error_code(refused, 404) == "NOT_FOUND"
 
 
 @pytest.mark.gen_test(timeout=60)

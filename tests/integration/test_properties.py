@@ -246,9 +246,8 @@ def _replace(value: Any, needle: str, new: Any) -> Any:
     return new if value == needle else value
 
 
-#: Largest body sent. Past about twice MAX_BODY_BYTES a client that writes its whole body
-#: before reading (as raw_request does) loses the 413 to the TCP reset of the gateway's close:
-#: a limit of such clients and of TCP, not of the answers this file is about.
+#: Largest body sent: enough to cross MAX_BODY_BYTES, small enough to keep examples quick
+#: (bodies of any size get their 413: tests/integration/test_promises.py).
 MAX_SENT_BYTES = 2 * MAX_BODY_BYTES
 
 

@@ -345,16 +345,25 @@ async def test_root_prefix_streams_any_path_but_keeps_reserved_ones(gateway, bac
     assert (code, answer) == (200, {"status": "ok"})
     assert [e.data for e in await stream.wait_events(1)] == ["via /internal"]
 
-    for path in ("/internal/whatever", "/internal"):
+    for path in ("/internal/whatever", "/internal/"):
         other = await gw.stream(path)
         await assert_json_error(other, 404, "NOT_FOUND", cors=False)
         assert "access-control-allow-origin" not in other.headers  # internal: never CORS
     metrics = await gw.get("/metrics")
     assert not metrics.headers.get("Content-Type", "").startswith("text/event-stream")
+    # Only /internal/... is the internal API: /internal itself and /internals are streams.
+    for path in ("/internal?x=1", "/internals"):
+        ordinary = await gw.open(path)
+        assert ordinary.headers.get("access-control-allow-origin") == "*"  # a public endpoint
     # None of the reserved paths reached the backend as a stream.
     await gw.open("/last")
-    await backend.wait_for_calls("connect", count=2)
-    assert [c.body["request"]["url"] for c in backend.calls] == ["/anything/at/all?q=1", "/last"]
+    await backend.wait_for_calls("connect", count=4)
+    assert [c.body["request"]["url"] for c in backend.calls] == [
+        "/anything/at/all?q=1",
+        "/internal?x=1",
+        "/internals",
+        "/last",
+    ]
 
 
 # -- concurrency --------------------------------------------------------------------------------

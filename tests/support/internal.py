@@ -64,12 +64,14 @@ async def raw_request(
             await writer.drain()
         except ConnectionError:
             pass  # the server may answer (e.g. 413) and close before reading the whole body
-        return await asyncio.wait_for(_read_response(reader), timeout)
+        return await asyncio.wait_for(read_response(reader), timeout)
     finally:
         writer.close()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> RawResponse:
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """Read one whole response off ``reader`` (no timeout of its own): its head, then its body
+    by ``Content-Length``, by chunks, or to the end of the connection."""
     code, headers = await read_head(reader)
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = bytearray()

@@ -20,14 +20,19 @@ def unused_port() -> int:
 
 
 def unused_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now (bounded search)."""
-    for _ in range(50):
+    """The first of ``count`` consecutive loopback ports that are free now (bounded search).
+
+    Probed with ``SO_REUSEADDR``, as servers bind (Tornado's ``bind_sockets`` sets it): a port
+    that only has connections in TIME_WAIT is free for them.
+    """
+    for _ in range(200):
         first = unused_port()
         socks = []
         try:
             for port in range(first, first + count):
                 sock = socket.socket()
                 socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
             return first
         except OSError:

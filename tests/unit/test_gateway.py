@@ -25,6 +25,7 @@ from tornado_sse.errors import (
     TooManyConnections,
 )
 from tornado_sse.gateway import Gateway
+from tornado_sse.history import Retention
 from tornado_sse.protocol import Event, RequestSnapshot, SendRequest
 from tornado_sse.registry import Registry
 
@@ -79,7 +80,7 @@ def make_gateway(backend: FakeBackend | None, **settings: Any) -> Gateway:
     app = make_app(
         Settings(**{**values, **settings}),
         backend=backend,  # type: ignore[arg-type]
-        broker=LocalBroker(settings.get("history_size", 1000), 300.0),
+        broker=LocalBroker(Retention(size=settings.get("history_size", 1000), ttl=300.0)),
         registry=Registry(),
     )
     gateway = app.gateway

@@ -18,7 +18,9 @@ from tornado_sse.protocol import (
     Event,
     RequestSnapshot,
     SendRequest,
+    bearer_matches,
     capture_headers,
+    capture_request,
     connect_body,
     decode_json,
     disconnect_body,
@@ -28,6 +30,7 @@ from tornado_sse.protocol import (
     encode_retry,
     is_valid_channel,
     parse_connect_answer,
+    utf8_text,
     validate_send,
 )
 
@@ -662,6 +665,79 @@ def test_capture_headers(pairs: list[tuple[str, str]], headers: dict[str, str]) 
 
 def test_capture_headers_keeps_first_seen_order() -> None:
     assert list(capture_headers([("B", "1"), ("A", "2"), ("b", "3")])) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [
+        ("Bearer s3cret", True),
+        ("bearer s3cret", True),
+        ("BEARER s3cret", True),
+        ("bEaReR s3cret", True),
+        ("Bearer   s3cret", True),  # 1*SP after the scheme
+        (None, False),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer ", False),
+        ("Bearer wrong", False),
+        ("Bearer s3cre", False),
+        ("Bearer s3cret2", False),
+        ("Bearer S3CRET", False),  # the scheme's case is free, the secret's is not
+        ("Bearers3cret", False),
+        ("Basic s3cret", False),
+        ("s3cret", False),
+        ("Bearer s3cret ", False),
+    ],
+)
+def test_bearer_matches_any_case_of_the_scheme_and_only_the_exact_secret(
+    authorization: str | None, matches: bool
+) -> None:
+    assert bearer_matches(authorization, "s3cret") is matches
+
+
+def latin1(text: str) -> str:
+    """``text`` as an HTTP server that decodes Latin-1 gives its UTF-8 bytes: café -> cafÃ©."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("given", "text"),
+    [
+        pytest.param("/sse/x?y=1", "/sse/x?y=1", id="ascii"),
+        pytest.param(latin1("/sse/caf\u00e9"), "/sse/caf\u00e9", id="utf8-bytes"),
+        pytest.param(latin1("\u65e5 \U0001f600"), "\u65e5 \U0001f600", id="utf8-wide"),
+        pytest.param("/sse/caf%C3%A9", "/sse/caf%C3%A9", id="percent-escapes-kept"),
+        pytest.param("Jos\u00e9", "Jos\u00e9", id="latin1-byte-not-utf8-kept"),
+        pytest.param("\u00c3(", "\u00c3(", id="broken-utf8-kept"),
+        pytest.param("\u65e5", "\u65e5", id="beyond-latin1-kept"),
+    ],
+)
+def test_utf8_text_rereads_latin1_decoded_utf8_bytes(given: str, text: str) -> None:
+    assert utf8_text(given) == text
+
+
+def test_capture_request_rereads_url_and_header_values_as_utf8() -> None:
+    request = capture_request(
+        latin1("/sse/caf\u00e9?q=\u00fc"),
+        [
+            ("Cookie", latin1("name=Jos\u00e9")),
+            ("Cookie", "old=Jos\u00e9"),  # a Latin-1 byte that is not UTF-8: kept as is
+            ("Last-Event-ID", latin1("\u00fcn\u00ef")),
+        ],
+    )
+    assert request.url == "/sse/caf\u00e9?q=\u00fc"
+    assert request.headers == {
+        "cookie": "name=Jos\u00e9; old=Jos\u00e9",
+        "last-event-id": "\u00fcn\u00ef",
+    }
+    assert request.last_event_id == "\u00fcn\u00ef"
+
+
+def test_capture_request_reads_a_utf8_last_event_id_query_parameter() -> None:
+    raw = capture_request(latin1("/sse/x?lastEventId=\u00fcn\u00ef"), [])
+    escaped = capture_request("/sse/x?lastEventId=%C3%BCn%C3%AF", [])
+    assert raw.last_event_id == escaped.last_event_id == "\u00fcn\u00ef"
+    assert escaped.url == "/sse/x?lastEventId=%C3%BCn%C3%AF"
 
 
 def snapshot(url: str, headers: dict[str, str]) -> RequestSnapshot:

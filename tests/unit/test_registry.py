@@ -6,7 +6,14 @@ import pytest
 
 from tornado_sse.connection import Connection, State
 from tornado_sse.errors import BufferFull, TokenNotFound
-from tornado_sse.history import History, parse_event_id
+from tornado_sse.history import (
+    ENTRY_OVERHEAD,
+    History,
+    Retention,
+    id_at,
+    parse_event_id,
+    parse_rules,
+)
 from tornado_sse.protocol import RequestSnapshot
 from tornado_sse.registry import Registry
 
@@ -170,7 +177,7 @@ def test_heartbeat_skips_streams_younger_than_half_an_interval(registry):
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = 1000.0
 
     def __call__(self) -> float:
         return self.now
@@ -183,17 +190,97 @@ def replay(history: History, last_event_id: str, channels: set[str]):
     return history.window(channels, since).replay(since)
 
 
-def test_history_replays_after_an_id_and_reports_gaps():
+def test_history_keeps_the_last_events_of_each_channel_and_reports_gaps():
     clock = Clock()
-    history = History(size=3, ttl=60, first_id=100, clock=clock)
-    for i in range(100, 105):
-        history.append(i, "a" if i % 2 else "b", b"f%d" % i)
-    assert replay(history, "102", {"a", "b"}).events == ((103, b"f103"), (104, b"f104"))
+    history = History(Retention(size=2, ttl=60), first_id=100, clock=clock)
+    for i in range(100, 106):
+        history.append(i, "a" if i % 2 else "b", b"f%d" % i)  # a: 101 103 105, b: 100 102 104
+    assert replay(history, "102", {"a", "b"}).events == (
+        (103, b"f103"),
+        (104, b"f104"),
+        (105, b"f105"),
+    )
     assert replay(history, "103", {"b"}).events == ((104, b"f104"),)
-    assert replay(history, "101", {"a"}).events == ((103, b"f103"),)  # 102.. still kept
-    assert replay(history, "100", {"a"}).gap  # 101 fell out of the window
-    assert replay(history, "104", {"a"}).events == ()
-    assert replay(history, "105", {"a"}).gap  # never issued
+    assert replay(history, "100", {"a"}).gap  # a kept only 103 and 105: 101 is gone
+    assert replay(history, "102", {"a"}).events == ((103, b"f103"), (105, b"f105"))
+    assert replay(history, "101", {"b"}).events == ((102, b"f102"), (104, b"f104"))
+    assert replay(history, "100", {"a", "b"}).gap  # never partial: a cannot be replayed
+    assert replay(history, "105", {"a"}).events == ()
+    assert replay(history, "106", {"a"}).gap  # never issued
+    assert replay(history, "98", {"a"}).gap  # before the history started
     assert parse_event_id("abc") is None  # not an id: the gateway answers a gap
-    clock.now = 61
-    assert replay(history, "102", {"a"}).gap  # expired
+    clock.now += 61
+    assert replay(history, "104", {"a"}).gap  # expired
+
+
+def test_a_channel_window_never_shrinks_because_of_another_channels_publishes():
+    history = History(Retention(size=50, ttl=60), first_id=1, clock=Clock())
+    history.append(1, "quiet", b"q")
+    for i in range(2, 5002):
+        history.append(i, "busy", b"b")
+    assert replay(history, "0", {"quiet"}).events == ((1, b"q"),)
+    assert len(history) == 51
+
+
+def test_history_rules_give_channels_their_own_size_and_ttl():
+    clock = Clock()
+    rules = parse_rules("ticker.*=1/10,chat.*=3/3600")
+    history = History(Retention(size=2, ttl=60, rules=rules), first_id=1, clock=clock)
+    for i, channel in enumerate(["ticker.x", "ticker.x", "chat.y"] * 3, start=1):
+        history.append(i, channel, b"e%d" % i)
+    assert replay(history, "7", {"ticker.x"}).events == ((8, b"e8"),)
+    assert replay(history, "6", {"ticker.x"}).gap  # size 1: 7 is gone
+    assert replay(history, "0", {"chat.y"}).events == ((3, b"e3"), (6, b"e6"), (9, b"e9"))
+    clock.now += 11
+    assert replay(history, "7", {"ticker.x"}).gap  # ttl 10 s
+    assert replay(history, "0", {"chat.y"}).events == ((3, b"e3"), (6, b"e6"), (9, b"e9"))
+
+
+def test_a_channel_whose_rule_keeps_nothing_is_left_out_of_replays():
+    rules = parse_rules("live.*=0/0")
+    history = History(Retention(size=5, ttl=60, rules=rules), first_id=1, clock=Clock())
+    history.append(1, "live.x", b"l")
+    history.append(2, "room", b"r")
+    assert replay(history, "0", {"room", "live.x"}).events == ((2, b"r"),)
+
+
+def test_history_max_bytes_drops_the_oldest_events_first_and_counts_them():
+    size = len(b"x" * 1000) + ENTRY_OVERHEAD
+    history = History(Retention(size=1000, ttl=60, max_bytes=10 * size), first_id=1, clock=Clock())
+    for i in range(1, 21):
+        history.append(i, "a" if i <= 10 else "b", b"x" * 1000)
+    assert history.bytes == 10 * size and len(history) == 10
+    assert replay(history, "0", {"a"}).gap  # all of a went first
+    assert [i for i, _ in replay(history, "10", {"b"}).events] == list(range(11, 21))
+
+
+def test_the_expiry_timer_frees_expired_events_and_forgets_idle_channels():
+    clock = Clock()
+    history = History(Retention(size=10, ttl=5), first_id=id_at(clock.now), clock=clock)
+    first = id_at(clock.now)
+    history.append(first, "a", b"x" * 100)
+    clock.now += 6
+    assert history.expire() == 1
+    assert len(history) == 0 and history.bytes == 0
+    assert history.channels == 0  # what it dropped is older than the ttl: the clock tells
+    assert replay(history, str(first - 1), {"a"}).gap
+    # Even from the last event: once a channel has kept nothing for its ttl, the gateway
+    # cannot tell a reader that it missed nothing.
+    assert replay(history, str(first), {"a"}).gap
+
+
+def test_a_channel_emptied_by_the_byte_bound_is_remembered_until_its_ttl_passes():
+    clock = Clock()
+    size = 100 + ENTRY_OVERHEAD
+    retention = Retention(size=10, ttl=5, max_bytes=size)
+    history = History(retention, first_id=id_at(clock.now), clock=clock)
+    first = id_at(clock.now)
+    history.append(first, "a", b"x" * 100)
+    history.append(first + 1, "b", b"y" * 100)  # pushes a's only event out
+    history.expire()
+    assert history.channels == 2
+    assert replay(history, str(first - 1), {"a"}).gap
+    clock.now += 6
+    history.expire()
+    assert history.channels == 0
+    assert replay(history, str(first - 1), {"a"}).gap  # older than the ttl: still a gap

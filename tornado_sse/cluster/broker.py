@@ -11,8 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
+from redis.exceptions import RedisError
+
 from ..broker import BrokerHandler
-from ..history import Window
+from ..history import Retention, Window
 from .channels import ChannelBus
 from .directory import TokenDirectory
 from .link import RedisLink
@@ -26,24 +28,33 @@ class RedisBroker:
         self,
         url: str,
         *,
-        history_size: int,
-        history_ttl: float,
+        retention: Retention,
+        sentinels: str | None = None,
+        sentinel_master: str | None = None,
         prefix: str = "tornado_sse:",
     ) -> None:
         self.id = uuid.uuid4().hex
-        self.link = RedisLink(url)
+        self.link = RedisLink(url, sentinels=sentinels, master=sentinel_master)
         self.directory = TokenDirectory(self.link, self.id, prefix)
         self.router = Router(self.link, self.directory, self.id, prefix)
-        self.channels = ChannelBus(self.link, prefix, history_size, history_ttl)
+        self.channels = ChannelBus(self.link, prefix, retention)
 
     @property
     def ready(self) -> bool:
         return self.link.up
 
+    @property
+    def instance(self) -> str:
+        return self.id
+
     def start(self, handler: BrokerHandler) -> None:
-        self.channels.start(handler.on_publication)
+        self.channels.start(handler.on_publication, handler.on_gap)
         self.router.start(handler.on_send)
+        self.directory.start(handler.on_lost)
         self.link.start()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        return await self.link.wait_up(timeout)
 
     async def close(self) -> None:
         await self.link.close()
@@ -54,11 +65,27 @@ class RedisBroker:
     async def history(self, channels: Collection[str], since: int) -> Window:
         return await self.channels.window(channels, since)
 
-    async def register(self, token: str) -> None:
-        await self.directory.register(token)
+    async def subscribe(self, channels: Collection[str]) -> None:
+        await self.channels.subscribe(channels)
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        self.channels.unsubscribe(channels)
+
+    async def register(self, token: str, record: bytes) -> None:
+        await self.directory.register(token, record)
 
     def unregister(self, token: str) -> None:
         self.directory.unregister(token)
+
+    def count_open(self, open_streams: int) -> None:
+        self.directory.count_open(open_streams)
+
+    async def open_count(self, local: int) -> int:
+        self.link.require()
+        try:
+            return await self.directory.open_count()
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
 
     async def route(self, token: str, frame: bytes | None, close: bool) -> str:
         return await self.router.route(token, frame, close)

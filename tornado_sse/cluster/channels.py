@@ -1,105 +1,289 @@
-"""Channel events through Redis: cluster-wide ids, the history list and fan-out in one script.
+"""Channel events through Redis: cluster-wide ids, a history per channel, and per-channel
+subscriptions, so an instance receives a channel's events only while it has subscribers there.
 
-A publish runs one Lua script that takes the next id, appends the event to the history list and
-publishes it on ``<prefix>events``, so ids increase in publish order across the cluster and
-history and delivery cannot disagree. Events travel and are kept without their ``id:`` line:
-``<id> <channel>\\n<tail>`` on the pub/sub channel, ``<time> <id> <channel>\\n<tail>`` in the list.
+A publish runs one Lua script that takes the next id from the clock of Redis (see
+:func:`tornado_sse.history.next_id`), appends the event to the channel's own history list, trims
+it to the channel's size (remembering the highest id it dropped), sets the channel's keys to
+expire ``ttl`` after this publish, and publishes the event on the channel's own pub/sub channel.
+So ids increase in publish order across the cluster, and history and delivery cannot disagree.
+
+Keys (``<p>`` is the prefix): ``<p>event_id`` (the last id), ``<p>epoch`` (the first id since
+the store was last empty: ids below it are unknown, e.g. after a flush or a restart without
+persistence), ``<p>h:<channel>`` (``"<id> <tail>"`` items, oldest first), ``<p>d:<channel>``
+(the highest id trimmed away). Pub/sub channel ``<p>c:<channel>`` carries ``"<id>\\n<tail>"``.
+Events travel and are kept without their ``id:`` line.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
+import uuid
 from collections.abc import Callable, Collection
 
 from redis.exceptions import RedisError
 
-from ..history import Window, first_id
+from ..history import Retention, Window, id_at
+from ..log import fields
 from .link import RedisLink
 
-# KEYS: id counter, history list. ARGV: channel, tail, history size, publish time, pub/sub
-# channel of events, first id minus one (used once per cluster).
+log = logging.getLogger("tornado_sse.redis")
+
+# KEYS: id counter, epoch, history list, dropped key, this publish's own key. ARGV: tail, size,
+# ttl in ms, pub/sub channel. Returns the id, as a decimal string. Run again for the same
+# publish (a retry on a fresh connection), it returns the same id and publishes nothing.
 PUBLISH_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[6]) end
-local id = string.format('%d', redis.call('INCR', KEYS[1]))
-local size = tonumber(ARGV[3])
+local done = redis.call('GET', KEYS[5])
+if done then return done end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+if now > id then id = now end
+local sid = string.format('%.0f', id)
+redis.call('SET', KEYS[1], sid)
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], sid) end
+local size = tonumber(ARGV[2])
 if size > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[4] .. ' ' .. id .. ' ' .. ARGV[1] .. '\\n' .. ARGV[2])
-  redis.call('LTRIM', KEYS[2], -size, -1)
+  local n = redis.call('RPUSH', KEYS[3], sid .. ' ' .. ARGV[1])
+  if n > size then
+    local cut = redis.call('LRANGE', KEYS[3], n - size - 1, n - size - 1)
+    redis.call('SET', KEYS[4], string.match(cut[1], '^(%d+)'))
+    redis.call('LTRIM', KEYS[3], -size, -1)
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
 end
-redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[1] .. '\\n' .. ARGV[2])
-return id
+redis.call('PUBLISH', ARGV[4], sid .. '\\n' .. ARGV[1])
+redis.call('SET', KEYS[5], sid, 'EX', 60)
+return sid
 """
 
-#: Receives each event published anywhere in the cluster: (channel, id, tail).
+#: Seconds a channel nobody here listens to any more stays subscribed (a reload or a second
+#: tab then costs no round trip), and between two sweeps of such channels.
+UNSUBSCRIBE_AFTER = 1.0
+
+#: Receives each event published on a channel this instance subscribes to: (channel, id, tail).
 OnPublication = Callable[[str, int, bytes], None]
+#: Told that a channel's events after an id may have been missed for good: (channel, id).
+OnGap = Callable[[str, int], None]
 
 
 class ChannelBus:
-    """Publishes channel events and reads their history, shared by the whole cluster."""
+    """Publishes channel events, reads their history, and keeps this instance subscribed to
+    exactly the channels its streams need."""
 
-    def __init__(self, link: RedisLink, prefix: str, history_size: int, history_ttl: float) -> None:
+    def __init__(self, link: RedisLink, prefix: str, retention: Retention) -> None:
         self.link = link
-        self.history_size = history_size
-        self.history_ttl = history_ttl
+        self.retention = retention
+        self.prefix = prefix
         self._counter = prefix + "event_id"
-        self._list = prefix + "history"
-        self._events = prefix + "events"
+        self._epoch = prefix + "epoch"
+        self._pubsub_prefix = prefix + "c:"
         self._publish = link.client.register_script(PUBLISH_SCRIPT)
         self._on_publication: OnPublication | None = None
-        link.listen(self._events, self._on_event)
+        self._on_gap: OnGap | None = None
+        #: Streams of this instance per channel; subscribed (confirmed) channels.
+        self._counts: dict[str, int] = {}
+        self._active: set[str] = set()
+        self._lock = asyncio.Lock()
+        #: Per subscribed channel: the last id delivered here, and the Redis time (as an id) at
+        #: which the subscription began. A link that was cut catches up from the first of them.
+        self._last: dict[str, int] = {}
+        self._subscribed_at: dict[str, int] = {}
+        #: Live events of channels catching up, held until their catch-up is written.
+        self._holding: dict[str, list[tuple[int, bytes]]] = {}
+        link.listen_prefix(self._pubsub_prefix, self._on_event)
+        link.on_up(self._resubscribe)
+        link.every(UNSUBSCRIBE_AFTER, self._sweep)
 
-    def start(self, on_publication: OnPublication) -> None:
-        """Hand every event received to ``on_publication``."""
+    def start(self, on_publication: OnPublication, on_gap: OnGap) -> None:
+        """Hand every event received to ``on_publication``, and every channel whose missed
+        events cannot be caught up to ``on_gap``."""
         self._on_publication = on_publication
+        self._on_gap = on_gap
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """The channels this instance is subscribed to now."""
+        return frozenset(self._active)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _list(self, channel: str) -> str:
+        return "%sh:%s" % (self.prefix, channel)
+
+    def _dropped(self, channel: str) -> str:
+        return "%sd:%s" % (self.prefix, channel)
+
+    def _pubsub(self, channel: str) -> str:
+        return self._pubsub_prefix + channel
+
+    # -- publishing and history ----------------------------------------------------------------
 
     async def publish(self, channel: str, tail: bytes) -> int:
         """Publish ``tail`` on ``channel`` cluster-wide; returns its id."""
         self.link.require()
+        policy = self.retention.policy(channel)
         try:
+            publish_key = "%spub:%s" % (self.prefix, uuid.uuid4().hex)
             event_id = await self._publish(
-                keys=[self._counter, self._list],
-                args=[
-                    channel,
-                    tail,
-                    self.history_size,
-                    repr(time.time()),
-                    self._events,
-                    first_id() - 1,
+                keys=[
+                    self._counter,
+                    self._epoch,
+                    self._list(channel),
+                    self._dropped(channel),
+                    publish_key,
                 ],
+                args=[tail, policy.size, int(policy.ttl * 1000), self._pubsub(channel)],
             )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return int(event_id)
 
     async def window(self, channels: Collection[str], since: int) -> Window:
-        """What the history list holds of ``channels`` after ``since``."""
+        """What the channels' history lists hold after ``since`` (see ``Window``); reads only
+        those channels' keys, whatever else the store holds."""
         self.link.require()
+        kept = [c for c in channels if self.retention.policy(c).keeps]
         try:
             async with self.link.client.pipeline(transaction=True) as pipe:
-                pipe.lrange(self._list, 0, -1)
+                pipe.time()
                 pipe.get(self._counter)
-                entries, current = await pipe.execute()
+                pipe.get(self._epoch)
+                for channel in kept:
+                    pipe.lrange(self._list(channel), 0, -1)
+                    pipe.get(self._dropped(channel))
+                (seconds, micros), current, epoch, *lists = await pipe.execute()
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
-        if current is None:  # nothing was ever published: no id is known
+        if current is None or epoch is None:  # the store is empty: no earlier id is known
             return Window(events=(), dropped_through=0, last_id=-1)
-        last_id = int(current)
-        oldest = time.time() - self.history_ttl
-        kept = []
-        for entry in entries:
-            head, _, tail = entry.partition(b"\n")
-            at, event_id, channel = head.split(b" ", 2)
-            if float(at) >= oldest:
-                kept.append((int(event_id), channel.decode(), tail))
-        dropped_through = kept[0][0] - 1 if kept else last_id
-        return Window(
-            events=tuple((i, tail) for i, ch, tail in kept if i > since and ch in channels),
-            dropped_through=dropped_through,
-            last_id=last_id,
-        )
+        now = seconds + micros / 1_000_000
+        dropped = int(epoch) - 1
+        events: list[tuple[int, bytes]] = []
+        for i, channel in enumerate(kept):
+            entries, trimmed = lists[2 * i], lists[2 * i + 1]
+            oldest = id_at(now - self.retention.policy(channel).ttl)
+            if not entries:  # nothing kept for at least the ttl (or ever)
+                dropped = max(dropped, oldest)
+            if trimmed is not None:
+                dropped = max(dropped, int(trimmed))
+            for entry in entries:
+                head, _, tail = entry.partition(b" ")
+                event_id = int(head)
+                if event_id < oldest:  # older than the ttl: as good as dropped
+                    dropped = max(dropped, event_id)
+                elif event_id > since:
+                    events.append((event_id, tail))
+        events.sort()
+        return Window(events=tuple(events), dropped_through=dropped, last_id=int(current))
 
-    def _on_event(self, data: bytes) -> None:
+    def _on_event(self, pubsub_channel: bytes, data: bytes) -> None:
         head, _, tail = data.partition(b"\n")
-        event_id, channel = head.split(b" ", 1)
+        channel = pubsub_channel[len(self._pubsub_prefix) :].decode()
+        event_id = int(head)
+        held = self._holding.get(channel)
+        if held is not None:
+            held.append((event_id, tail))
+            return
+        self._deliver(channel, event_id, tail)
+
+    def _deliver(self, channel: str, event_id: int, tail: bytes) -> None:
+        last = self._last.get(channel)
+        if last is not None and event_id <= last:
+            return  # already written (a catch-up and a live copy of one event)
+        self._last[channel] = event_id
         if self._on_publication is not None:
-            self._on_publication(channel.decode(), int(event_id), tail)
+            self._on_publication(channel, event_id, tail)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscribe(self, channels: Collection[str]) -> None:
+        """Count one more stream on each of ``channels`` and return once this instance is
+        subscribed to all of them; on failure nothing is counted."""
+        self.link.require()
+        fresh = []
+        for channel in channels:
+            count = self._counts.get(channel, 0)
+            self._counts[channel] = count + 1
+            if count == 0:
+                fresh.append(channel)
+        if not fresh:
+            return
+        try:
+            async with self._lock:  # in order with the sweep's unsubscribes
+                needed = [c for c in fresh if c not in self._active]
+                if needed:
+                    await self.link.subscribe([self._pubsub(c) for c in needed])
+                    self._active.update(needed)
+                    seconds, micros = await self.link.client.time()
+                    for channel in needed:
+                        self._subscribed_at.setdefault(channel, seconds * 1_000_000 + micros)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.unsubscribe(channels)
+            raise self.link.unavailable(exc) from None
+        except BaseException:
+            self.unsubscribe(channels)
+            raise
+
+    def unsubscribe(self, channels: Collection[str]) -> None:
+        """Count one stream less on each of ``channels``; channels left with none are
+        unsubscribed by the next sweep."""
+        for channel in channels:
+            count = self._counts.get(channel, 0) - 1
+            if count > 0:
+                self._counts[channel] = count
+            else:
+                self._counts.pop(channel, None)
+
+    async def _sweep(self) -> None:
+        async with self._lock:
+            idle = [c for c in self._active if c not in self._counts]
+            if idle:
+                await self.link.unsubscribe([self._pubsub(c) for c in idle])
+                self._active.difference_update(idle)
+                for channel in idle:
+                    self._last.pop(channel, None)
+                    self._subscribed_at.pop(channel, None)
+
+    async def _resubscribe(self) -> None:
+        """After (re)connecting, before the link is up: nothing is subscribed on the new link
+        yet; the channels still needed are subscribed and caught up once it is."""
+        self._active = set()
+        needed = list(self._counts)
+        if needed:
+            self.link.spawn(self._recover(needed))
+
+    async def _recover(self, channels: list[str]) -> None:
+        """Subscribe the new link to ``channels`` again, then write what this instance missed
+        while it was cut off, from each channel's history, before the live events that came
+        meanwhile; a channel that cannot be caught up completely gets a gap."""
+        for channel in channels:
+            self._holding.setdefault(channel, [])
+        try:
+            async with self._lock:
+                await self.link.subscribe([self._pubsub(c) for c in channels])
+                self._active.update(channels)
+            for channel in channels:
+                await self._catch_up(channel)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("cannot catch up after the link came back", extra=fields(error=exc))
+            for channel in channels:  # the link is down again: the next recovery retries
+                self._release(channel)
+
+    async def _catch_up(self, channel: str) -> None:
+        since = self._last.get(channel, self._subscribed_at.get(channel))
+        if since is not None and self.retention.policy(channel).keeps:
+            replay = (await self.window((channel,), since)).replay(since)
+            if replay.gap:
+                log.warning("missed channel events are lost", extra=fields(channel=channel))
+                if self._on_gap is not None:
+                    self._on_gap(channel, since)
+            else:
+                for event_id, tail in replay.events:
+                    self._deliver(channel, event_id, tail)
+        self._release(channel)
+
+    def _release(self, channel: str) -> None:
+        for event_id, tail in self._holding.pop(channel, []):
+            self._deliver(channel, event_id, tail)

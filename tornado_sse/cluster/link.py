@@ -13,10 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
 from ..errors import BrokerUnavailable
@@ -28,8 +32,43 @@ log = logging.getLogger("tornado_sse.redis")
 REDIS_CONNECTIONS = 32
 #: Seconds a caller waits for a free pooled connection, and for a reply.
 POOL_TIMEOUT = 5.0
-#: Reconnection backoff: first and longest wait, in seconds.
-BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+#: Reconnection backoff: first and longest wait, in seconds (short, so that sends work again
+#: within about a second of Redis coming back).
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
+#: Seconds between two probes the link publishes to itself, and how long one may take to come
+#: back before the subscription is declared silent and re-established.
+PROBE_INTERVAL, PROBE_TIMEOUT = 1.0, 5.0
+#: Retries of a command whose connection turned out dead (a pooled connection left stale by a
+#: Redis restart or failover), each on a fresh connection. Every command the cluster sends is
+#: safe to repeat: writes are idempotent, publishes carry an id their receivers deduplicate.
+COMMAND_RETRIES = 2
+
+
+def connection_pool(url: str, sentinels: str | None, master: str | None) -> Any:
+    """The bounded pool of one instance: of ``url``, or of the primary that ``sentinels``
+    (``host:port,...``) name for ``master``. Callers wait for a free connection, so a burst of
+    connects queues its registrations instead of opening one Redis connection each."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "retry": Retry(EqualJitterBackoff(cap=0.5, base=0.05), COMMAND_RETRIES),
+        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError, OSError],
+    }
+    if sentinels:
+        from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+        hosts = []
+        for item in sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            hosts.append((host, int(port)))
+        sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)
+        return SentinelConnectionPool(
+            master, sentinel, max_connections=REDIS_CONNECTIONS, **options
+        )
+    return aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=POOL_TIMEOUT, **options
+    )
+
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -37,23 +76,24 @@ Hook = Callable[[], Awaitable[None]]
 class RedisLink:
     """The Redis client of one instance and its supervised subscription."""
 
-    def __init__(self, url: str) -> None:
-        # A bounded pool that makes callers wait for a free connection: a burst of connects
-        # queues its token registrations instead of opening one Redis connection each.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=POOL_TIMEOUT,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-        )
+    def __init__(
+        self, url: str, *, sentinels: str | None = None, master: str | None = None
+    ) -> None:
+        pool = connection_pool(url, sentinels, master)
         self.client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         self.up = False
+        self._probe_channel = "tornado_sse:probe:%s" % uuid.uuid4().hex
+        self._probe_sent = 0.0  # monotonic time of the probe in flight, 0 if none
+        self._became_up = asyncio.Event()
         self._listeners: dict[bytes, Callable[[bytes], None]] = {}
+        self._prefixed: list[tuple[bytes, Callable[[bytes, bytes], None]]] = []
+        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
         self._on_up: list[Hook] = []
         self._on_down: list[Callable[[], None]] = []
         self._on_close: list[Hook] = []
         self._periodic: list[tuple[float, Hook]] = []
+        self._running: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._main: asyncio.Task[None] | None = None
@@ -63,6 +103,11 @@ class RedisLink:
     def listen(self, channel: str, on_message: Callable[[bytes], None]) -> None:
         """Call ``on_message(data)`` for every message published on pub/sub ``channel``."""
         self._listeners[channel.encode()] = on_message
+
+    def listen_prefix(self, prefix: str, on_message: Callable[[bytes, bytes], None]) -> None:
+        """Call ``on_message(channel, data)`` for messages on channels that start with
+        ``prefix`` and were subscribed with :meth:`subscribe`."""
+        self._prefixed.append((prefix.encode(), on_message))
 
     def on_up(self, hook: Hook) -> None:
         """Await ``hook()`` each time the subscription is (re)established, before :attr:`up`."""
@@ -92,15 +137,44 @@ class RedisLink:
         self._closing = True
         if self._tasks:  # token deletions of the streams just ended, answers to routed sends
             await asyncio.wait(set(self._tasks), timeout=2.0)
-        if self.up:
-            for hook in self._on_close:
-                with contextlib.suppress(RedisError, OSError):
-                    await hook()
+        for hook in self._on_close:  # through the pool, even if the subscription is down
+            with contextlib.suppress(RedisError, OSError):
+                await hook()
         if self._main is not None:
             self._main.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.client.aclose()
+
+    async def subscribe(self, channels: list[str], *, confirm: bool = True) -> None:
+        """Subscribe the live link to ``channels``; with ``confirm``, return only once Redis
+        has confirmed every one (so every later publish on them arrives here). Raises
+        ``RedisError``/``OSError``/``TimeoutError`` when it cannot."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BrokerUnavailable("Redis is unreachable")
+        loop = asyncio.get_running_loop()
+        waiters = []
+        if confirm:
+            for channel in channels:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._confirmations.setdefault(channel.encode(), []).append(waiter)
+                waiters.append(waiter)
+        await pubsub.subscribe(*channels)
+        if waiters:
+            await asyncio.wait_for(asyncio.gather(*waiters), POOL_TIMEOUT)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        """Unsubscribe the live link from ``channels`` (nothing to do while it is down)."""
+        if self._pubsub is not None and channels:
+            await self._pubsub.unsubscribe(*channels)
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until the link is up, at most ``timeout`` seconds; whether it is."""
+        if not self.up:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._became_up.wait(), timeout)
+        return self.up
 
     def require(self) -> None:
         """Raise ``BrokerUnavailable`` unless the link is up."""
@@ -126,10 +200,13 @@ class RedisLink:
         while not self._closing:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(*self._listeners)
+                await pubsub.subscribe(self._probe_channel, *self._listeners)
+                self._pubsub = pubsub
+                self._probe_sent = 0.0
                 for hook in self._on_up:
                     await hook()
                 self.up = True
+                self._became_up.set()
                 backoff = BACKOFF_FIRST
                 log.info("redis link up")
                 await self._listen(pubsub)
@@ -141,6 +218,9 @@ class RedisLink:
                     down()
             finally:
                 self.up = False
+                self._became_up.clear()
+                self._pubsub = None
+                self._fail_confirmations()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             if self._closing:
@@ -148,16 +228,68 @@ class RedisLink:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    def _fail_confirmations(self) -> None:
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(BrokerUnavailable("the Redis link went down"))
+        self._confirmations.clear()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "message" and channel == self._probe_channel.encode():
+            self._probe_sent = 0.0  # the subscription carries messages: it is alive
+        elif kind == "message":
+            on_message = self._listeners.get(channel)
+            if on_message is not None:
+                on_message(message["data"])
+                return
+            for prefix, on_prefixed in self._prefixed:
+                if channel.startswith(prefix):
+                    on_prefixed(channel, message["data"])
+                    return
+        elif kind == "subscribe":
+            for waiter in self._confirmations.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _run_periodic(self, index: int, hook: Hook) -> None:
+        try:
+            await hook()
+        except (RedisError, OSError) as exc:  # retried at its next turn
+            log.info("a periodic Redis task failed", extra=fields(error=exc))
+        finally:
+            self._running.discard(index)
+
+    async def _probe(self, now: float) -> None:
+        """Publish a probe to this link's own channel, and declare the subscription silent if
+        the previous one has not come back in time (a failover can leave a subscription on a
+        server that no longer receives publishes, with no error to tell)."""
+        if self._probe_sent and now - self._probe_sent > PROBE_TIMEOUT:
+            raise redis_errors.ConnectionError("the subscription is silent: no probe came back")
+        if not self._probe_sent:
+            self._probe_sent = now
+            self.spawn(self._send_probe())
+
+    async def _send_probe(self) -> None:
+        with contextlib.suppress(RedisError, OSError):  # a probe that cannot go out is lost
+            await self.client.publish(self._probe_channel, b"probe")
+
     async def _listen(self, pubsub: Any) -> None:
         last_run = [time.monotonic()] * len(self._periodic)
+        last_probe = 0.0
         while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "message":
-                on_message = self._listeners.get(message["channel"])
-                if on_message is not None:
-                    on_message(message["data"])
+            message = await pubsub.get_message(timeout=min(1.0, PROBE_INTERVAL))
+            if message is not None:
+                self._dispatch(message)
             now = time.monotonic()
+            if now - last_probe >= PROBE_INTERVAL:
+                last_probe = now
+                await self._probe(now)
             for i, (seconds, hook) in enumerate(self._periodic):
-                if now - last_run[i] >= seconds:
-                    await hook()
+                if now - last_run[i] >= seconds and i not in self._running:
+                    # In the background: a stalled Redis must not stop this loop from
+                    # noticing, through the probe, that the subscription went silent.
                     last_run[i] = now
+                    self._running.add(i)
+                    self.spawn(self._run_periodic(i, hook))

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,10 @@ log = logging.getLogger("tornado_sse.redis")
 
 #: Seconds a routed send waits for the holder's answer.
 REPLY_TIMEOUT = POOL_TIMEOUT
+
+#: Request ids remembered to apply a repeated request once (far more than a reply timeout's
+#: worth of requests at any realistic rate).
+SEEN_REQUESTS = 100_000
 
 #: Delivers a send to a local token (see ``BrokerHandler.on_send``).
 Deliver = Callable[[str, bytes | None, bool], str]
@@ -43,6 +48,10 @@ class Router:
         self.prefix = prefix
         self._deliver: Deliver | None = None
         self._waiting: dict[str, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
+        # Requests already applied here, by id: a publish retried on a fresh connection may
+        # arrive twice, and must be applied once.
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
         link.listen(self._channel(instance), self._on_message)
         link.on_down(self._fail_waiting)
 
@@ -106,6 +115,12 @@ class Router:
             if future is not None and not future.done():
                 future.set_result((message["status"], message["body"]))
             return
+        if message["rid"] in self._seen:
+            return
+        self._seen.add(message["rid"])
+        self._seen_order.append(message["rid"])
+        if len(self._seen_order) > SEEN_REQUESTS:
+            self._seen.discard(self._seen_order.popleft())
         frame = message["frame"].encode("utf-8") if message["frame"] is not None else None
         body: dict[str, Any]
         try:
