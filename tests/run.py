@@ -2,8 +2,10 @@
 
 On a fresh machine with only Python and pip this installs tornado_sse (editable) with its test
 extras, and, when they are missing, the system packages some tests drive for real (Chromium and
-its driver for the browser tests, redis-server for the Redis tests) with ``apt-get`` (as root, or
-through ``sudo -n``). Then it runs pytest on the whole suite and exits with pytest's status.
+its driver and Firefox ESR for the browser tests, redis-server for the Redis tests, nginx and
+openssl for the proxy tests, node and npm for the npm ``eventsource`` test) with ``apt-get`` (as
+root, or through ``sudo -n``), and the npm packages of ``tests/e2e/node``.
+Then it runs pytest on the whole suite and exits with pytest's status.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ SYSTEM_PACKAGES = {
     "chromedriver": "chromium-driver",
     "redis-server": "redis-server",
     "nginx": "nginx",
+    "firefox-esr": "firefox-esr",
+    "openssl": "openssl",
+    "node": "nodejs",
+    "npm": "npm",
 }
+
+#: The npm packages of the node end-to-end test (tests/e2e/node/package.json).
+NODE_DIR = os.path.join(ROOT, "tests", "e2e", "node")
 
 
 def run(command: list[str]) -> None:
@@ -68,9 +77,16 @@ def install_system_packages() -> None:
         subprocess.run(sudo + command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def install_node_packages() -> None:
+    """The npm packages of tests/e2e/node, exactly as its lock file names them."""
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "eventsource")):
+        run(["npm", "ci", "--prefix", NODE_DIR, "--no-audit", "--no-fund"])
+
+
 def main() -> int:
     install_python_packages()
     install_system_packages()
+    install_node_packages()
     command = [sys.executable, "-m", "pytest", *sys.argv[1:]]
     print("+ " + " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT).returncode

@@ -16,6 +16,7 @@ from . import routes
 from .backend import Backend
 from .broker import Broker, LocalBroker
 from .config import Settings
+from .dashboard import DashboardHandler, StatsHandler
 from .gateway import Gateway
 from .handlers import (
     ConnectionsHandler,
@@ -39,6 +40,8 @@ HANDLERS: dict[str, type] = {
     "connections": ConnectionsHandler,
     "history": HistoryHandler,
     "metrics": MetricsHandler,
+    "stats": StatsHandler,
+    "dashboard": DashboardHandler,
 }
 
 RouteSpec = tuple[str, type, dict[str, Any]]

@@ -12,12 +12,19 @@ import argparse
 import dataclasses
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from .history import Retention, parse_rules
+
+#: Request headers a cross-origin page may send to a stream: those of ``EventSource`` and of the
+#: fetch-based SSE clients, which alone can send a bearer token.
+DEFAULT_CORS_ALLOW_HEADERS = (
+    "Content-Type, Cache-Control, Last-Event-ID, Authorization, X-Request-ID"
+)
 
 
 class ConfigError(ValueError):
@@ -43,6 +50,7 @@ class Settings:
     callback_keepalive_seconds: int = 1
     sse_path_prefix: str = "/sse/"
     cors_origins: str = "*"
+    cors_allow_headers: str = DEFAULT_CORS_ALLOW_HEADERS
     internal_port: int | None = None
     internal_secret: str | None = None
     max_pending_events: int = 100
@@ -66,6 +74,7 @@ class Settings:
     redis_sentinel_master: str | None = None
     redis_connect_timeout_seconds: float = 10.0
     processes: int = 1
+    reuse_port: bool = False
     log_format: str = "text"
     log_level: str = "info"
     event_loop: str = "auto"
@@ -228,6 +237,15 @@ def _path_prefix(value: Any) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
+def _header_list(value: Any) -> str:
+    """A comma-separated list of header names, normalised to ``"A, B"``."""
+    names = [name.strip() for name in _text(value).split(",") if name.strip()]
+    for name in names:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError("%r is not a header name" % name)
+    return ", ".join(names)
+
+
 def _history_rules(value: Any) -> str:
     text = _text(value).strip()
     parse_rules(text)  # raises ValueError naming the bad item
@@ -271,6 +289,11 @@ SPECS: tuple[_Spec, ...] = (
     ),
     _Spec("sse_path_prefix", _path_prefix, "path prefix of the stream endpoint"),
     _Spec("cors_origins", _text, "'*', a comma-separated list of origins, or empty for none"),
+    _Spec(
+        "cors_allow_headers",
+        _header_list,
+        "request headers a CORS preflight allows (comma-separated)",
+    ),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),
     _Spec(
         "internal_secret",
@@ -325,6 +348,12 @@ SPECS: tuple[_Spec, ...] = (
         _processes,
         "processes to fork (0: one per core)",
         env=("PROCESSES", "WEB_CONCURRENCY"),
+    ),
+    _Spec(
+        "reuse_port",
+        _boolean,
+        "bind with SO_REUSEPORT; on SIGTERM stop listening at once, so a new process on the "
+        "same port takes over without downtime",
     ),
     _Spec("log_format", _choice("text", "json"), "log line format: text or json"),
     _Spec("log_level", _choice("debug", "info", "warning", "error"), "log level"),

@@ -436,7 +436,10 @@ class Gateway:
     def wants_retry_stream(self, error: GatewayError) -> bool:
         """Whether a refused stream gets a ``retry:`` stream instead of ``error``: with
         ``RETRY_ON_UNAVAILABLE``, for transient refusals (503 and 504, but not a missing
-        ``CALLBACK_URL``)."""
+        ``CALLBACK_URL``); with ``REUSE_PORT``, also for a stream refused because this process
+        is draining, since the successor on the port takes the retry."""
+        if self.settings.reuse_port and isinstance(error, ShuttingDown):
+            return True
         return (
             self.settings.retry_on_unavailable
             and error.status in (503, 504)

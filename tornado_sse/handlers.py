@@ -133,7 +133,7 @@ class PublicHandler(JSONErrorMixin):
         if self.gateway.settings.cors_origin_list:
             self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
             self.set_header(
-                "Access-Control-Allow-Headers", "Content-Type, Cache-Control, Last-Event-ID"
+                "Access-Control-Allow-Headers", self.gateway.settings.cors_allow_headers
             )
             self.set_header("Access-Control-Max-Age", "86400")
         self.set_status(204)
@@ -182,19 +182,33 @@ class StreamHandler(PublicHandler):
         self._set_stream_headers()
         self.write(protocol.encode_comment("%s %s" % (error.status, error.code)))
         self.write(self.gateway.retry_frame())
-        self.finish()
+        self._end_stream()
 
     def _set_stream_headers(self) -> None:
-        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Content-Type", protocol.STREAM_CONTENT_TYPE)
         self.set_header("Cache-Control", "no-cache")
-        self.set_header("Connection", "keep-alive")
         self.set_header("X-Accel-Buffering", "no")
+        if self.request.version == "HTTP/1.1":
+            self.set_header("Connection", "keep-alive")
+        else:
+            # An HTTP/1.0 stream has neither a length nor chunks: only closing the connection
+            # ends it. Tornado would answer a 1.0 `Connection: keep-alive` with `Keep-Alive`
+            # and then wait for a next request; the request's own header is what it reads.
+            self.request.headers.pop("Connection", None)
+            self.set_header("Connection", "close")
+
+    def _end_stream(self) -> None:
+        """Finish the response; over HTTP/1.0 also close the connection once it is written,
+        since nothing else tells that client the stream has ended."""
+        written = self.finish()
+        if self.request.version != "HTTP/1.1":
+            written.add_done_callback(lambda _: self._http.close())
 
     async def get(self, *args: str) -> None:
         if self._done is not None:
             await self._done
         if not self._http.stream.closed():
-            self.finish()
+            self._end_stream()
 
     @property
     def _http(self) -> HTTP1Connection:

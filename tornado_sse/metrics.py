@@ -8,6 +8,7 @@ never tokens, paths or channel names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -43,6 +44,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: When these metrics began counting (``time.time()``): the process's start, near enough.
+        self.started = time.time()
         r = self.registry
         self.open_streams = Gauge(
             "tornado_sse_open_streams", "Streams open now (headers sent).", registry=r

@@ -18,6 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import InvalidRequest
 
+#: The ``Content-Type`` of every stream: with the charset, so that clients which default to
+#: Latin-1 for ``text/*`` (Python's ``requests``) decode the UTF-8 right.
+STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
 #: The heartbeat comment written to idle streams.
 HEARTBEAT = b": heartbeat\n\n"
 

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A fixed path: ``name`` picks its handler; ``internal`` says it is for servers, not pages."""
+    """A fixed path: ``name`` picks its handler; ``internal`` says it is for servers, not pages;
+    ``secret`` (internal routes only) says whether ``INTERNAL_SECRET`` guards it. The one
+    internal route without the secret is the dashboard page, which holds no data: the stats
+    it fetches carry the secret."""
 
     path: str
     name: str
     internal: bool
+    secret: bool = True
 
 
 #: Every fixed path, public ones first.
@@ -31,6 +35,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/internal/send", "send", internal=True),
     Route("/internal/connections", "connections", internal=True),
     Route("/internal/history", "history", internal=True),
+    Route("/internal/stats", "stats", internal=True),
+    Route("/internal/dashboard", "dashboard", internal=True, secret=False),
     Route("/metrics", "metrics", internal=True),
 )
 

@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from . import handover
 from .app import App, make_app
 from .config import Settings, argument_parser, load
 from .log import fields
@@ -58,10 +59,16 @@ class Sockets:
     @classmethod
     def bind(cls, settings: Settings) -> Sockets:
         address = settings.address or None
+        reuse = settings.reuse_port  # a successor may bind the same ports (handover.py)
         internal = []
         if settings.internal_port is not None:
-            internal = bind_sockets(settings.internal_port, address)
-        return cls(bind_sockets(settings.port, address), internal)
+            internal = bind_sockets(settings.internal_port, address, reuse_port=reuse)
+        return cls(bind_sockets(settings.port, address, reuse_port=reuse), internal)
+
+    def close(self) -> None:
+        """Close this process's descriptors of the sockets."""
+        for sock in self.main + self.internal:
+            sock.close()
 
 
 def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
@@ -102,12 +109,20 @@ def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPSe
     return [own]
 
 
-async def _wait_for_broker(app: App, settings: Settings) -> None:
+async def _wait_for_broker(app: App, settings: Settings, stop: asyncio.Event) -> None:
     """Take no connection before the Redis link is up (PROTOCOL 6): a platform that routes to a
     process as soon as it listens must not send it streams it would refuse. After
-    ``REDIS_CONNECT_TIMEOUT_SECONDS`` the port opens anyway, with ``/readyz`` 503."""
+    ``REDIS_CONNECT_TIMEOUT_SECONDS`` (or once ``stop`` is set) the port opens anyway, with
+    ``/readyz`` 503."""
     timeout = settings.redis_connect_timeout_seconds
-    if not await app.gateway.broker.wait_ready(timeout):
+    ready = asyncio.ensure_future(app.gateway.broker.wait_ready(timeout))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not ready.done():
+        ready.cancel()
+        return
+    if not ready.result():
         log.warning(
             "Redis is unreachable; serving anyway, not ready until it answers",
             extra=fields(waited=timeout),
@@ -149,9 +164,14 @@ async def serve(
     its own ``/metrics`` on P + 1 + index.
     """
     app = app or make_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a stop while waiting for Redis drains too
+        loop.add_signal_handler(sig, stop.set)
     app.gateway.start()
     if settings.uses_redis:
-        await _wait_for_broker(app, settings)
+        await _wait_for_broker(app, settings, stop)
+    sockets = sockets or Sockets.bind(settings)
     servers = listen(app, settings, sockets)
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
@@ -167,11 +187,10 @@ async def serve(
             loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         ),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if settings.reuse_port:  # a successor listens on the same port: let it take new connects
+        for server, socks in zip(servers, (sockets.main, sockets.internal), strict=False):
+            handover.stop_listening(server, socks)
     log.info("shutting down", extra=fields(timeout=settings.shutdown_timeout_seconds))
     try:  # the gateway says itself how many callbacks a timed-out drain leaves undelivered
         await asyncio.wait_for(
@@ -218,6 +237,8 @@ def run_processes(settings: Settings) -> int:
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            sockets.close()  # nothing is restarted now; the children hold their own descriptors
         stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile

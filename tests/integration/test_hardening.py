@@ -57,7 +57,7 @@ async def test_retry_on_unavailable_turns_a_timeout_into_a_retry_stream(gateway,
     gw = gateway(retry_on_unavailable=True, callback_timeout_seconds=0.1)
     stream = await gw.stream()
     assert stream.status == 200
-    assert stream.headers["content-type"] == "text/event-stream"
+    assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
     body = await stream.read_to_end()
     assert stream.events == []
     assert 1000 <= stream.parser.retry <= 5000, body

@@ -163,7 +163,7 @@ async def test_event_sent_after_open_arrives_through_nginx_at_once(backend, tmp_
     ) as proxied:
         stream = await proxied.stream("/sse/room", {"Accept-Encoding": "gzip, deflate"})
         assert stream.status == 200
-        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert "content-encoding" not in stream.headers, stream.headers  # never compressed
         assert stream.headers.get("transfer-encoding") == "chunked", stream.headers
         (connect,) = await backend.wait_for_calls("connect")
@@ -207,7 +207,8 @@ async def test_request_id_and_client_address_reach_the_connect_callback(backend,
         assert captured["url"] == "/sse/a?x=1"
         assert captured["headers"]["x-request-id"] == "req-through-nginx-1"
         assert captured["headers"]["x-forwarded-for"] == "127.0.0.1"
-        assert captured["headers"]["host"] == "127.0.0.1"
+        # The Host the client sent, port included ($http_host, not $host).
+        assert captured["headers"]["host"] == "127.0.0.1:%d" % proxied.nginx.port
 
         # Without one, nginx makes one ($request_id), and the gateway passes that on.
         second = await proxied.stream("/sse/b")

@@ -12,7 +12,7 @@ from tests.support.backend import Answer
 from tests.support.internal import cors_headers, error_code, raw_request
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
-ALLOW_HEADERS = "Content-Type, Cache-Control, Last-Event-ID"
+ALLOW_HEADERS = "Content-Type, Cache-Control, Last-Event-ID, Authorization, X-Request-ID"
 
 # --------------------------------------------------------------------------------------------
 # Health

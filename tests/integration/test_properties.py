@@ -603,7 +603,9 @@ async def _check_headers(gw: Any, backend: Any, pairs: list[tuple[str, str]]) ->
         event("stream answer %d" % stream.status)
     if stream.status == 200:
         assert size <= MAX_HEADER_BYTES, size
-        assert stream.headers.get("content-type") == "text/event-stream", stream.headers
+        assert stream.headers.get("content-type") == "text/event-stream; charset=utf-8", (
+            stream.headers
+        )
         assert "content-encoding" not in stream.headers, stream.headers  # never compressed
         calls = await backend.wait_for_calls("connect", count=before + 1)
         host = [("Host", "127.0.0.1:%d" % gw.port)]

@@ -33,8 +33,7 @@ STREAM_HEADERS = {
 def assert_stream_head(stream) -> None:
     """The head of an accepted stream (PROTOCOL 1.5)."""
     assert stream.status == 200
-    content_type = stream.headers.get("content-type", "")
-    assert content_type.split(";")[0].strip() == "text/event-stream", stream.headers
+    assert stream.headers.get("content-type") == "text/event-stream; charset=utf-8", stream.headers
     for name, value in STREAM_HEADERS.items():
         assert stream.headers.get(name) == value, (name, stream.headers)
 

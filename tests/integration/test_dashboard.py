@@ -1,0 +1,95 @@
+"""``/internal/stats`` and ``/internal/dashboard``: this process's figures, and who may see them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.support.backend import Answer
+from tests.support.internal import cors_headers, error_code
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    match = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.MULTILINE)
+    assert match, (name, labels)
+    return float(match.group(1))
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_stats_count_connects_disconnects_events_and_callbacks_of_this_process(
+    gateway, backend
+):
+    backend.answer_for = lambda body: Answer(
+        status=401 if "denied" in body["request"]["url"] else 200
+    )
+    gw = gateway()
+    stream = await gw.open("/sse/a")
+    refused = await gw.stream("/sse/denied")
+    assert refused.status == 401
+    (connect, _) = await backend.wait_for_calls("connect", count=2)
+    for i in range(3):
+        status, _ = await gw.send({"token": connect.token, "event": {"data": str(i)}})
+        assert status == 200
+    await stream.wait_events(3)
+    status, _ = await gw.send({"token": connect.token, "close": True})
+    assert status == 200
+    await backend.wait_for_calls("disconnect", token=connect.token)
+
+    response = await gw.get("/internal/stats", internal=True)
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    stats = json.loads(response.body)
+    assert stats["pid"] == os.getpid()
+    assert stats["started"] <= stats["now"]
+    assert stats["open_streams"] == 0
+    assert stats["connects"]["accepted"] == 1
+    assert stats["connects"]["rejected"] == 1
+    assert stats["disconnects"] == {"client_closed": 0, "server_closed": 1, "error": 0}
+    assert stats["events"] == 3
+    assert stats["slow_consumer_closes"] == 0
+    assert stats["callbacks"]["connect"]["count"] == 2
+    assert stats["callbacks"]["connect"]["seconds"] > 0
+    buckets = stats["callbacks"]["connect"]["buckets"]
+    assert buckets[-1] == ["+Inf", 2]
+    assert [count for _, count in buckets] == sorted(count for _, count in buckets)
+
+    # The same figures as /metrics: both read one registry.
+    text = (await gw.get("/metrics", internal=True)).body.decode()
+    assert stats["connects"]["accepted"] == _metric(
+        text, "tornado_sse_connects_total", '{outcome="accepted"}'
+    )
+    assert stats["events"] == _metric(text, "tornado_sse_frames_written_total", '{kind="event"}')
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_stats_need_the_internal_secret_and_the_dashboard_page_carries_no_data(gateway):
+    gw = gateway(internal_secret="s3cret")
+    stream = await gw.open("/sse/secret-path-xyz")
+    assert stream.status == 200
+    refused = await gw.get("/internal/stats")
+    assert error_code(refused, 401) == "UNAUTHORIZED"
+    allowed = await gw.get("/internal/stats", headers={"Authorization": "Bearer s3cret"})
+    assert allowed.code == 200 and json.loads(allowed.body)["open_streams"] == 1
+
+    page = await gw.get("/internal/dashboard", headers={"Origin": "https://page.example"})
+    assert page.code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "connect-src 'self'" in page.headers["Content-Security-Policy"]
+    assert cors_headers(page.headers) == {}  # internal: never CORS
+    body = page.body.decode()
+    assert "/internal/stats" in body and "Authorization" in body
+    assert "secret-path-xyz" not in body and "s3cret" not in body
+    assert "http://" not in body and "https://" not in body  # nothing from elsewhere (no CDN)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_stats_and_dashboard_are_only_on_internal_port_when_it_is_set(gateway):
+    gw = gateway(internal_port=True)
+    for path in ("/internal/stats", "/internal/dashboard"):
+        public = await gw.get(path)
+        assert error_code(public, 404) == "NOT_FOUND", path
+        internal = await gw.get(path, internal=True)
+        assert internal.code == 200, path
