@@ -8,6 +8,7 @@ to open streams and call the internal API. Everything is torn down after each te
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,18 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from tests.support.backend import FakeBackend
+from tests.support.clients import Clients
+from tests.support.process import SOURCE_ROOTS
 from tests.support.sse_client import SSEStream, open_stream
 from tornado_sse.app import App, make_app
 from tornado_sse.config import Settings
 from tornado_sse.server import http_server
+
+# Every process a test starts (a gateway, the Flask example, a check) runs this checkout's code,
+# as this one does (pyproject.toml: pythonpath), whatever is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [*SOURCE_ROOTS, *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 #: Settings every test gateway starts from: quick timeouts, no heartbeat noise.
 TEST_DEFAULTS: dict[str, Any] = {
@@ -157,3 +166,12 @@ def gateway(io_loop: Any, backend: FakeBackend) -> Iterator[Callable[..., Runnin
             await gw.stop()
 
     io_loop.run_sync(stop_all)
+
+
+@pytest.fixture
+def clients(io_loop: Any) -> Iterator[Clients]:
+    """A factory of internal API clients, ``clients("sync" | "async", url, secret=None)``, whose
+    kept-alive connections are closed at the end of the test."""
+    made = Clients()
+    yield made
+    io_loop.run_sync(made.close)

@@ -23,8 +23,11 @@ from .handlers import (
     HeadersTooLargeHandler,
     HistoryHandler,
     NotFoundHandler,
+    PresenceHandler,
     SendHandler,
     StreamHandler,
+    SubscriptionHandler,
+    UnsubscriptionHandler,
 )
 from .jwt_auth import verifier_for
 from .metrics import Metrics
@@ -39,6 +42,9 @@ HANDLERS: dict[str, type] = {
     "send": SendHandler,
     "connections": ConnectionsHandler,
     "history": HistoryHandler,
+    "presence": PresenceHandler,
+    "subscribe": SubscriptionHandler,
+    "unsubscribe": UnsubscriptionHandler,
     "metrics": MetricsHandler,
     "stats": StatsHandler,
     "dashboard": DashboardHandler,
@@ -103,7 +109,7 @@ def make_app(
             settings.callback_url,
             timeout=settings.callback_timeout_seconds,
             max_clients=settings.callback_max_clients,
-            secret=settings.callback_secret,
+            secret=settings.callback_secrets or None,
             retry_seconds=settings.disconnect_retry_seconds,
             keepalive_seconds=settings.callback_keepalive_seconds,
             observer=metrics.observe_callback,

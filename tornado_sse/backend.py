@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,9 @@ class ConnectOutcome:
     status: int | None = None
     channels: tuple[str, ...] = ()
     message: str = ""
+    #: The user the accepted stream belongs to (``None``: anonymous) and their presence info.
+    user: str | None = None
+    info: dict[str, Any] | None = None
 
 
 #: Called after every callback with (action, outcome label, seconds); used for metrics.
@@ -144,7 +147,7 @@ class Backend:
         *,
         timeout: float,
         max_clients: int = 100,
-        secret: str | None = None,
+        secret: str | Sequence[str] | None = None,
         retry_seconds: float = 0.0,
         keepalive_seconds: int = 1,
         observer: Observer | None = None,
@@ -419,10 +422,16 @@ def connect_outcome(result: HTTPResponse | BaseException | Outcome) -> ConnectOu
     if not 200 <= answer.code < 300:
         return ConnectOutcome(Outcome.REJECTED, status=answer.code)
     try:
-        channels = protocol.parse_connect_answer(answer.body or b"")
+        named = protocol.read_connect_answer(answer.body or b"")
     except ValueError as exc:
         return ConnectOutcome(Outcome.BAD_ANSWER, status=answer.code, message=str(exc))
-    return ConnectOutcome(Outcome.ACCEPTED, status=answer.code, channels=channels)
+    return ConnectOutcome(
+        Outcome.ACCEPTED,
+        status=answer.code,
+        channels=named.channels,
+        user=named.user,
+        info=named.info,
+    )
 
 
 def _status(result: HTTPResponse | BaseException | Outcome) -> int | None:

@@ -6,7 +6,15 @@ A broker moves already-encoded bytes and keeps history; it knows nothing of stre
   :meth:`BrokerHandler.on_publication` on every instance (this one included);
 - reads history for a replay (a :class:`~tornado_sse.history.Window`);
 - keeps a token directory (:meth:`Broker.register` / :meth:`Broker.unregister`) and routes a
-  send to the instance that holds a token, where it arrives as :meth:`BrokerHandler.on_send`.
+  send to the instance that holds a token, where it arrives as :meth:`BrokerHandler.on_send`;
+- keeps the users' records (streams per user, presence per channel) and decides, once for the
+  whole cluster, whether a stream is its user's join on a channel, when their leave is due, and
+  whether the user already holds ``MAX_STREAMS_PER_USER`` streams (:meth:`Broker.enter`,
+  :meth:`Broker.exit`, :meth:`Broker.settle_leave`, :meth:`Broker.presence`);
+- carries a question (a JSON object: a user send, a live subscription, a listing) to the other
+  instances holding a user's streams, or to the instance holding a token, where it arrives as
+  :meth:`BrokerHandler.on_ask`, and brings back their answers (:meth:`Broker.ask_user`,
+  :meth:`Broker.ask_token`).
 
 The gateway is the :class:`BrokerHandler`: dispatch by token or channel, encoding, local-first
 routing and delivery to connections live there, once, whatever the broker. :class:`LocalBroker`
@@ -17,12 +25,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from typing import Protocol
+from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
 from .errors import TokenNotFound
 from .history import History, IdCounter, Retention, Window
+from .presence import Leave, Ledger, Snapshot
 
 #: Seconds between two passes of the in-process history's expiry timer.
 EXPIRY_INTERVAL = 1.0
@@ -45,6 +54,10 @@ class BrokerHandler(Protocol):
     def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
         """Streams of an instance that died, given to this instance alone: ``(token,
         record)`` pairs, the record as given to :meth:`Broker.register`."""
+
+    async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
+        """A question from another instance (see :meth:`Broker.ask_user`): the JSON answer, or
+        raise the ``GatewayError`` its sender must get."""
 
 
 class Broker(Protocol):
@@ -107,6 +120,53 @@ class Broker(Protocol):
         ``BrokerUnavailable`` when it cannot be reached.
         """
 
+    async def ask_token(self, token: str, question: dict[str, Any]) -> dict[str, Any]:
+        """Ask the instance holding ``token`` (another one: the gateway answers for its own
+        tokens) ``question``; its answer. Raises as :meth:`route`."""
+
+    async def ask_user(self, user: str, question: dict[str, Any]) -> list[dict[str, Any]]:
+        """Ask every other instance holding streams of ``user`` ``question``; their answers
+        (none for a single process). Raises ``BrokerUnavailable`` if one cannot be reached or
+        does not answer."""
+
+    async def enter(
+        self,
+        user: str | None,
+        info: dict[str, Any] | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        limit: int | None,
+    ) -> list[str]:
+        """Count one stream of ``user`` (``None``: anonymous) on ``channels``, cluster-wide.
+
+        With ``limit`` not ``None`` this is a new stream: the user's stream count goes one up,
+        unless they hold ``limit`` (> 0) already, which raises ``TooManyStreams`` and counts
+        nothing. Returns the channels of ``announce`` where this is the user's join, decided
+        once for the cluster. Raises ``BrokerUnavailable`` if it cannot.
+        """
+
+    async def exit(
+        self,
+        user: str | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        stream: bool,
+    ) -> list[str]:
+        """Undo one :meth:`enter` (``stream``: one with a ``limit``). Returns the channels of
+        ``announce`` where the user now holds no stream anywhere: a leave is due there after the
+        delay, if they do not come back (ask :meth:`settle_leave`)."""
+
+    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
+        """The leave of ``user`` from ``channel`` if it is to be announced now (no stream of
+        theirs there for ``delay`` seconds); at most one caller in the cluster gets it."""
+
+    async def presence(self, channel: str, delay: float) -> Snapshot:
+        """Who holds streams on ``channel`` now, cluster-wide; the counts of instances that
+        died are dropped, and the leaves of their users that are due (``delay``) are decided
+        and returned in the snapshot, to be announced."""
+
 
 class LocalBroker:
     """The broker of a single process: an id counter, a history, the set of its tokens.
@@ -122,6 +182,7 @@ class LocalBroker:
         self._handler: BrokerHandler | None = None
         self._expiry: PeriodicCallback | None = None
         self._instance = uuid.uuid4().hex
+        self.ledger = Ledger()
 
     @property
     def ready(self) -> bool:
@@ -180,3 +241,38 @@ class LocalBroker:
         if token not in self._tokens or self._handler is None:
             raise TokenNotFound()
         return self._handler.on_send(token, frame, close)
+
+    async def ask_token(self, token: str, question: dict[str, Any]) -> dict[str, Any]:
+        if token not in self._tokens or self._handler is None:
+            raise TokenNotFound()
+        return await self._handler.on_ask(question)
+
+    async def ask_user(self, user: str, question: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # a single process: the gateway has reached every stream itself
+
+    async def enter(
+        self,
+        user: str | None,
+        info: dict[str, Any] | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        limit: int | None,
+    ) -> list[str]:
+        return self.ledger.enter(user, info, channels, announce, limit)
+
+    async def exit(
+        self,
+        user: str | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        stream: bool,
+    ) -> list[str]:
+        return self.ledger.exit(user, channels, announce, stream)
+
+    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
+        return self.ledger.settle_leave(channel, user, delay)
+
+    async def presence(self, channel: str, delay: float) -> Snapshot:
+        return self.ledger.snapshot(channel)

@@ -73,6 +73,9 @@ class Settings:
     redis_sentinels: str | None = None
     redis_sentinel_master: str | None = None
     redis_connect_timeout_seconds: float = 10.0
+    max_streams_per_user: int = 0
+    presence_events: str = ""
+    presence_leave_delay_seconds: float = 5.0
     processes: int = 1
     reuse_port: bool = False
     log_format: str = "text"
@@ -83,6 +86,11 @@ class Settings:
     def jwt_configured(self) -> bool:
         """Whether streams may carry a JWT (``JWT_SECRET`` or ``JWT_PUBLIC_KEY`` is set)."""
         return self.jwt_secret is not None or self.jwt_public_key is not None
+
+    @property
+    def callback_secrets(self) -> tuple[str, ...]:
+        """The secrets of ``CALLBACK_SECRET`` (comma-separated, for a rotation), in order."""
+        return tuple(s.strip() for s in (self.callback_secret or "").split(",") if s.strip())
 
     @property
     def uses_redis(self) -> bool:
@@ -98,6 +106,11 @@ class Settings:
             rules=parse_rules(self.history_rules),
             max_bytes=self.history_max_bytes,
         )
+
+    @property
+    def presence_event_globs(self) -> tuple[str, ...]:
+        """The channel globs of ``PRESENCE_EVENTS`` (empty: no presence events)."""
+        return tuple(g.strip() for g in self.presence_events.split(",") if g.strip())
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -263,6 +276,8 @@ class _Spec:
     help: str
     env: Sequence[str] = field(default=())
     secret: bool = False  # never repeat the value in an error message
+    #: How ``--help`` shows the default, when the default value itself would not say it.
+    shown_default: str | None = None
 
     @property
     def env_names(self) -> Sequence[str]:
@@ -270,13 +285,18 @@ class _Spec:
 
 
 SPECS: tuple[_Spec, ...] = (
-    _Spec("port", _int_between(0, 65535), "TCP port of the gateway (default 3000)"),
-    _Spec("address", _text, "address to listen on (default: all interfaces)", env=("HOST",)),
+    _Spec("port", _int_between(0, 65535), "TCP port of the gateway"),
+    _Spec("address", _text, "address to listen on", env=("HOST",), shown_default="all interfaces"),
     _Spec("callback_url", _http_url, "backend URL that receives connect/disconnect callbacks"),
     _Spec("heartbeat_interval_seconds", _seconds(1), "seconds between heartbeats (min 1)"),
     _Spec("callback_timeout_seconds", _seconds(0.001), "seconds to wait for a callback answer"),
     _Spec("callback_max_clients", _int_between(1, 10000), "concurrent callbacks to the backend"),
-    _Spec("callback_secret", _optional_text, "HMAC secret that signs every callback", secret=True),
+    _Spec(
+        "callback_secret",
+        _optional_text,
+        "HMAC secret that signs every callback; several, comma-separated, during a rotation",
+        secret=True,
+    ),
     _Spec(
         "callback_keepalive_seconds",
         _int_between(1, 3600),
@@ -344,6 +364,21 @@ SPECS: tuple[_Spec, ...] = (
         "seconds to wait for Redis at start-up before opening the port anyway (readyz 503)",
     ),
     _Spec(
+        "max_streams_per_user",
+        _int_between(0),
+        "streams one user may hold, cluster-wide (0: no limit)",
+    ),
+    _Spec(
+        "presence_events",
+        _text,
+        "globs of channels that get presence_join/presence_leave events: 'room.*,lobby'",
+    ),
+    _Spec(
+        "presence_leave_delay_seconds",
+        _seconds(0),
+        "seconds without a stream before a user's presence_leave is announced",
+    ),
+    _Spec(
         "processes",
         _processes,
         "processes to fork (0: one per core)",
@@ -400,20 +435,50 @@ def read_conf_file(path: str) -> dict[str, Any]:
     return values
 
 
-def argument_parser(prog: str = "tornado-sse") -> argparse.ArgumentParser:
-    """The command-line flags: one per setting, plus ``--conf``. Unset flags stay ``None``."""
+def shown_default(spec: _Spec) -> str:
+    """The default of ``spec`` as ``--help`` shows it: ``unset``, ``true``, ``15``, ``/sse/``."""
+    if spec.shown_default is not None:
+        return spec.shown_default
+    value = _DEFAULTS[spec.name]
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return "%d" % value
+    return repr(value) if value == "" else str(value)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def argument_parser(
+    prog: str = "tornado-sse", description: str | None = None
+) -> argparse.ArgumentParser:
+    """The command-line flags: one per setting, plus ``--conf`` and ``--version``. Unset flags
+    are absent from the parsed namespace. ``description`` heads ``--help``."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="tornado_sse: a Server-Sent Events gateway for WSGI backends.",
+        usage="%(prog)s [--conf FILE] [--SETTING VALUE ...]",
+        description=description or "tornado_sse: a Server-Sent Events gateway for WSGI backends.",
+        epilog="Every setting is also an environment variable (in brackets) and a conf file "
+        "line; flags win over the environment, which wins over --conf.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    parser.add_argument("--version", action="version", version="tornado-sse %s" % __version__)
     parser.add_argument("--conf", metavar="FILE", help="conf file (Tornado options syntax)")
     for spec in SPECS:
         dashed = "--" + spec.name.replace("_", "-")
         flags = [dashed] if "_" not in spec.name else [dashed, "--" + spec.name]
         env = "/".join(spec.env_names)
         parser.add_argument(
-            *flags, dest=spec.name, metavar="VALUE", help="%s [%s]" % (spec.help, env)
+            *flags,
+            dest=spec.name,
+            metavar="VALUE",
+            help="%s [%s] (default: %s)" % (spec.help, env, shown_default(spec)),
         )
     return parser
 
@@ -461,7 +526,7 @@ def _check_consistency(settings: Settings) -> None:
             import uvloop  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'tornado-sse[fast]')"
+                "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'uvloop>=0.17')"
             ) from None
     _check_jwt(settings)
     if settings.uses_redis and importlib.util.find_spec("redis") is None:

@@ -40,17 +40,13 @@ class Connection:
     """One SSE stream from the moment its connect callback starts until it ends.
 
     ``request`` is the snapshot captured at connect, sent whole in every callback for this token.
-    ``close_reason`` is set exactly once, by the first cause that ends the stream. ``user`` and
-    ``info`` say whose stream it is (``None``: anonymous, no info). ``expires_at`` is set (Unix
-    seconds) for a stream authorised by a JWT instead of a connect callback: it ends then.
+    ``close_reason`` is set exactly once, by the first cause that ends the stream.
     """
 
     __slots__ = (
         "token",
         "request",
         "channels",
-        "user",
-        "info",
         "expires_at",
         "connected_at",
         "opened_at",
@@ -59,6 +55,10 @@ class Connection:
         "close_detail",
         "backend_may_know",
         "subscribed",
+        "user",
+        "info",
+        "counted",
+        "channel_changes",
         "held",
         "_pending",
         "_pending_close",
@@ -69,8 +69,8 @@ class Connection:
         self.token = token
         self.request = request
         self.channels: tuple[str, ...] = ()
-        self.user: str | None = None
-        self.info: dict[str, Any] | None = None
+        #: Set (Unix seconds) for a stream authorised by a JWT instead of a connect callback:
+        #: it ends then.
         self.expires_at: float | None = None
         self.connected_at = time.time()
         self.opened_at = 0.0  # monotonic time the stream opened
@@ -80,6 +80,16 @@ class Connection:
         self.backend_may_know = False
         #: Whether the broker counts this stream on its channels (undone when it ends).
         self.subscribed = False
+        #: The user this stream belongs to (``None``: anonymous) and the info shown beside
+        #: them in presence (a JSON object), from the connect answer or the JWT.
+        self.user: str | None = None
+        self.info: dict[str, Any] | None = None
+        #: The channels presence counts this stream on (and its user's stream count), or
+        #: ``None`` while it is not counted; undone when it ends.
+        self.counted: tuple[str, ...] | None = None
+        #: Live subscription changes that arrived before the connect answer, applied to the
+        #: channels it names, in order: ``(add, channels)``; ``None`` once the answer is in.
+        self.channel_changes: list[tuple[bool, tuple[str, ...]]] | None = []
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None

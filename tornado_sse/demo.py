@@ -2,18 +2,23 @@
 
 ``tornado-sse demo`` (or ``python -m tornado_sse.demo``) starts:
 
-- a backend on a free loopback port that accepts every stream, subscribes it to the ``clock``
-  channel, greets each new token with an event of its own, and publishes the time every second
-  through ``POST /internal/send``, exactly as a real backend would;
-- the gateway on ``PORT`` (default 3000) with ``CALLBACK_URL`` pointing at that backend;
-- a page at ``/`` whose ``EventSource`` shows the events as they arrive.
+- a backend on a free loopback port that accepts every stream as the user its page names
+  (``?name=``), subscribes it to the ``clock`` and ``lobby`` channels, greets each new token with
+  an event of its own, and publishes the time every second through ``POST /internal/send``,
+  exactly as a real backend would;
+- the gateway on ``PORT`` (default 3000) with ``CALLBACK_URL`` pointing at that backend, and
+  presence events on ``lobby`` (``PRESENCE_EVENTS``, unless set otherwise);
+- a page at ``/`` whose ``EventSource`` shows the events as they arrive and who is online: it
+  asks ``/who`` (the demo's window on ``/internal/presence``) again at each ``presence_join`` and
+  ``presence_leave``. Tabs of one browser share a name (one user, several streams); a private
+  window gets another.
 
-The page has a second mode (``/?mode=jwt``, or ``tornado-sse demo --jwt`` to be pointed at it):
-the stream opens with a JWT that the page fetches from ``/demo/token`` (minted by
-:func:`tornado_sse.client.mint_jwt` with a random ``JWT_SECRET``, unless one is set), so no
-connect callback is made; the backend only hears the disconnects. Tokens live 20 seconds: then
-the stream gets ``jwt_expired`` and the page reopens with a fresh token and the last event id,
-and replay fills the gap. This mode needs the ``jwt`` extra.
+The page has a second mode (``/?mode=jwt``; ``tornado-sse demo --jwt`` points at it): the
+stream opens with a JWT that the page fetches from ``/demo/token`` (minted by
+:func:`tornado_sse.client.mint_jwt` for the page's name, with a random ``JWT_SECRET`` unless one
+is set), so no connect callback is made and the backend only hears the disconnects. Tokens live
+20 seconds: then the stream gets ``jwt_expired``, and the page reopens it with a fresh token and
+the last event id, so that replay fills the gap. This mode needs the ``jwt`` extra.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
@@ -42,6 +48,13 @@ from .server import parse, serve
 
 log = logging.getLogger("tornado_sse.demo")
 
+#: What ``tornado-sse demo --help`` says first.
+DESCRIPTION = (
+    "Run the gateway on PORT with a bundled demo backend (on a free loopback port) that accepts "
+    "every stream and publishes the time every second; open http://localhost:PORT/ to watch. "
+    "With --jwt, the page opens its stream with a JWT instead of a connect callback."
+)
+
 #: How long the demo's JWTs live, in seconds: short, so that expiry and renewal show.
 TOKEN_TTL = 20
 
@@ -57,39 +70,53 @@ PAGE = """<!doctype html>
 <nav><a id="callback" href="?mode=callback">stream with a connect callback</a>
 <a id="jwt" href="?mode=jwt">stream with a JWT (no callback)</a></nav>
 <p id="about"></p>
-<p>EventSource: <span id="state">connecting</span></p>
+<p>EventSource on <code>/sse/demo</code>: <span id="state">connecting</span></p>
+<p>You are <b id="me"></b>. Online in the lobby: <span id="who">nobody yet</span></p>
 <ol id="events" reversed></ol>
 <script>
-const list = document.getElementById("events");
-const state = document.getElementById("state");
-const mode = new URLSearchParams(location.search).get("mode") === "jwt" ? "jwt" : "callback";
+const params = new URLSearchParams(location.search);
+const name = params.get("name") || localStorage.getItem("demo-name")
+  || "guest-" + Math.random().toString(36).slice(2, 6);
+localStorage.setItem("demo-name", name);
+document.getElementById("me").textContent = name;
+const mode = params.get("mode") === "jwt" ? "jwt" : "callback";
 document.getElementById(mode).className = "on";
 document.getElementById("about").textContent = mode === "jwt"
   ? "The page fetched a JWT from /demo/token and opened /sse/demo?jwt=...: the gateway asked "
     + "the backend nothing. The token expires every __TTL__ s; the page then reopens with a "
     + "fresh one and the last event id, and replay fills the gap."
   : "The gateway asked the backend (POST /callback) before opening /sse/demo.";
-let lastEventId = "";
+async function who() {
+  const body = await (await fetch("/who")).json();
+  const users = body.users.map((u) => u.user + (u.streams > 1 ? " (" + u.streams + " tabs)" : ""));
+  document.getElementById("who").textContent = users.join(", ") || "nobody";
+}
+const list = document.getElementById("events");
+const state = document.getElementById("state");
 function show(kind, e) {
   const item = document.createElement("li");
   item.textContent = kind + (e.lastEventId ? " #" + e.lastEventId : "") + ": " + e.data;
   list.prepend(item);
   while (list.children.length > 50) list.lastChild.remove();
 }
+let lastEventId = "";
 async function connect() {
-  let url = "/sse/demo";
+  let url = "/sse/demo?name=" + encodeURIComponent(name);
   if (mode === "jwt") {
-    const answer = await fetch("/demo/token", {method: "POST"});
+    const answer = await fetch("/demo/token?name=" + encodeURIComponent(name), {method: "POST"});
     if (!answer.ok) { state.textContent = "no token: " + await answer.text(); return; }
-    url += "?jwt=" + encodeURIComponent(await answer.text());
+    url = "/sse/demo?jwt=" + encodeURIComponent(await answer.text());
     if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
   }
   const source = new EventSource(url);
-  source.onopen = () => { state.textContent = "open"; };
+  source.onopen = () => { state.textContent = "open"; who(); };
   source.onerror = () => { state.textContent = "reconnecting"; };
   source.addEventListener("welcome", (e) => show("welcome", e));
   source.addEventListener("tick", (e) => { lastEventId = e.lastEventId; show("tick", e); });
-  source.addEventListener("jwt_expired", (e) => {
+  for (const type of ["presence_join", "presence_leave"]) {
+    source.addEventListener(type, (e) => { lastEventId = e.lastEventId; show(type, e); who(); });
+  }
+  source.addEventListener("jwt_expired", () => {
     show("jwt_expired", {lastEventId: "", data: "reopening from #" + lastEventId});
     source.close();
     connect();
@@ -110,8 +137,8 @@ class PageHandler(RequestHandler):
 
 
 class TokenHandler(RequestHandler):
-    """``POST /demo/token``: a JWT for the page's stream, as a real backend would mint it for
-    a signed-in user (here everyone is ``demo``)."""
+    """``POST /demo/token?name=``: a JWT for the page's stream, as a real backend would mint it
+    for a signed-in user: that user, the channels a connect answer would name, their info."""
 
     def initialize(self, secret: str | None) -> None:
         self.secret = secret
@@ -121,12 +148,37 @@ class TokenHandler(RequestHandler):
             self.set_status(503)
             self.finish("JWT mode needs pip install 'tornado-sse[jwt]'")
             return
+        user = user_of(self.request.uri or "/")
+        token = mint_jwt(user, ["clock", LOBBY], TOKEN_TTL, {"name": user}, secret=self.secret)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(mint_jwt("demo", ["clock"], TOKEN_TTL, secret=self.secret))
+        self.finish(token)
+
+
+class WhoHandler(RequestHandler):
+    """``GET /who`` on the gateway's port: the lobby's presence, for the page."""
+
+    def initialize(self, gateway: InternalAPI) -> None:
+        self.gateway = gateway
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(await self.gateway.presence(LOBBY))
+
+
+#: The channel whose presence the page shows.
+LOBBY = "lobby"
+
+
+def user_of(url: str) -> str:
+    """The user a demo stream belongs to: its ``name`` query parameter (``guest`` without)."""
+    names = parse_qs(urlsplit(url).query).get("name") or ["guest"]
+    name = "".join(c for c in names[0] if "!" <= c <= "~")[:40]
+    return name or "guest"
 
 
 class CallbackHandler(RequestHandler):
-    """The demo backend's callback endpoint: accept everyone, greet them, log disconnects."""
+    """The demo backend's callback endpoint: accept everyone as the user their page names,
+    greet them, log disconnects."""
 
     def initialize(self, gateway: InternalAPI) -> None:
         self.gateway = gateway
@@ -137,7 +189,8 @@ class CallbackHandler(RequestHandler):
             log.info("backend: connect", extra=fields(token=body["token"]))
             # Sent while the connect callback is still in flight: the gateway buffers it.
             asyncio.get_running_loop().create_task(self._greet(body["token"]))
-            self.finish({"channels": ["clock"]})
+            user = user_of(body["request"]["url"])
+            self.finish({"channels": ["clock", LOBBY], "user": user, "info": {"name": user}})
         else:
             log.info(
                 "backend: disconnect", extra=fields(token=body["token"], reason=body["reason"])
@@ -153,6 +206,7 @@ class InternalAPI:
     """Where the demo backend sends: the gateway's internal API, with its secret if set."""
 
     def __init__(self, url: str, secret: str | None) -> None:
+        self.base = url
         self.url = url + "/internal/send"
         self.headers = {"Content-Type": "application/json"}
         if secret:
@@ -164,6 +218,15 @@ class InternalAPI:
         )
         if response.code != 200:
             log.warning("backend: send answered", extra=fields(status=response.code))
+
+    async def presence(self, channel: str) -> bytes:
+        """The JSON of ``/internal/presence`` for ``channel``."""
+        response = await AsyncHTTPClient().fetch(
+            self.base + "/internal/presence?channel=" + channel,
+            headers=self.headers,
+            raise_error=False,
+        )
+        return response.body or b'{"users": []}'
 
     async def clock(self) -> None:
         """Publish the time on the ``clock`` channel every second."""
@@ -189,13 +252,20 @@ async def run(argv: Sequence[str], jwt_mode: bool = False) -> int:
         "http://127.0.0.1:%d" % (settings.internal_port or settings.port), settings.internal_secret
     )
     settings = replace(settings, callback_url="http://127.0.0.1:%d/callback" % backend_port)
+    if not settings.presence_events:
+        settings = replace(settings, presence_events=LOBBY, presence_leave_delay_seconds=1.0)
+    sockets = server.Sockets.bind(settings)  # first: a port in use stops the demo at once
 
     backend = HTTPServer(Application([(r"/callback", CallbackHandler, {"gateway": internal})]))
     backend.add_sockets(backend_socket)
     app = make_app(settings)
     app.add_handlers(
         r".*",
-        [(r"/", PageHandler), (r"/demo/token", TokenHandler, {"secret": settings.jwt_secret})],
+        [
+            (r"/", PageHandler),
+            (r"/who", WhoHandler, {"gateway": internal}),
+            (r"/demo/token", TokenHandler, {"secret": settings.jwt_secret}),
+        ],
     )
     log.info(
         "demo: open http://localhost:%d/%s in a browser (Ctrl-C stops)",
@@ -203,7 +273,7 @@ async def run(argv: Sequence[str], jwt_mode: bool = False) -> int:
         "?mode=jwt" if jwt_mode else "",
     )
     clock = asyncio.get_running_loop().create_task(internal.clock())
-    status = await serve(settings, app)
+    status = await serve(settings, app, sockets)
     clock.cancel()
     backend.stop()
     return status
@@ -216,12 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     jwt_mode = "--jwt" in argv
     argv = [arg for arg in argv if arg != "--jwt"]
     try:
-        settings = parse(argv, prog="tornado-sse demo")
-    except ConfigError as exc:
+        settings = parse(argv, prog="tornado-sse demo", description=DESCRIPTION)
+        logsetup.configure(settings.log_format, settings.log_level)
+        return server.run(run(argv, jwt_mode), settings)
+    except ConfigError as exc:  # a bad setting, or a port in use (server.ListenError)
         print("tornado-sse demo: error: %s" % exc, file=sys.stderr)
         return 2
-    logsetup.configure(settings.log_format, settings.log_level)
-    return server.run(run(argv, jwt_mode), settings)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class CloseDetail(enum.StrEnum):
     WRITE_FAILED = "write_failed"
     JWT_EXPIRED = "jwt_expired"
     INSTANCE_LOST = "instance_lost"
+    USER_LIMIT = "user_limit"
 
 
 class Outcome(enum.StrEnum):
@@ -108,6 +109,16 @@ class InvalidChannel(GatewayError):
 
     def __init__(self) -> None:
         super().__init__("'channel' must be 1-200 printable ASCII characters without spaces")
+
+
+class InvalidUser(GatewayError):
+    """A user id no connect answer could carry (400)."""
+
+    status = 400
+    code = "INVALID_USER"
+
+    def __init__(self) -> None:
+        super().__init__("'user' must be 1-200 printable ASCII characters without spaces")
 
 
 class InvalidSince(GatewayError):
@@ -190,6 +201,17 @@ class BufferFull(GatewayError):
 
     status = 429
     code = "BUFFER_FULL"
+
+
+class TooManyStreams(GatewayError):
+    """The connect answer names a user who already holds ``MAX_STREAMS_PER_USER`` streams,
+    cluster-wide (429)."""
+
+    status = 429
+    code = "TOO_MANY_STREAMS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("this user already holds the most streams allowed (%d)" % limit)
 
 
 class HeadersTooLarge(GatewayError):

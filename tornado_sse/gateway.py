@@ -14,6 +14,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
@@ -34,6 +35,7 @@ from .errors import (
     ServiceNotConfigured,
     ShuttingDown,
     TooManyConnections,
+    TooManyStreams,
     connect_error,
 )
 from .expiry import ExpiryQueue
@@ -42,7 +44,8 @@ from .jwt_auth import JWTVerifier, jwt_from_url
 from .limits import TokenBucket
 from .log import fields
 from .metrics import Metrics
-from .protocol import RequestSnapshot, SendRequest
+from .presence import Presence
+from .protocol import RequestSnapshot, SendRequest, SubscriptionRequest
 from .registry import Registry
 
 log = logging.getLogger("tornado_sse.gateway")
@@ -95,6 +98,13 @@ class Gateway:
         self.started_at = time.time()
         self._heartbeat: PeriodicCallback | None = None
         self._connecting = 0
+        self._unknown_keys_seen: set[str] = set()
+        self.presence = Presence(
+            broker,
+            globs=settings.presence_event_globs,
+            delay=settings.presence_leave_delay_seconds,
+            limit=settings.max_streams_per_user,
+        )
         rate = settings.max_connects_per_second
         self._connect_rate = TokenBucket(rate) if rate > 0 else None
         self._expiries = ExpiryQueue()
@@ -182,6 +192,14 @@ class Gateway:
         finally:
             self._connecting -= 1
         self.metrics.connects.labels(outcome.outcome.value).inc()
+        if outcome.outcome is Outcome.REJECTED:  # other failures are logged by the backend
+            log.log(
+                logging.INFO if outcome.status in (401, 403) else logging.WARNING,
+                "stream refused by the backend",
+                extra=fields(
+                    token=conn.token, request_id=conn.request.request_id, status=outcome.status
+                ),
+            )
         if outcome.outcome is not Outcome.ACCEPTED:
             self.broker.unregister(conn.token)
             detail = _FAILURE_DETAIL.get(outcome.outcome)
@@ -189,45 +207,51 @@ class Gateway:
             if outcome.outcome is Outcome.ABANDONED:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
-        conn.channels = outcome.channels
-        if conn.channels:
-            await self._subscribe(conn)
-        if conn.state is State.CLOSED:
-            # The client left, or the gateway began draining, while the backend answered.
-            self.registry.settle(conn)  # the backend accepted: it hears the disconnect
-            if conn.close_reason == CloseReason.CLIENT_CLOSED:
-                return False
-            raise ShuttingDown()
-        return True
+        conn.channels, conn.user, conn.info = outcome.channels, outcome.user, outcome.info
+        return await self._accepted(conn)
 
     async def _connect_by_jwt(self, conn: Connection) -> bool:
         """:meth:`connect` for a stream authorised by its JWT: the broker learns the token and
-        the channels, and no callback is sent. Until the stream opens there is nothing for a
-        backend to hear, so a failure here sends no ``disconnect``."""
+        no callback is sent. The verified JWT stands for the backend's 2xx answer (the connect
+        the backend never heard is implied), so from here on it is settled like one."""
         try:
             await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
         except GatewayError as error:
             self.registry.fail(conn, backend_may_know=False)
             raise self._broker_trouble(conn, error) from None
-        if conn.channels:
-            try:
-                await self.broker.subscribe(conn.channels)
-            except GatewayError as error:
-                self.broker.unregister(conn.token)
-                self.registry.fail(conn, backend_may_know=False)
-                raise self._broker_trouble(conn, error) from None
-            conn.subscribed = True
         self.metrics.connects.labels(OUTCOME_JWT).inc()
+        return await self._accepted(conn)
+
+    async def _accepted(self, conn: Connection) -> bool:
+        """Settle a connect that was accepted (by the backend or by a JWT), whose channels,
+        user and info are set: live subscription changes that came meanwhile, the user's
+        streams and presence, the broker's subscriptions. True when the stream may open."""
+        conn.channels = _changed(conn.channels, conn.channel_changes or ())
+        conn.channel_changes = None
+        self.registry.bind_user(conn)
+        await self._count(conn)
+        if conn.channels:
+            await self._subscribe(conn)
         if conn.state is State.CLOSED:
-            # The client left, or the gateway began draining, while the broker registered it.
-            self.broker.unregister(conn.token)
-            if conn.subscribed:
-                conn.subscribed = False
-                self.broker.unsubscribe(conn.channels)
+            # The client left, or the gateway began draining, while the connect was settled.
+            self.registry.settle(conn)  # the connect was accepted: the backend hears the end
             if conn.close_reason == CloseReason.CLIENT_CLOSED:
                 return False
             raise ShuttingDown()
         return True
+
+    async def _count(self, conn: Connection) -> None:
+        """Count ``conn`` in presence and in its user's streams, before it opens; end it and
+        raise if its user holds ``MAX_STREAMS_PER_USER`` streams already (the backend hears
+        ``disconnect``, ``error``, ``user_limit``) or the broker cannot."""
+        try:
+            await self.presence.enter(conn)
+        except TooManyStreams:
+            self.registry.fail(conn, backend_may_know=True, detail=CloseDetail.USER_LIMIT)
+            raise
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=True)
+            raise self._broker_trouble(conn, error) from None
 
     async def _subscribe(self, conn: Connection) -> None:
         """Have the broker deliver ``conn``'s channels here before the stream opens, so that
@@ -309,6 +333,7 @@ class Gateway:
         if conn.subscribed:
             conn.subscribed = False
             self.broker.unsubscribe(conn.channels)
+        self.presence.exit(conn)
         reason = conn.close_reason or CloseReason.ERROR
         if conn.close_detail == CloseDetail.SLOW_CONSUMER:
             self.metrics.slow_consumers.inc()
@@ -329,12 +354,37 @@ class Gateway:
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
 
+    async def answer(self, request: SendRequest) -> dict[str, Any]:
+        """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
+        number of streams it reached, cluster-wide; raises a ``GatewayError``."""
+        if request.user is not None:
+            return {"status": "ok", "streams": await self.send_user(request)}
+        return {"status": await self.send(request)}
+
+    async def send_user(self, request: SendRequest) -> int:
+        """Deliver a user send to every stream of the user on every instance (connecting ones
+        included); returns how many streams it reached."""
+        assert request.user is not None
+        frame = protocol.encode(request.event) if request.event is not None else None
+        reached = self.registry.send_user(request.user, frame, request.close)
+        question = {
+            "op": "send",
+            "user": request.user,
+            "frame": frame.decode("utf-8") if frame is not None else None,
+            "close": request.close,
+        }
+        for answer in await self.broker.ask_user(request.user, question):
+            reached += int(answer.get("streams", 0))
+        return reached
+
     async def send(self, request: SendRequest) -> str:
         """Deliver one validated send: ``"ok"`` or ``"buffered"``; raises a ``GatewayError``.
 
         A channel event goes through the broker (it assigns the id and keeps the history); a
         token send is delivered here when this process holds the token, else routed.
         """
+        if request.unknown:
+            self._warn_unknown_keys(request.unknown)
         if request.channel is not None:
             if request.event is not None:
                 tail = protocol.encode_event(request.event.data, request.event.name)
@@ -345,6 +395,16 @@ class Gateway:
         if self.registry.get(request.token) is not None:
             return self.registry.send(request.token, frame, request.close)
         return await self.broker.route(request.token, frame, request.close)
+
+    def _warn_unknown_keys(self, keys: tuple[str, ...]) -> None:
+        """Log each unknown key of a send the first time this process sees it (at most
+        :data:`MAX_UNKNOWN_KEYS_LOGGED` of them)."""
+        for key in (k[:100] for k in keys):
+            seen = self._unknown_keys_seen
+            if key in seen or len(seen) >= MAX_UNKNOWN_KEYS_LOGGED:
+                continue
+            seen.add(key)
+            log.warning("unknown field in a send, ignored (logged once)", extra=fields(field=key))
 
     def on_publication(self, channel: str, event_id: int, tail: bytes) -> None:
         """Write a channel event to this process's subscribers."""
@@ -372,28 +432,124 @@ class Gateway:
                     token, reason, protocol.snapshot_from_record(record), detail
                 )
 
+    async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
+        """Answer another instance's question about this process's streams of a user (or of a
+        token): a user send, a live subscription change, a listing."""
+        op = question["op"]
+        if op == "send":
+            frame = question["frame"].encode("utf-8") if question["frame"] is not None else None
+            return {"streams": self.registry.send_user(question["user"], frame, question["close"])}
+        if op in ("subscribe", "unsubscribe"):
+            targets = self._targets(question.get("token"), question.get("user"))
+            channels = tuple(question["channels"])
+            return {"streams": await self._change_all(targets, channels, op == "subscribe")}
+        if op == "connections":
+            return {"connections": self._listing(self.registry.of_user(question["user"]))}
+        raise ValueError("unknown question %r" % op)
+
+    # -- live subscriptions -------------------------------------------------------------------
+
+    async def change_subscription(self, request: SubscriptionRequest, add: bool) -> dict[str, Any]:
+        """``/internal/subscribe`` (``add``) or ``unsubscribe``: change the channels of a token's
+        stream, or of every stream of a user, wherever they are, and answer once every publish
+        answered from now on follows the change. Raises ``TokenNotFound`` for an unknown token,
+        ``BrokerUnavailable``."""
+        question: dict[str, Any] = {
+            "op": "subscribe" if add else "unsubscribe",
+            "token": request.token,
+            "user": request.user,
+            "channels": list(request.channels),
+        }
+        targets = self._targets(request.token, request.user)
+        streams = await self._change_all(targets, request.channels, add)
+        if request.user is not None:
+            for answer in await self.broker.ask_user(request.user, question):
+                streams += int(answer.get("streams", 0))
+        elif not targets:
+            assert request.token is not None
+            answer = await self.broker.ask_token(request.token, question)
+            streams += int(answer.get("streams", 0))
+        return {"status": "ok", "streams": streams}
+
+    def _targets(self, token: str | None, user: str | None) -> list[Connection]:
+        if user is not None:
+            return self.registry.of_user(user)
+        conn = self.registry.get(token) if token is not None else None
+        return [conn] if conn is not None and not conn.closing else []
+
+    async def _change_all(
+        self, targets: list[Connection], channels: tuple[str, ...], add: bool
+    ) -> int:
+        changed = 0
+        for conn in targets:
+            if await self._change(conn, channels, add):
+                changed += 1
+        return changed
+
+    async def _change(self, conn: Connection, channels: tuple[str, ...], add: bool) -> bool:
+        """Change one local stream's channels; False if it ended meanwhile."""
+        if conn.channel_changes is not None:  # its connect answer is not in yet
+            conn.channel_changes.append((add, channels))
+            return True
+        if not add:
+            removed = self.registry.remove_channels(conn, channels)
+            if conn.subscribed:
+                self.broker.unsubscribe(removed)
+            await self.presence.change(conn, (), removed)
+            return True
+        fresh = tuple(c for c in channels if c not in conn.channels)
+        if fresh:
+            await self.broker.subscribe(fresh)  # every later publish arrives here
+            if conn.state is State.CLOSED:
+                self.broker.unsubscribe(fresh)
+                return False
+            if not conn.channels:
+                conn.subscribed = True  # its count now covers its channels
+            self.registry.add_channels(conn, fresh)
+            await self.presence.change(conn, fresh, ())
+        return conn.state is not State.CLOSED
+
     # -- questions ------------------------------------------------------------------------------
 
-    async def connections(self, limit: int) -> dict[str, Any]:
+    async def connections(self, limit: int, user: str | None = None) -> dict[str, Any]:
         """``/internal/connections``: how many streams are open on every instance, and up to
-        ``limit`` of this instance's (each saying which instance holds it)."""
-        instance = self.broker.instance
+        ``limit`` of this instance's (each saying which instance holds it); with ``user``,
+        only that user's streams, cluster-wide."""
+        if user is None:
+            count = await self.broker.open_count(self.registry.open_count)
+            return {
+                "count": count,
+                "connections": self._listing(self.registry.connections(), limit),
+            }
+        listed = self._listing(c for c in self.registry.of_user(user) if c.state is State.OPEN)
+        for answer in await self.broker.ask_user(user, {"op": "connections", "user": user}):
+            listed.extend(answer.get("connections", ()))
+        return {"count": len(listed), "connections": listed[:limit]}
+
+    def _listing(
+        self, conns: Iterable[Connection], limit: int | None = None
+    ) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = []
-        for conn in self.registry.connections():
-            if len(listed) >= limit:
+        for conn in conns:
+            if limit is not None and len(listed) >= limit:
                 break
+            if conn.state is not State.OPEN:
+                continue
             listed.append(
                 {
                     "token": conn.token,
                     "url": conn.request.url,
                     "channels": list(conn.channels),
-                    "user": conn.user,
                     "connected_at": _iso(conn.connected_at),
-                    "instance": instance,
+                    "user": conn.user,
+                    "instance": self.broker.instance,
                 }
             )
-        count = await self.broker.open_count(self.registry.open_count)
-        return {"count": count, "connections": listed}
+        return listed
+
+    async def presence_of(self, channel: str) -> dict[str, Any]:
+        """``/internal/presence``: who holds streams on ``channel``, cluster-wide."""
+        return (await self.presence.snapshot(channel)).to_json(channel)
 
     async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
         """``/internal/history``: the channel's kept events after ``since`` (all kept ones
@@ -457,8 +613,10 @@ class Gateway:
     # -- heartbeats ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the broker and the shared heartbeat timer (call once the IOLoop runs)."""
+        """Start the broker, presence's sweep and the shared heartbeat timer (call once the
+        IOLoop runs)."""
         self.broker.start(self)
+        self.presence.start(self.registry.channels)
         if self._heartbeat is None:
             interval = self.settings.heartbeat_interval_seconds
             self._heartbeat = PeriodicCallback(self.beat, interval * 1000)
@@ -469,7 +627,8 @@ class Gateway:
         self.registry.heartbeat(self.settings.heartbeat_interval_seconds / 2)
 
     def stop(self) -> None:
-        """Stop the heartbeat and expiry timers."""
+        """Stop the heartbeat and expiry timers and presence's timers."""
+        self.presence.close()
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
@@ -552,11 +711,16 @@ class Gateway:
                     await self.backend.drain(min(remaining, 0.5))
                 else:
                     await asyncio.sleep(min(remaining, 0.05))
+        await self.presence.drain(max(deadline - time.monotonic(), 0.1))
         await self.broker.close()
         if self.backend is not None:
             self.backend.close()
         return done
 
+
+#: Most distinct unknown send fields logged by one process (each once), so that a backend sending
+#: random keys cannot grow the gateway's memory.
+MAX_UNKNOWN_KEYS_LOGGED = 100
 
 #: The close detail of a connect that the backend may have accepted although the client got no
 #: stream (so it must hear ``disconnect``, reason ``error``); other failures need none. A
@@ -566,6 +730,19 @@ _FAILURE_DETAIL = {
     Outcome.LOST: CloseDetail.CONNECT_TIMEOUT,
     Outcome.BAD_ANSWER: CloseDetail.BAD_CALLBACK_RESPONSE,
 }
+
+
+def _changed(
+    channels: tuple[str, ...], changes: Iterable[tuple[bool, tuple[str, ...]]]
+) -> tuple[str, ...]:
+    """``channels`` after the live subscription ``changes`` (``(add, channels)``, in order)."""
+    result = list(channels)
+    for add, names in changes:
+        if add:
+            result += [c for c in names if c not in result]
+        else:
+            result = [c for c in result if c not in names]
+    return tuple(result)
 
 
 def _iso(timestamp: float) -> str:

@@ -27,6 +27,7 @@ from .errors import (
     InvalidLimit,
     InvalidRequest,
     InvalidSince,
+    InvalidUser,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -351,6 +352,10 @@ class SendHandler(InternalHandler):
         except GatewayError as error:
             self.send_gateway_error(error)
             return
+        await self.handle(body)
+
+    async def handle(self, body: Any) -> None:
+        """Answer the decoded JSON ``body`` (read whole and within ``MAX_BODY_BYTES``)."""
         if isinstance(body, list):
             results = []
             for item in body:
@@ -370,14 +375,38 @@ class SendHandler(InternalHandler):
         """Validate and deliver one send: its HTTP status and JSON body."""
         try:
             request = protocol.validate_send(item)
-            result = await self.gateway.send(request)
+            answer = await self.gateway.answer(request)
         except GatewayError as error:
             return error.status, error.to_dict()
-        return 200, {"status": result}
+        return 200, answer
+
+
+class SubscriptionHandler(SendHandler):
+    """``POST /internal/subscribe`` (``add``) and ``/internal/unsubscribe``: change the
+    channels of a live stream, or of every stream of a user, without a reconnect. Bodies are
+    read and bounded as for ``/internal/send``."""
+
+    add = True
+
+    async def handle(self, body: Any) -> None:
+        try:
+            request = protocol.validate_subscription(body)
+            answer = await self.gateway.change_subscription(request, self.add)
+        except GatewayError as error:
+            self.send_gateway_error(error)
+            return
+        self.write_json(answer)
+
+
+class UnsubscriptionHandler(SubscriptionHandler):
+    """``POST /internal/unsubscribe`` (see :class:`SubscriptionHandler`)."""
+
+    add = False
 
 
 class ConnectionsHandler(InternalHandler):
-    """``GET /internal/connections``: how many streams are open, and up to ``limit`` of them."""
+    """``GET /internal/connections[?limit=<n>][&user=<id>]``: how many streams are open, and
+    up to ``limit`` of them; with ``user``, only that user's, cluster-wide."""
 
     async def get(self) -> None:
         try:
@@ -386,7 +415,21 @@ class ConnectionsHandler(InternalHandler):
             limit = -1
         if limit < 0:
             raise InvalidLimit()
-        self.write_json(await self.gateway.connections(limit))
+        user = self.get_query_argument("user", None)
+        if user is not None and not protocol.is_valid_user(user):
+            raise InvalidUser()
+        self.write_json(await self.gateway.connections(limit, user))
+
+
+class PresenceHandler(InternalHandler):
+    """``GET /internal/presence?channel=<c>``: the channel's users (with their stream counts
+    and info) and anonymous streams, cluster-wide."""
+
+    async def get(self) -> None:
+        channel = self.get_query_argument("channel", "")
+        if not protocol.is_valid_channel(channel):
+            raise InvalidChannel()
+        self.write_json(await self.gateway.presence_of(channel))
 
 
 class HistoryHandler(InternalHandler):

@@ -164,12 +164,10 @@ def stream_claims(claims: Mapping[str, Any]) -> StreamClaims:
     if user is not None and not protocol.is_valid_user(user):
         raise InvalidJWT("'sub' must be 1-200 printable ASCII characters")
     channels: tuple[str, ...] = ()
-    info = None
     try:
         if "channels" in claims:
             channels = protocol.validate_channels(claims["channels"])
-        if "info" in claims:
-            info = protocol.validate_info(claims["info"])
+        info = protocol.validate_info(claims.get("info"))
     except ValueError as exc:
         raise InvalidJWT("the JWT's %s" % exc) from None
     # PyJWT checked that ``exp`` is there and a number, and compared its whole seconds.

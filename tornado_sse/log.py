@@ -6,7 +6,9 @@ Modules log a short message and put the facts in structured fields::
 
 The text formatter appends them as ``key=value`` pairs (values with spaces or quotes are quoted),
 the JSON formatter makes them fields of their own, keeping their types (numbers stay numbers).
-Only ``__main__`` calls :func:`configure`.
+Fields that belong on every line of a process (with ``--processes N``: ``worker`` and ``pid``)
+are the formatters' ``context``, appended after the record's own. Only ``__main__`` calls
+:func:`configure`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 #: The attribute of a log record that holds its structured fields.
@@ -43,7 +46,12 @@ def _text_value(value: Any) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-01-02T03:04:05.678Z INFO tornado_sse.gateway stream opened token=...``."""
+    """``2026-01-02T03:04:05.678Z INFO tornado_sse.gateway stream opened token=...``, then the
+    ``context`` fields of every line."""
+
+    def __init__(self, context: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.context = dict(context or {})
 
     def format(self, record: logging.LogRecord) -> str:
         line = "%s %s %s %s" % (
@@ -52,7 +60,7 @@ class TextFormatter(logging.Formatter):
             record.name,
             record.getMessage(),
         )
-        pairs = _fields(record)
+        pairs = {**_fields(record), **self.context}
         if pairs:
             line += " " + " ".join("%s=%s" % (k, _text_value(v)) for k, v in pairs.items())
         if record.exc_info:
@@ -61,8 +69,13 @@ class TextFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg`` and the record's
-    structured fields (``token``, ``request_id``, ...) with their types."""
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, the record's
+    structured fields (``token``, ``request_id``, ...) and the ``context`` fields, with their
+    types."""
+
+    def __init__(self, context: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.context = dict(context or {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -71,7 +84,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in _fields(record).items():
+        for key, value in {**_fields(record), **self.context}.items():
             entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -84,10 +97,14 @@ def _timestamp(created: float) -> str:
     )
 
 
-def configure(log_format: str = "text", level: str = "info") -> None:
-    """Send every log record to stderr in ``log_format`` (``text`` or ``json``) at ``level``."""
+def configure(
+    log_format: str = "text", level: str = "info", context: Mapping[str, Any] | None = None
+) -> None:
+    """Send every log record to stderr in ``log_format`` (``text`` or ``json``) at ``level``,
+    each line with the fields of ``context`` (e.g. ``{"worker": 1, "pid": 4242}``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    formatter = JSONFormatter if log_format == "json" else TextFormatter
+    handler.setFormatter(formatter(context))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

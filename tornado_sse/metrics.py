@@ -11,7 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -85,6 +92,8 @@ class Metrics:
             "1 while the broker (Redis, if configured) is connected.",
             registry=r,
         )
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        ProcessCollector(registry=r)
 
     def watch_writes(self, read: Callable[[], tuple[int, int, int]]) -> None:
         """Export ``read()`` = (events, heartbeats, bytes) written, read at scrape time."""

@@ -29,7 +29,7 @@ HEARTBEAT = b": heartbeat\n\n"
 MAX_CHANNELS = 100
 #: Longest channel name (and user id), in characters.
 MAX_CHANNEL_LENGTH = 200
-#: Largest ``info`` object of a connect answer or JWT, in bytes of compact JSON.
+#: Largest ``info`` of a connect answer, as compact JSON, in bytes.
 MAX_INFO_BYTES = 1024
 
 _CHANNEL_RE = re.compile(r"[!-~]{1,%d}" % MAX_CHANNEL_LENGTH)
@@ -47,12 +47,40 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """A validated item of ``POST /internal/send``: exactly one of ``token`` and ``channel``."""
+    """A validated item of ``POST /internal/send``: exactly one of ``token``, ``channel`` and
+    ``user``.
+
+    ``unknown`` names the keys the item carried that the contract does not know, in order
+    (``"nmae"``, or ``"event.nmae"`` inside the event): they are ignored, but a typo in one
+    would silently turn a named event into a ``message``, so the gateway logs them.
+    """
 
     token: str | None
     channel: str | None
     event: Event | None
     close: bool
+    unknown: tuple[str, ...] = ()
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A validated body of ``POST /internal/subscribe`` (or ``unsubscribe``): exactly one of
+    ``token`` and ``user``, and the channels to add (or remove)."""
+
+    token: str | None
+    user: str | None
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAnswer:
+    """What a 2xx connect answer names (wire contract 3.1): channels, the stream's user (``None``
+    for anonymous) and the info shown beside that user in presence (a JSON object)."""
+
+    channels: tuple[str, ...] = ()
+    user: str | None = None
+    info: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,25 +201,52 @@ def is_valid_channel(name: object) -> bool:
     return isinstance(name, str) and _CHANNEL_RE.fullmatch(name) is not None
 
 
+#: The keys of a send item, and of its ``event``, that the contract knows.
+SEND_KEYS = frozenset({"token", "channel", "user", "event", "close"})
+EVENT_KEYS = frozenset({"name", "data", "id"})
+
+
+def unknown_keys(item: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of a send ``item`` (and, as ``event.<key>``, of its ``event`` object) that are
+    not in :data:`SEND_KEYS` or :data:`EVENT_KEYS`, in their order."""
+    unknown = [key for key in item if key not in SEND_KEYS]
+    event = item.get("event")
+    if isinstance(event, dict):
+        unknown += ["event." + key for key in event if key not in EVENT_KEYS]
+    return tuple(unknown)
+
+
 def validate_send(item: Any) -> SendRequest:
     """Validate one ``/internal/send`` object, in the order of the wire contract.
 
     Raises :class:`InvalidRequest` with the code of the first rule broken:
     ``INVALID_JSON``, ``INVALID_TOKEN_MISSING``, ``INVALID_CHANNEL``, ``INVALID_EVENT_TYPE``,
     ``INVALID_EVENT_DATA_MISSING``, ``INVALID_EVENT_NAME_TYPE``, ``INVALID_EVENT_ID``,
-    ``INVALID_CLOSE_TYPE``.
+    ``INVALID_CLOSE_TYPE``. Unknown keys are no error: :attr:`SendRequest.unknown` names them.
     """
     if not isinstance(item, dict):
         raise InvalidRequest("INVALID_JSON", "each send must be a JSON object")
 
     token = item.get("token")
     channel = item.get("channel")
-    if token is not None and channel is not None:
-        raise InvalidRequest("INVALID_TOKEN_MISSING", "give either 'token' or 'channel', not both")
-    if token is None and channel is None:
-        raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' (or 'channel') is required")
+    user = item.get("user")
+    given = [
+        key
+        for key, value in (("token", token), ("channel", channel), ("user", user))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "give one of 'token', 'channel' and 'user', not several"
+        )
+    if not given:
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "'token' (or 'channel' or 'user') is required"
+        )
     if token is not None and not (isinstance(token, str) and token):
         raise InvalidRequest("INVALID_TOKEN_MISSING", "'token' must be a non-empty string")
+    if user is not None and not (isinstance(user, str) and user):
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "'user' must be a non-empty string")
     if channel is not None:
         if not (isinstance(channel, str) and channel):
             raise InvalidRequest("INVALID_TOKEN_MISSING", "'channel' must be a non-empty string")
@@ -211,7 +266,14 @@ def validate_send(item: Any) -> SendRequest:
     if close and channel is not None:
         raise InvalidRequest("INVALID_CLOSE_TYPE", "'close' cannot be used with a channel")
 
-    return SendRequest(token=token, channel=channel, event=event, close=close)
+    return SendRequest(
+        token=token,
+        channel=channel,
+        event=event,
+        close=close,
+        user=user,
+        unknown=unknown_keys(item),
+    )
 
 
 def _validate_event(event: Any) -> Event:
@@ -238,20 +300,35 @@ def _validate_event(event: Any) -> Event:
 
 
 def parse_connect_answer(body: bytes) -> tuple[str, ...]:
-    """The channels named by a 2xx connect answer (wire contract 3.1), without duplicates.
+    """The channels named by a 2xx connect answer, without duplicates (see
+    :func:`read_connect_answer`, which also reads the user and info)."""
+    return read_connect_answer(body).channels
 
-    An empty body or one that is not a JSON object means no channels. Raises ``ValueError`` when
-    an object carries ``channels`` (or its alias ``bindings``) that is not a list of at most 100
-    valid channel names.
+
+def read_connect_answer(body: bytes) -> ConnectAnswer:
+    """What a 2xx connect answer names (wire contract 3.1).
+
+    An empty body or one that is not a JSON object names nothing. Raises ``ValueError`` when an
+    object carries ``channels`` (or its alias ``bindings``) that is not a list of at most 100
+    valid channel names, a ``user`` that is not 1-200 printable ASCII characters, or an
+    ``info`` that is not a JSON object of at most 1 KiB (compact).
     """
     if not body.strip():
-        return ()
+        return ConnectAnswer()
     try:
         answer = json.loads(body.decode("utf-8-sig"))
     except (UnicodeError, ValueError, RecursionError):
-        return ()
+        return ConnectAnswer()
     if not isinstance(answer, dict):
-        return ()
+        return ConnectAnswer()
+    return ConnectAnswer(
+        channels=_answer_channels(answer),
+        user=_answer_user(answer.get("user")),
+        info=validate_info(answer.get("info")),
+    )
+
+
+def _answer_channels(answer: dict[str, Any]) -> tuple[str, ...]:
     key = "channels" if "channels" in answer else "bindings"
     if key not in answer:
         return ()
@@ -263,6 +340,12 @@ def validate_channels(channels: Any, key: str = "channels") -> tuple[str, ...]:
     channel names; returned without duplicates. Raises ``ValueError`` naming ``key`` otherwise."""
     if not isinstance(channels, list):
         raise ValueError("'%s' must be a list of channel names" % key)
+    return validate_channel_list(channels, key)
+
+
+def validate_channel_list(channels: list[Any], key: str = "channels") -> tuple[str, ...]:
+    """``channels`` without duplicates, if it holds at most 100 valid channel names; else
+    raises ``ValueError`` naming ``key``."""
     if len(channels) > MAX_CHANNELS:
         raise ValueError("'%s' names more than %d channels" % (key, MAX_CHANNELS))
     for name in channels:
@@ -272,24 +355,60 @@ def validate_channels(channels: Any, key: str = "channels") -> tuple[str, ...]:
 
 
 def is_valid_user(user: object) -> bool:
-    """Whether ``user`` names a user (wire contract 3.1): 1-200 printable ASCII characters."""
+    """Whether ``user`` is a user id: 1-200 printable ASCII characters, no spaces."""
     return isinstance(user, str) and _CHANNEL_RE.fullmatch(user) is not None
 
 
-def validate_info(info: Any, key: str = "info") -> dict[str, Any]:
-    """``info`` as a connect answer (or a JWT) may give it: a JSON object of at most
-    :data:`MAX_INFO_BYTES` in compact JSON. Raises ``ValueError`` naming ``key`` otherwise."""
+def _answer_user(user: Any) -> str | None:
+    if user is None:
+        return None
+    if not is_valid_user(user):
+        raise ValueError("'user' must be 1-200 printable ASCII characters without spaces")
+    return str(user)
+
+
+def validate_info(info: Any) -> dict[str, Any] | None:
+    """``info`` as a connect answer (or a JWT) may give it: ``None``, or a JSON object of at
+    most :data:`MAX_INFO_BYTES` as compact JSON; else raises ``ValueError``."""
+    if info is None:
+        return None
     if not isinstance(info, dict):
-        raise ValueError("'%s' must be a JSON object" % key)
-    try:  # NaN and lone surrogates cannot be written out again as JSON in UTF-8
-        size = len(
-            json.dumps(info, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-        )
-    except (ValueError, RecursionError):
-        raise ValueError("'%s' is not plain JSON" % key) from None
-    if size > MAX_INFO_BYTES:
-        raise ValueError("'%s' is larger than %d bytes of compact JSON" % (key, MAX_INFO_BYTES))
+        raise ValueError("'info' must be a JSON object")
+    if len(compact_json(info).encode("utf-8")) > MAX_INFO_BYTES:
+        raise ValueError("'info' is larger than %d bytes" % MAX_INFO_BYTES)
     return info
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text (no spaces, non-ASCII kept as it is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def validate_subscription(item: Any) -> SubscriptionRequest:
+    """Validate a ``/internal/subscribe`` or ``/internal/unsubscribe`` body.
+
+    Raises :class:`InvalidRequest`: ``INVALID_JSON`` (not an object), ``INVALID_TOKEN_MISSING``
+    (not exactly one of ``token`` and ``user`` as a non-empty string), ``INVALID_CHANNEL``
+    (``channels`` not a list of at most 100 channel names, as in a connect answer).
+    """
+    if not isinstance(item, dict):
+        raise InvalidRequest("INVALID_JSON", "the body must be a JSON object")
+    token, user = item.get("token"), item.get("user")
+    if (token is None) == (user is None):
+        raise InvalidRequest("INVALID_TOKEN_MISSING", "give exactly one of 'token' and 'user'")
+    target = token if token is not None else user
+    if not (isinstance(target, str) and target):
+        raise InvalidRequest(
+            "INVALID_TOKEN_MISSING", "'token' or 'user' must be a non-empty string"
+        )
+    channels = item.get("channels")
+    if not isinstance(channels, list):
+        raise InvalidRequest("INVALID_CHANNEL", "'channels' must be a list of channel names")
+    try:
+        names = validate_channel_list(channels)
+    except ValueError as exc:
+        raise InvalidRequest("INVALID_CHANNEL", str(exc)) from None
+    return SubscriptionRequest(token=token, user=user, channels=names)
 
 
 # --------------------------------------------------------------------------------------------

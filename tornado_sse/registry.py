@@ -17,7 +17,7 @@ from tornado.iostream import StreamClosedError
 
 from . import protocol
 from .connection import Connection, State, StreamWriter
-from .errors import CloseDetail, CloseReason, TokenNotFound
+from .errors import BufferFull, CloseDetail, CloseReason, TokenNotFound
 from .log import fields
 
 log = logging.getLogger("tornado_sse.registry")
@@ -45,6 +45,7 @@ class Registry:
         self.max_queued_bytes = max_queued_bytes
         self._by_token: dict[str, Connection] = {}
         self._by_channel: dict[str, set[Connection]] = {}
+        self._by_user: dict[str, set[Connection]] = {}
         self._open = 0
         #: Frames (events, heartbeats, retry hints) and bytes written, and heartbeats among them.
         self.frames_written = 0
@@ -73,6 +74,15 @@ class Registry:
     def subscribers(self, channel: str) -> int:
         """How many open streams are subscribed to ``channel``."""
         return len(self._by_channel.get(channel, ()))
+
+    def channels(self) -> list[str]:
+        """The channels open streams here are subscribed to."""
+        return list(self._by_channel)
+
+    def of_user(self, user: str) -> list[Connection]:
+        """The live streams of ``user`` (open, or connecting once their connect answer named
+        the user), except those closing."""
+        return [c for c in self._by_user.get(user, ()) if not c.closing]
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -107,6 +117,38 @@ class Registry:
         for channel in conn.channels:
             self._by_channel.setdefault(channel, set()).add(conn)
         return True
+
+    def bind_user(self, conn: Connection) -> None:
+        """Index ``conn`` under ``conn.user`` (once its connect answer named it), so that sends
+        to its user reach it, connecting or open."""
+        if conn.user is not None and conn.state is not State.CLOSED:
+            self._by_user.setdefault(conn.user, set()).add(conn)
+
+    def add_channels(self, conn: Connection, channels: Iterable[str]) -> tuple[str, ...]:
+        """Subscribe a live stream to those of ``channels`` it lacks (an open one receives
+        their events from now on); returns them."""
+        added = tuple(c for c in dict.fromkeys(channels) if c not in conn.channels)
+        conn.channels = conn.channels + added
+        if conn.state is State.OPEN:
+            for channel in added:
+                self._by_channel.setdefault(channel, set()).add(conn)
+        return added
+
+    def remove_channels(self, conn: Connection, channels: Iterable[str]) -> tuple[str, ...]:
+        """Unsubscribe a live stream from those of ``channels`` it has; returns them."""
+        drop = set(channels)
+        removed = tuple(c for c in conn.channels if c in drop)
+        conn.channels = tuple(c for c in conn.channels if c not in drop)
+        self._unindex(conn, removed)
+        return removed
+
+    def _unindex(self, conn: Connection, channels: Iterable[str]) -> None:
+        for channel in channels:
+            members = self._by_channel.get(channel)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self._by_channel[channel]
 
     def release(self, conn: Connection, replay: Iterable[tuple[int, bytes]], after: int) -> None:
         """Write ``replay`` to a held stream, then the live events held meanwhile, skipping
@@ -155,12 +197,13 @@ class Registry:
         conn.close_reason, conn.close_detail = reason, detail
         if self._by_token.get(conn.token) is conn:
             del self._by_token[conn.token]
-        for channel in conn.channels:
-            members = self._by_channel.get(channel)
-            if members is not None:
-                members.discard(conn)
-                if not members:
-                    del self._by_channel[channel]
+        self._unindex(conn, conn.channels)
+        if conn.user is not None:
+            streams = self._by_user.get(conn.user)
+            if streams is not None:
+                streams.discard(conn)
+                if not streams:
+                    del self._by_user[conn.user]
         conn.held = None
         writer = conn.detach()
         if was_open:
@@ -196,6 +239,19 @@ class Registry:
         if close:
             self.close(conn, CloseReason.SERVER_CLOSED)
         return "ok"
+
+    def send_user(self, user: str, frame: bytes | None, close: bool) -> int:
+        """Deliver a send to every local stream of ``user`` (queued for connecting ones, as
+        :meth:`send` does); returns how many it reached (a stream whose queue is full is not
+        reached)."""
+        reached = 0
+        for conn in self.of_user(user):
+            try:
+                self.send(conn.token, frame, close)
+            except (TokenNotFound, BufferFull):
+                continue
+            reached += 1
+        return reached
 
     def write(self, conn: Connection, frame: bytes) -> None:
         """Write ``frame`` to an open stream; past ``max_queued_bytes`` unsent, close it.

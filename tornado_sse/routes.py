@@ -37,6 +37,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/internal/history", "history", internal=True),
     Route("/internal/stats", "stats", internal=True),
     Route("/internal/dashboard", "dashboard", internal=True, secret=False),
+    Route("/internal/presence", "presence", internal=True),
+    Route("/internal/subscribe", "subscribe", internal=True),
+    Route("/internal/unsubscribe", "unsubscribe", internal=True),
     Route("/metrics", "metrics", internal=True),
 )
 

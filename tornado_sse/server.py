@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +21,18 @@ from tornado.web import Application
 
 from . import handover
 from .app import App, make_app
-from .config import Settings, argument_parser, load
+from .config import ConfigError, Settings, argument_parser, load
 from .log import fields
 
 log = logging.getLogger("tornado_sse")
 
 
-def parse(argv: Sequence[str], prog: str = "tornado-sse") -> Settings:
-    """Settings from command-line ``argv`` (without the program name) and the environment."""
-    args = vars(argument_parser(prog).parse_args(list(argv)))
+def parse(
+    argv: Sequence[str], prog: str = "tornado-sse", description: str | None = None
+) -> Settings:
+    """Settings from command-line ``argv`` (without the program name) and the environment;
+    ``description`` heads ``--help``."""
+    args = vars(argument_parser(prog, description).parse_args(list(argv)))
     conf = args.pop("conf", None)
     return load(args, conf_file=conf)
 
@@ -49,6 +53,31 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
     )
 
 
+class ListenError(ConfigError):
+    """A port of the settings cannot be listened on; the message is one line naming the port
+    and its setting."""
+
+
+def bind(
+    port: int, address: str | None, setting: str, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Listening sockets on ``port`` of ``address`` (None: every interface), with
+    ``SO_REUSEPORT`` if asked; raises :class:`ListenError` naming ``setting`` when that is
+    impossible (in use, not permitted)."""
+    try:
+        return bind_sockets(port, address, reuse_port=reuse_port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(
+                "port %d (%s) is already in use: stop what listens there or set another %s"
+                % (port, setting, setting)
+            ) from None
+        on = " of HOST %s" % address if address else ""
+        raise ListenError(
+            "cannot listen on port %d%s (%s): %s" % (port, on, setting, exc.strerror or exc)
+        ) from None
+
+
 @dataclass
 class Sockets:
     """Listening sockets bound before forking, shared by every process."""
@@ -58,12 +87,19 @@ class Sockets:
 
     @classmethod
     def bind(cls, settings: Settings) -> Sockets:
+        """Bind ``PORT`` and ``INTERNAL_PORT`` (if set); raises :class:`ListenError`."""
         address = settings.address or None
         reuse = settings.reuse_port  # a successor may bind the same ports (handover.py)
+        main = bind(settings.port, address, "PORT", reuse)
         internal = []
         if settings.internal_port is not None:
-            internal = bind_sockets(settings.internal_port, address, reuse_port=reuse)
-        return cls(bind_sockets(settings.port, address, reuse_port=reuse), internal)
+            try:
+                internal = bind(settings.internal_port, address, "INTERNAL_PORT", reuse)
+            except ListenError:
+                for sock in main:
+                    sock.close()
+                raise
+        return cls(main, internal)
 
     def close(self) -> None:
         """Close this process's descriptors of the sockets."""
@@ -208,10 +244,11 @@ async def serve(
 MAX_RESTARTS = 10
 
 
-def run_processes(settings: Settings) -> int:
+def run_processes(settings: Settings, forked: Callable[[int], None] | None = None) -> int:
     """Run ``settings.processes`` gateway processes (0: one per core) sharing the listening
     sockets; forward SIGTERM/SIGINT to them, restart one that dies on its own, and return 0 if
-    every process drained cleanly."""
+    every process drained cleanly. Each new process calls ``forked(index)`` first (``__main__``
+    labels its log lines with it)."""
     count = settings.processes or os.cpu_count() or 1
     if not wait_for_redis(settings):
         log.warning(
@@ -230,6 +267,8 @@ def run_processes(settings: Settings) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
+                if forked is not None:
+                    forked(index)
                 code = run(serve(settings, sockets=sockets, process_index=index), settings)
             finally:
                 os._exit(code)

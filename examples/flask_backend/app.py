@@ -36,8 +36,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask, Response, abort, jsonify, request
 
-from tornado_sse.client import Gateway, GatewayClientError, GatewayUnavailable
-from tornado_sse.signing import SIGNATURE_HEADER, verify
+from tornado_sse_client import (
+    SIGNATURE_HEADER,
+    Gateway,
+    GatewayClientError,
+    GatewayUnavailable,
+    verify,
+)
 
 #: A user name that is also usable in a channel name (printable ASCII, no spaces).
 USER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
-from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound
+from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyStreams
 from tornado_sse.history import Retention, first_id
 
 BROKERS = ["local", "redis"]
@@ -32,6 +32,7 @@ class RecordingHandler:
         self.gaps: list[tuple[str, int]] = []
         self.lost: list[tuple[str, bytes]] = []
         self.answer: Callable[[str], str] = lambda token: "ok"
+        self.questions: list[dict[str, Any]] = []
         self._arrived = asyncio.Event()
 
     def on_publication(self, channel: str, event_id: int, tail: bytes) -> None:
@@ -47,6 +48,10 @@ class RecordingHandler:
 
     def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
         self.lost.extend(streams)
+
+    async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
+        self.questions.append(question)
+        return {"streams": 1, "echo": question}
 
     async def wait_publications(self, count: int, timeout: float = 5.0) -> None:
         """Until ``count`` publications have arrived (bounded by ``timeout``)."""
@@ -235,3 +240,108 @@ async def test_subscriptions_are_counted_and_dropped_after_the_last_one(make_pai
     await handler_a.wait_publications(2)
     assert [p[2] for p in handler_a.publications] == [b"still", b"after"]
     assert all(p[1] != marker for p in handler_a.publications)
+
+
+# -- users and presence ------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_presence_counts_streams_per_user_with_info_and_anonymous_ones(make_pair):
+    a, _, b, _ = await make_pair()
+    await a.enter("ann", {"name": "Ann"}, ["room"], announce=(), limit=0)
+    await b.enter("ann", None, ["room", "other"], announce=(), limit=0)
+    await b.enter("bob", {"name": "Bob"}, ["room"], announce=(), limit=0)
+    await a.enter(None, None, ["room"], announce=(), limit=0)
+    snapshot = await b.presence("room", 5.0)
+    assert snapshot.to_json("room") == {
+        "channel": "room",
+        "users": [
+            {"user": "ann", "info": {"name": "Ann"}, "streams": 2},
+            {"user": "bob", "info": {"name": "Bob"}, "streams": 1},
+        ],
+        "anonymous": 1,
+    }
+    await a.exit("ann", ["room"], announce=(), stream=True)
+    await a.exit(None, ["room"], announce=(), stream=True)
+    await b.exit("bob", ["room"], announce=(), stream=True)
+    assert (await a.presence("room", 5.0)).to_json("room")["users"] == [
+        {"user": "ann", "info": {"name": "Ann"}, "streams": 1}
+    ]
+    assert (await a.presence("room", 5.0)).anonymous == 0
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_join_is_decided_once_for_two_streams_on_two_instances(make_pair):
+    a, _, b, _ = await make_pair()
+    first = await a.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
+    second = await b.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
+    assert (first, second) == (["room"], [])
+    assert await a.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == []
+    assert await b.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == ["room"]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_leave_is_due_only_after_the_delay_and_only_once(make_pair):
+    a, _, b, _ = await make_pair()
+    await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
+    assert await a.exit("ann", ["room"], announce=["room"], stream=True) == ["room"]
+    assert await b.settle_leave("room", "ann", 0.3) is None  # too early
+    leaves: list[Any] = []
+
+    async def settled() -> bool:
+        for broker in (a, b):
+            leave = await broker.settle_leave("room", "ann", 0.3)
+            if leave is not None:
+                leaves.append(leave)
+        return bool(leaves)
+
+    await until(settled)
+    assert [(x.channel, x.user, x.info) for x in leaves] == [("room", "ann", {"n": 1})]
+    assert await a.settle_leave("room", "ann", 0.3) is None  # decided already
+    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == ["room"]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_coming_back_within_the_delay_is_neither_a_leave_nor_a_join(make_pair):
+    a, _, b, _ = await make_pair()
+    await a.enter("ann", None, ["room"], announce=["room"], limit=0)
+    await a.exit("ann", ["room"], announce=["room"], stream=True)
+    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == []
+    await asyncio.sleep(0.1)  # the delay (0.05) has passed: the user is still there
+    assert await a.settle_leave("room", "ann", 0.05) is None
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_the_per_user_limit_counts_streams_on_every_instance(make_pair):
+    a, _, b, _ = await make_pair()
+    await a.enter("ann", None, [], announce=(), limit=2)
+    await b.enter("ann", None, ["room"], announce=(), limit=2)
+    with pytest.raises(TooManyStreams):
+        await a.enter("ann", None, ["room"], announce=(), limit=2)
+    assert (await a.presence("room", 5.0)).users[0].streams == 1  # the refused one not counted
+    await a.enter("ann", None, ["room"], announce=(), limit=None)  # a live subscription
+    await b.exit("ann", ["room"], announce=(), stream=True)
+    await a.enter("ann", None, [], announce=(), limit=2)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_questions_reach_the_other_instances_holding_a_users_streams(make_pair):
+    a, handler_a, b, handler_b = await make_pair()
+    await a.enter("ann", None, [], announce=(), limit=0)
+    answers = await b.ask_user("ann", {"op": "send", "user": "ann"})
+    if a is b:  # a single process: the gateway reaches every stream itself
+        assert answers == [] and handler_a.questions == []
+    else:
+        assert answers == [{"streams": 1, "echo": {"op": "send", "user": "ann"}}]
+        assert handler_b.questions == []
+    assert await a.ask_user("nobody", {"op": "send"}) == []
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_question_about_a_token_reaches_its_holder(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    await a.register("tok")
+    answer = await b.ask_token("tok", {"op": "subscribe", "token": "tok"})
+    assert answer["streams"] == 1 and handler_a.questions[-1]["token"] == "tok"
+    with pytest.raises(TokenNotFound):
+        await b.ask_token("nobody", {"op": "subscribe"})

@@ -1,40 +1,18 @@
 """The real browsers the end-to-end tests drive.
 
-``browser``: headless Chromium through Selenium and Debian's chromium-driver, one per module.
-It accepts any certificate (``--ignore-certificate-errors``), for the self-signed one of the
-HTTP/2 test; every other test talks plain HTTP to loopback.
+``browser``: headless Chromium through Selenium and Debian's chromium-driver, one per module
+(see :func:`tests.support.browser.start_browser`).
 """
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+
+from tests.support.browser import start_browser
 
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    assert chromium and driver_path, "Chromium and chromedriver are needed (tests/run.py installs)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--ignore-certificate-errors",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = start_browser()
     yield driver
     driver.quit()

@@ -16,21 +16,23 @@ from selenium import webdriver
 from tornado.web import RequestHandler
 
 from tests.support.backend import Answer
+from tests.support.browser import start_browser
 from tests.support.tokens import SECRET
 from tests.support.waiting import wait_until
 from tornado_sse.client import mint_jwt
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>e2e</title><script>
 let seq = 0;
+const params = new URLSearchParams(location.search);
 function report(item) {
   item.seq = seq++;  // reports travel on parallel requests: the test re-orders them
+  item.page = params.get("page");
   fetch("/report", {method: "POST", body: JSON.stringify(item)});
 }
-const params = new URLSearchParams(location.search);
 const source = new EventSource(params.get("stream"));
 source.onopen = () => report({kind: "open"});
 source.onerror = () => report({kind: "error", readyState: source.readyState});
-for (const type of ["message", "update", "history_gap"]) {
+for (const type of ["message", "update", "history_gap", "presence_join", "presence_leave"]) {
   source.addEventListener(type, (e) => report(
     {kind: "event", type: e.type, data: e.data, lastEventId: e.lastEventId}));
 }
@@ -171,6 +173,54 @@ async def test_backend_401_stops_the_browser_reconnect_loop(gateway, backend, br
     assert [e["readyState"] for e in reports.of("error")] == [2]
     assert len(backend.of("connect")) == 1
     assert reports.of("open") == []
+
+
+@pytest.fixture
+def second_browser():
+    """Another browser of its own (another person), for this test only."""
+    driver = start_browser()
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_page_in_a_room_sees_a_second_browser_join_and_leave(
+    gateway, backend, browser, second_browser
+):
+    def answer(body: dict[str, Any]) -> Answer:
+        user = body["request"]["url"].split("?")[0].rsplit("/", 1)[1]
+        reply = {"channels": ["room"], "user": user, "info": {"name": user.title()}}
+        return Answer(body=json.dumps(reply).encode())
+
+    backend.answer_for = answer
+    gw = gateway(presence_events="room", presence_leave_delay_seconds=0.3)
+    reports = serve_page(gw)
+
+    def seen_by_ann(kind: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in reports.of("event")
+            if e["page"] == "ann" and e["type"] == kind and json.loads(e["data"])["user"] == "bob"
+        ]
+
+    await visit(browser, gw.base_url + "/page?page=ann&stream=/sse/room/ann")
+    await reports.wait_for(lambda r: any(e["page"] == "ann" for e in r.of("open")))
+    await visit(second_browser, gw.base_url + "/page?page=bob&stream=/sse/room/bob")
+    await reports.wait_for(lambda r: seen_by_ann("presence_join"))
+    (join,) = seen_by_ann("presence_join")
+    assert json.loads(join["data"]) == {"user": "bob", "info": {"name": "Bob"}}
+    presence = json.loads((await gw.get("/internal/presence?channel=room", internal=True)).body)
+    assert [u["user"] for u in presence["users"]] == ["ann", "bob"]
+
+    # Bob's page closes its EventSource (a page may be kept alive in the back-forward cache
+    # after a navigation, so leaving is the page's own close here).
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, second_browser.execute_script, "source.close()")
+    await reports.wait_for(lambda r: seen_by_ann("presence_leave"))
+    (leave,) = seen_by_ann("presence_leave")
+    assert json.loads(leave["data"]) == {"user": "bob", "info": {"name": "Bob"}}
+    assert int(leave["lastEventId"]) > int(join["lastEventId"])
+    await visit(browser, "about:blank")
 
 
 JWT_PAGE = """<!doctype html><meta charset="utf-8"><title>e2e jwt</title><script>

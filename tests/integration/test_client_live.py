@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.clients import KINDS, awaitable_client
+from tests.support.clients import KINDS
 from tests.support.helpers import open_with_token
 from tests.support.ports import unused_port
 from tornado_sse.client import (
@@ -28,10 +28,10 @@ from tornado_sse.client import (
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
+async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind, clients):
     gw = gateway()
     stream, token = await open_with_token(gw, backend)
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.send(token, "line 1\nline 2", name="update", id="17") == "ok"
     (event,) = await stream.wait_events(1)
     assert (event.type, event.data, event.last_event_id) == ("update", "line 1\nline 2", "17")
@@ -39,12 +39,12 @@ async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend, kind):
+async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room.7"]}')
     gw = gateway()
     first, _ = await open_with_token(gw, backend, "/sse/a")
     second, _ = await open_with_token(gw, backend, "/sse/b")
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.publish("room.7", "hello room", name="chat") is None
     assert await api.publish("nobody.listens", "lost") is None  # not an error
     for stream in (first, second):
@@ -55,10 +55,10 @@ async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend,
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend, kind):
+async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend, kind, clients):
     gw = gateway()
     stream, token = await open_with_token(gw, backend)
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.send(token, "bye", close=True) == "ok"
     await stream.read_to_end()
     assert [e.data for e in stream.events] == ["bye"]
@@ -74,11 +74,11 @@ async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
+async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
     stream, token = await open_with_token(gw, backend)
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     results = await api.batch(
         [
             send_item(token, data="a"),
@@ -100,12 +100,12 @@ async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_connections_lists_the_open_streams(gateway, backend, kind):
+async def test_connections_lists_the_open_streams(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
     gw = gateway()
     _, first = await open_with_token(gw, backend, "/sse/one?x=1")
     _, second = await open_with_token(gw, backend, "/sse/two")
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     listing = await api.connections()
     assert listing["count"] == 2
     by_token = {c["token"]: c for c in listing["connections"]}
@@ -121,9 +121,35 @@ async def test_connections_lists_the_open_streams(gateway, backend, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_unknown_token_raises_token_not_found(gateway, kind):
+async def test_history_lists_a_channels_kept_events_and_pages_with_since(
+    gateway, backend, kind, clients
+):
+    backend.connect_answer = Answer(body=b'{"channels": ["room.9"]}')
+    gw = gateway(history_size=3)
+    watcher, _ = await open_with_token(gw, backend)
+    api = clients(kind, gw.internal_url)
+    for i in range(4):
+        await api.publish("room.9", "e%d" % i, name="chat" if i % 2 else None)
+    e0 = (await watcher.wait_events(4))[0].last_event_id
+    whole = await api.history("room.9")
+    assert [(e["event"], e["data"]) for e in whole["events"]] == [
+        ("chat", "e1"),
+        (None, "e2"),
+        ("chat", "e3"),
+    ]
+    assert whole["complete"] is True
+    first = whole["events"][0]["id"]
+    page = await api.history("room.9", since=first, limit=1)
+    assert [e["data"] for e in page["events"]] == ["e2"] and page["complete"] is True
+    dropped = await api.history("room.9", since=str(int(e0) - 1))
+    assert dropped["complete"] is False  # e0 was dropped
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.gen_test(timeout=20)
+async def test_unknown_token_raises_token_not_found(gateway, kind, clients):
     gw = gateway()
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     with pytest.raises(TokenNotFound) as caught:
         await api.send("6f1c0000-0000-4000-8000-000000000000", "hi")
     assert (caught.value.status, caught.value.code) == (404, "TOKEN_NOT_FOUND")
@@ -132,9 +158,9 @@ async def test_unknown_token_raises_token_not_found(gateway, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_channel_with_a_space_raises_invalid_request(gateway, kind):
+async def test_channel_with_a_space_raises_invalid_request(gateway, kind, clients):
     gw = gateway()
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     with pytest.raises(InvalidRequest) as caught:
         await api.publish("room 7", "hi")
     assert (caught.value.status, caught.value.code) == (400, "INVALID_CHANNEL")
@@ -145,27 +171,27 @@ async def test_channel_with_a_space_raises_invalid_request(gateway, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kind):
+async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kind, clients):
     gw = gateway(internal_secret="s")
     stream, token = await open_with_token(gw, backend)
     for secret in ("wrong", None):
-        api = awaitable_client(kind, gw.internal_url, secret=secret)
+        api = clients(kind, gw.internal_url, secret=secret)
         with pytest.raises(Unauthorized) as caught:
             await api.send(token, "hi")
         assert (caught.value.status, caught.value.code) == (401, "UNAUTHORIZED")
         with pytest.raises(Unauthorized):
             await api.connections()
     # The right secret works, and nothing refused above was delivered.
-    assert await awaitable_client(kind, gw.internal_url, secret="s").send(token, "allowed") == "ok"
+    assert await clients(kind, gw.internal_url, secret="s").send(token, "allowed") == "ok"
     (event,) = await stream.wait_events(1)
     assert event.data == "allowed"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend, kind):
+async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend, kind, clients):
     gw = gateway(max_pending_events=1)
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     outcomes: list[Any] = []
 
     async def greet_while_connecting(body: dict[str, Any]) -> None:
@@ -192,8 +218,8 @@ async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_closed_port_raises_gateway_unavailable(kind):
-    api = awaitable_client(kind, "http://127.0.0.1:%d" % unused_port())
+async def test_closed_port_raises_gateway_unavailable(kind, clients):
+    api = clients(kind, "http://127.0.0.1:%d" % unused_port())
     with pytest.raises(GatewayUnavailable) as caught:
         await api.send("6f1c0000-0000-4000-8000-000000000000", "hi")
     assert caught.value.status is None and caught.value.code is None

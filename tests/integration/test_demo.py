@@ -1,7 +1,9 @@
-"""``tornado-sse demo``: its JWT mode opens a stream that no connect callback authorised."""
+"""``tornado-sse demo``: its JWT mode opens a stream that no connect callback authorised, as
+the user the token names."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -27,11 +29,13 @@ async def test_demo_jwt_mode_streams_the_clock_without_a_connect_callback():
         client = AsyncHTTPClient()
         page = await client.fetch(demo.base_url + "/?mode=jwt")
         assert b"/demo/token" in page.body
-        token = await client.fetch(demo.base_url + "/demo/token", method="POST", body=b"")
+        url = demo.base_url + "/demo/token?name=ann"
+        token = await client.fetch(url, method="POST", body=b"")
         stream = await open_stream(port, "/sse/demo?jwt=" + token.body.decode())
         assert stream.status == 200
-        events = await stream.wait_events(1, timeout=5)
-        assert events[0].type == "tick" and events[0].last_event_id
+        await stream.wait_until(lambda s: any(e.type == "tick" for e in s.events), timeout=5)
+        joins = [json.loads(e.data) for e in stream.events if e.type == "presence_join"]
+        assert joins == [{"user": "ann", "info": {"name": "ann"}}]  # the JWT's sub and info
         await stream.aclose()
     finally:
         await demo.stop()

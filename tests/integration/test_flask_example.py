@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -199,3 +200,17 @@ async def test_unsigned_callbacks_anonymous_streams_and_secretless_sends_are_ref
             raise_error=False,
         )
         assert direct.code == 401
+
+
+def test_the_example_needs_neither_tornado_nor_pycurl_nor_the_gateway():
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['tornado'] = sys.modules['pycurl'] = None\n"  # importing either fails
+        f"runpy.run_path({str(EXAMPLE)!r}, run_name='example')['create_app']()\n"
+        "print(sorted(name for name, module in sys.modules.items() if module is not None\n"
+        "             and name.split('.')[0] in ('tornado', 'pycurl', 'tornado_sse')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=30, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -30,6 +30,22 @@ async def test_callbacks_are_signed_and_verify_with_the_shipped_function(gateway
 
 
 @pytest.mark.gen_test(timeout=10)
+async def test_several_callback_secrets_sign_with_each_so_either_verifies(gateway, backend):
+    # A rotation: the backend may hold the new secret or still the old one.
+    gw = gateway(callback_secret="new-secret, old-secret")
+    await gw.open()
+    (connect,) = await backend.wait_for_calls("connect")
+    header = connect.headers["x-sse-signature"]
+    assert [entry.split("=")[0] for entry in header.split(",")] == ["t", "v1", "v1"]
+    timestamp = int(header.split(",")[0].removeprefix("t="))
+    assert header == signing.sign(connect.raw, ["new-secret", "old-secret"], timestamp)
+    for secret in ("new-secret", "old-secret", ["old-secret", "unrelated"]):
+        assert signing.verify(connect.raw, header, secret), secret
+    assert not signing.verify(connect.raw, header, "new-secret, old-secret")
+    assert not signing.verify(connect.raw, header, "retired-secret")
+
+
+@pytest.mark.gen_test(timeout=10)
 async def test_callbacks_are_unsigned_without_a_secret(gateway, backend):
     gw = gateway()
     await gw.open()

@@ -332,3 +332,28 @@ async def test_connect_metrics_count_jwt_streams_refusals_and_the_rate_cap(gatew
     for outcome in ("jwt", "jwt_invalid", "jwt_expired", "rate_limited"):
         assert 'tornado_sse_connects_total{outcome="%s"} 1.0' % outcome in text, text
     assert 'outcome="accepted"' not in text
+
+
+# -- users, presence and limits work for JWT streams as for the others ----------------------------
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_jwt_streams_count_in_presence_take_user_sends_and_meet_the_user_limit(
+    gateway, backend
+):
+    gw = gateway(jwt_secret=SECRET, max_streams_per_user=2)
+    token = mint_jwt("ann", ["room"], 60, {"name": "Ann"}, secret=SECRET)
+    first = await gw.open(jwt_path(token))
+    second = await gw.open(jwt_path(mint_jwt("ann", ["room"], 60, secret=SECRET)))
+    presence = json.loads((await gw.get("/internal/presence?channel=room", internal=True)).body)
+    assert presence["users"] == [{"user": "ann", "info": {"name": "Ann"}, "streams": 2}]
+    status, answer = await gw.send({"user": "ann", "event": {"data": "to ann"}})
+    assert (status, answer) == (200, {"status": "ok", "streams": 2})
+    for stream in (first, second):
+        assert [e.data for e in await stream.wait_events(1)] == ["to ann"]
+    third = await gw.stream(jwt_path(mint_jwt("ann", ["room"], 60, secret=SECRET)))
+    await assert_json_error(third, 429, "TOO_MANY_STREAMS")
+    # As for a connect answer that names a user past the limit, the backend hears about it.
+    (refused,) = await backend.wait_for_calls("disconnect")
+    assert (refused.body["reason"], refused.body["detail"]) == ("error", "user_limit")
+    assert backend.of("connect") == []

@@ -18,6 +18,8 @@ from tornado.iostream import StreamClosedError
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
+from tornado_sse_client import verify
+
 from .waiting import wait_until
 
 
@@ -69,11 +71,15 @@ class FakeBackend:
         self.answer_for: Callable[[dict[str, Any]], Answer] | None = None
         #: Called with each connect body as it arrives (before the answer), e.g. to send events.
         self.on_connect: Callable[[dict[str, Any]], Any] | None = None
+        #: If set, a callback whose ``X-SSE-Signature`` does not verify with this secret is
+        #: recorded and answered 401, as a backend that checks signatures does.
+        self.secret: str | None = None
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         sock, self.port = bind_unused_port()
         self._server = HTTPServer(
-            Application([(r"/.*", _CallbackHandler, {"backend": self})]),
+            # Like a real web application: callbacks on /callback, 404 everywhere else.
+            Application([(r"/callback", _CallbackHandler, {"backend": self})]),
             idle_connection_timeout=idle_timeout,
         )
         self._server.add_sockets([sock])
@@ -128,6 +134,11 @@ class _CallbackHandler(RequestHandler):
         body = json.loads(raw)
         headers = {k.lower(): v for k, v in self.request.headers.get_all()}
         self.backend.record(Callback(body=body, raw=raw, headers=headers))
+        secret = self.backend.secret
+        if secret is not None and not verify(raw, headers.get("x-sse-signature"), secret):
+            self.set_status(401)
+            self.finish(b'{"error": "bad signature"}')
+            return
         if self.backend.drop_reused and self.backend.is_reused(self.request.connection):
             self.request.connection.close()  # type: ignore[union-attr]
             return

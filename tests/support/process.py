@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
@@ -22,6 +23,19 @@ from tornado.httpclient import AsyncHTTPClient
 from .ports import unused_port
 from .raw_http import Headers
 from .sse_client import SSEStream, open_stream
+
+#: This checkout's import roots: the gateway's package, and the client's distribution folder.
+SOURCE_ROOTS = (
+    str(Path(__file__).resolve().parents[2]),
+    str(Path(__file__).resolve().parents[2] / "clients" / "python"),
+)
+
+
+def python_path(env: dict[str, str]) -> str:
+    """The ``PYTHONPATH`` of a child process: what ``env`` gives, then this checkout's roots, so
+    that a test may add a directory without losing the code under test."""
+    given = [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []
+    return os.pathsep.join([*given, *SOURCE_ROOTS])
 
 
 def rss_bytes(pid: int) -> int:
@@ -107,7 +121,12 @@ async def start_process(
     the log if it exits or ``timeout`` passes first)."""
     process = await asyncio.create_subprocess_exec(
         *argv,
-        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+            "PYTHONPATH": python_path({**os.environ, **(env or {})}),
+        },
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -148,11 +167,12 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
 
 
 def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env`` and a bare
-    ``PATH`` as its whole environment; its stdout and stderr are captured as text."""
+    """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env``, a bare
+    ``PATH`` and this checkout on ``PYTHONPATH`` (after any that ``env`` gives) as its whole
+    environment; its stdout and stderr are captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", *args],
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", **env, "PYTHONPATH": python_path(env)},
         capture_output=True,
         text=True,
         timeout=30,

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import bind_unused_port
 
-from tests.support.clients import KINDS, InThread, awaitable_client
+from tests.support.clients import KINDS, Clients, InThread
 from tests.support.ports import unused_port
 from tornado_sse.client import (
     AsyncGateway,
@@ -34,8 +33,6 @@ from tornado_sse.client import (
     error_for,
     send_item,
 )
-
-CLIENT_PY = Path(__file__).resolve().parents[2] / "tornado_sse" / "client.py"
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -52,6 +49,21 @@ class Recorded:
     uri: str
     headers: dict[str, str]
     body: bytes
+    peer: Any = None  # the client's (address, port): one per TCP connection
+
+
+@dataclass
+class Scripted:
+    """One scripted answer. ``then`` is what the fake does with the connection: ``"keep"`` it
+    alive, ``"close"`` it after answering (as a gateway closes an idle connection, without a
+    ``Connection: close`` header), or ``"drop"`` it without answering (after reading the
+    request). ``chunked`` sends the body with chunked transfer coding."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+    then: str = "keep"
+    chunked: bool = False
 
 
 class FakeGateway:
@@ -62,14 +74,27 @@ class FakeGateway:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
-        self._answers: deque[tuple[int, Any, dict[str, str]]] = deque()
+        self._answers: deque[Scripted] = deque()
 
-    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    def answer(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        then: str = "keep",
+        chunked: bool = False,
+    ) -> None:
         """Script the next answer: ``body`` is raw bytes or a value sent as JSON."""
-        self._answers.append((status, body, headers or {}))
+        self._answers.append(Scripted(status, body, headers or {}, then, chunked))
 
-    def next_answer(self) -> tuple[int, Any, dict[str, str]]:
-        return self._answers.popleft() if self._answers else (200, {"status": "ok"}, {})
+    def next_answer(self) -> Scripted:
+        return self._answers.popleft() if self._answers else Scripted(200, {"status": "ok"}, {})
+
+    @property
+    def peers(self) -> list[Any]:
+        """The connection each request came on, in order."""
+        return [r.peer for r in self.requests]
 
     @property
     def last(self) -> Recorded:
@@ -81,27 +106,42 @@ class InternalHandler(tornado.web.RequestHandler):
     def initialize(self, fake: FakeGateway) -> None:
         self.fake = fake
 
-    def get(self) -> None:
-        self._answer()
+    async def get(self) -> None:
+        await self._answer()
 
-    def post(self) -> None:
-        self._answer()
+    async def post(self) -> None:
+        await self._answer()
 
-    def _answer(self) -> None:
+    async def _answer(self) -> None:
         request = self.request
+        connection = request.connection
+        peer = connection.context.address  # type: ignore[union-attr]
         self.fake.requests.append(
-            Recorded(request.method or "", request.uri or "", dict(request.headers), request.body)
+            Recorded(
+                request.method or "", request.uri or "", dict(request.headers), request.body, peer
+            )
         )
-        status, body, headers = self.fake.next_answer()
-        self.set_status(status)
-        for name, value in headers.items():
+        script = self.fake.next_answer()
+        if script.then == "drop":
+            connection.close()  # type: ignore[union-attr]
+            return
+        self.set_status(script.status)
+        for name, value in script.headers.items():
             self.set_header(name, value)
-        if isinstance(body, bytes):
+        if isinstance(script.body, bytes):
             self.set_header("Content-Type", "text/html; charset=UTF-8")
-            self.finish(body)
+            raw = script.body
         else:
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(body))
+            raw = json.dumps(script.body).encode()
+        if script.chunked:
+            for start in range(0, len(raw), 3):  # bounded by the body's size
+                self.write(raw[start : start + 3])
+                await self.flush()
+            raw = b""
+        self.finish(raw)
+        if script.then == "close":
+            connection.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -124,11 +164,11 @@ def url(http_server: Any, http_port: int) -> str:
 
 
 @pytest.fixture(params=KINDS)
-def make_client(request: pytest.FixtureRequest) -> Any:
+def make_client(request: pytest.FixtureRequest, clients: Clients) -> Any:
     """A factory ``(url, secret=None, timeout=5.0)`` of clients whose methods are awaited."""
 
     def make(url: str, secret: str | None = None, timeout: float = 5.0) -> Any:
-        return awaitable_client(request.param, url, secret, timeout)
+        return clients(request.param, url, secret, timeout)
 
     return make
 
@@ -383,15 +423,86 @@ async def test_no_answer_in_time_is_unavailable(make_client):
 
 
 # --------------------------------------------------------------------------------------------
+# Kept-alive connections
+
+
+@pytest.mark.gen_test
+async def test_calls_reuse_one_kept_alive_connection(client, fake):
+    for i in range(3):
+        await client.send("t1", str(i))
+    await client.connections()
+    assert len(fake.requests) == 4
+    assert len(set(fake.peers)) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_connection_the_gateway_closed_while_idle_is_not_reused(client, fake):
+    fake.answer(200, {"status": "ok"}, then="close")
+    assert await client.send("t1", "first") == "ok"
+    assert await client.send("t1", "second") == "ok"
+    assert [r.body for r in fake.requests] == [
+        b'{"token":"t1","event":{"data":"first"}}',
+        b'{"token":"t1","event":{"data":"second"}}',
+    ]
+    assert len(set(fake.peers)) == 2
+
+
+@pytest.mark.gen_test
+async def test_a_connection_idle_past_keepalive_seconds_is_not_reused(clients, url, fake):
+    sync = clients.keep(InThread(Gateway(url, keepalive_seconds=0)))
+    asynchronous = clients.keep(AsyncGateway(url, keepalive_seconds=0))
+    for client in (sync, asynchronous):
+        await client.send("t1", "a")
+        await client.send("t1", "b")
+    assert len(fake.requests) == 4
+    assert len(set(fake.peers)) == 4
+
+
+@pytest.mark.gen_test
+async def test_a_request_whose_connection_drops_unanswered_is_not_sent_again(client, fake):
+    await client.send("t1", "warm up")  # the next call reuses this connection
+    fake.answer(200, {"status": "ok"}, then="drop")
+    with pytest.raises(GatewayUnavailable):
+        await client.send("t1", "lost")
+    assert [r.body for r in fake.requests].count(b'{"token":"t1","event":{"data":"lost"}}') == 1
+    assert await client.send("t1", "after") == "ok"  # a fresh connection
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.gen_test
+async def test_a_chunked_answer_is_read_whole(client, fake):
+    fake.answer(200, {"status": "buffered"}, chunked=True)
+    assert await client.send("t1", "x") == "buffered"
+    assert await client.send("t1", "y") == "ok"
+    assert len(set(fake.peers)) == 1  # the chunked answer left the connection reusable
+
+
+@pytest.mark.gen_test
+async def test_an_answer_with_connection_close_ends_the_connection(client, fake):
+    fake.answer(200, {"status": "ok"}, headers={"Connection": "close"})
+    await client.send("t1", "x")
+    await client.send("t1", "y")
+    assert len(set(fake.peers)) == 2
+
+
+@pytest.mark.gen_test
+async def test_close_idle_closes_the_connections_and_the_client_stays_usable(client, fake):
+    await client.send("t1", "x")
+    await client.close_idle()
+    await client.send("t1", "y")
+    assert len(set(fake.peers)) == 2
+
+
+# --------------------------------------------------------------------------------------------
 # Specifics of each client
 
 
 @pytest.mark.gen_test
-async def test_blocking_client_ignores_proxy_environment(url, fake, monkeypatch):
+async def test_blocking_client_ignores_proxy_environment(url, fake, monkeypatch, clients):
     port = unused_port()
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-    assert await InThread(Gateway(url, secret="s")).send("t1", "x") == "ok"
+    assert await clients.keep(InThread(Gateway(url, secret="s"))).send("t1", "x") == "ok"
     assert fake.last.headers["Authorization"] == "Bearer s"
 
 
@@ -464,13 +575,17 @@ def test_url_must_be_http(cls):
         cls("127.0.0.1:3000")
 
 
-def test_blocking_client_imports_without_tornado():
+@pytest.mark.parametrize("module", ["tornado_sse_client", "tornado_sse.client"])
+def test_both_clients_import_and_work_without_tornado(module):
     code = (
-        "import importlib.util, sys\n"
-        "sys.modules['tornado'] = None\n"
-        f"spec = importlib.util.spec_from_file_location('standalone_client', {str(CLIENT_PY)!r})\n"
-        "module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
-        "module.Gateway('http://127.0.0.1:1')\n"
+        "import importlib, sys\n"
+        "sys.modules['tornado'] = None\n"  # any import of tornado now fails
+        f"client = importlib.import_module({module!r})\n"
+        "client.Gateway('http://127.0.0.1:1')\n"
+        "client.AsyncGateway('http://127.0.0.1:1')\n"
+        "print(client.Gateway.__module__)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=30, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "tornado_sse_client.sync"

@@ -310,3 +310,19 @@ def test_cli_bad_setting_exits_2_with_one_line_naming_it(args, env, name):
     assert len(lines) == 1, result.stderr
     assert name in lines[0]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "secrets"),
+    [
+        ("one", ("one",)),
+        ("new,old", ("new", "old")),
+        (" new , old ,", ("new", "old")),
+    ],
+)
+def test_callback_secret_holds_several_comma_separated_secrets(value, secrets):
+    assert load(environ={"CALLBACK_SECRET": value}).callback_secrets == secrets
+
+
+def test_no_callback_secret_means_no_secrets():
+    assert load(environ={}).callback_secrets == ()

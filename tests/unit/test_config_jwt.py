@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.process import SOURCE_ROOTS
 from tests.support.tokens import SECRET, ec_keys, rsa_keys
 from tornado_sse.config import ConfigError, load
 
-ROOT = str(Path(__file__).resolve().parents[2])
+#: This checkout's gateway and client sources, as a child's PYTHONPATH.
+SOURCES = os.pathsep.join(SOURCE_ROOTS)
 
 
 def one_line(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
@@ -76,11 +77,11 @@ def test_a_bad_secret_is_never_repeated_in_the_error():
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m tornado_sse *args`` with only ``env`` (and PATH, PORT=0) as its
-    environment."""
+    """``python -m tornado_sse *args`` with only ``env`` (and PATH, PORT=0, this checkout's
+    sources) as its environment."""
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", *args],
-        env={"PATH": "/usr/bin:/bin", "PORT": "0", "PYTHONPATH": ROOT, **env},
+        env={"PATH": "/usr/bin:/bin", "PORT": "0", "PYTHONPATH": SOURCES, **env},
         capture_output=True,
         text=True,
         timeout=20,
@@ -106,11 +107,11 @@ def test_cli_with_a_jwt_key_but_without_the_jwt_extra_exits_2_naming_it(tmp_path
     blocker = tmp_path / "jwt"
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('PyJWT is not installed')\n")
-    result = _run({"JWT_SECRET": SECRET, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
+    result = _run({"JWT_SECRET": SECRET, "PYTHONPATH": os.pathsep.join([str(tmp_path), SOURCES])})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, result.stderr
-    assert "pip install 'tornado-sse[jwt]'" in lines[0]
+    assert "pip install 'tornado-sse[jwt]'" in lines[0]  # as the redis extra's line says
 
 
 def test_check_passes_with_a_jwt_key_and_no_callback_url():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
+import tornado_sse_client
 from tests.support.tokens import SECRET
 from tornado_sse.client import mint_jwt
 from tornado_sse.jwt_auth import JWTVerifier
@@ -47,3 +48,8 @@ def test_a_minted_token_signed_with_another_secret_does_not_verify():
 def test_mint_jwt_refuses_what_the_gateway_could_never_accept(kwargs, words):
     with pytest.raises(ValueError, match=words):
         mint_jwt("42", [], **kwargs)
+
+
+def test_mint_jwt_is_the_client_distributions_function():
+    # Backends install tornado-sse-client alone; the gateway's module re-exports it.
+    assert tornado_sse_client.mint_jwt is mint_jwt

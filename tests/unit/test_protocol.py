@@ -453,8 +453,13 @@ VALID_SEND_CASES: list[Any] = [
     ),
     pytest.param(
         {"token": "t", "extra": [1], "event": {"data": "x", "retry": 5}},
-        SendRequest("t", None, Event("x"), False),
-        id="unknown-keys-ignored",
+        SendRequest("t", None, Event("x"), False, unknown=("extra", "event.retry")),
+        id="unknown-keys-ignored-and-named",
+    ),
+    pytest.param(
+        {"token": "t", "event": {"nmae": "update", "data": "x"}, "clsoe": True},
+        SendRequest("t", None, Event("x"), False, unknown=("clsoe", "event.nmae")),
+        id="a-typo-is-named",
     ),
     pytest.param(
         {"token": "t", "event": {"data": "a\r\nb\x00", "name": "\u00e9 v", "id": "\U0001f600"}},

@@ -1,4 +1,8 @@
-"""Signing of callbacks (PROTOCOL 3, ext): ``X-SSE-Signature: t=<t>,v1=<hex HMAC-SHA256>``."""
+"""Signing of callbacks (PROTOCOL 3, ext): ``X-SSE-Signature: t=<t>,v1=<hex HMAC-SHA256>``.
+
+The code is the client distribution's (``tornado_sse_client.signing``); ``tornado_sse.signing`` is
+the same functions, and the gateway signs with them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import hmac
 
 import pytest
 
-from tornado_sse.signing import SIGNATURE_HEADER, sign, verify
+from tornado_sse_client.signing import SIGNATURE_HEADER, sign, verify
 
 SECRET = "s3cret"
 BODY = b'{"action":"connect","token":"t1","request":{"url":"/sse/x","headers":{}}}'
@@ -30,7 +34,7 @@ def test_known_vector_with_a_non_ascii_secret_uses_its_utf8_bytes():
 
 
 def test_sign_defaults_to_now(monkeypatch):
-    monkeypatch.setattr("tornado_sse.signing.time.time", lambda: T + 0.9)
+    monkeypatch.setattr("tornado_sse_client.signing.time.time", lambda: T + 0.9)
     assert sign(BODY, SECRET).startswith("t=1700000000,v1=")
     assert verify(BODY, sign(BODY, SECRET), SECRET)
 
@@ -81,9 +85,9 @@ def test_tolerance_is_configurable():
 
 def test_verify_defaults_to_the_current_time(monkeypatch):
     header = sign(BODY, SECRET, timestamp=T)
-    monkeypatch.setattr("tornado_sse.signing.time.time", lambda: T + 299.0)
+    monkeypatch.setattr("tornado_sse_client.signing.time.time", lambda: T + 299.0)
     assert verify(BODY, header, SECRET)
-    monkeypatch.setattr("tornado_sse.signing.time.time", lambda: T + 301.0)
+    monkeypatch.setattr("tornado_sse_client.signing.time.time", lambda: T + 301.0)
     assert not verify(BODY, header, SECRET)
 
 
@@ -157,3 +161,9 @@ def test_empty_secret_is_a_programming_error(secret):
 def test_negative_timestamp_cannot_be_signed():
     with pytest.raises(ValueError):
         sign(BODY, SECRET, timestamp=-1)
+
+
+def test_the_gateway_signs_with_the_client_distributions_functions():
+    from tornado_sse import signing as gateway_signing
+
+    assert (gateway_signing.sign, gateway_signing.verify) == (sign, verify)

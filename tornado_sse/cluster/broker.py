@@ -8,16 +8,21 @@ once back, the instance re-registers its tokens (Redis may have lost them).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Collection
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..broker import BrokerHandler
+from ..errors import BrokerUnavailable
 from ..history import Retention, Window
+from ..presence import Leave, Snapshot
 from .channels import ChannelBus
 from .directory import TokenDirectory
 from .link import RedisLink
+from .presence import PresenceStore
 from .router import Router
 
 
@@ -38,6 +43,7 @@ class RedisBroker:
         self.directory = TokenDirectory(self.link, self.id, prefix)
         self.router = Router(self.link, self.directory, self.id, prefix)
         self.channels = ChannelBus(self.link, prefix, retention)
+        self.users = PresenceStore(self.link, self.id, prefix)
 
     @property
     def ready(self) -> bool:
@@ -49,7 +55,7 @@ class RedisBroker:
 
     def start(self, handler: BrokerHandler) -> None:
         self.channels.start(handler.on_publication, handler.on_gap)
-        self.router.start(handler.on_send)
+        self.router.start(handler.on_send, handler.on_ask)
         self.directory.start(handler.on_lost)
         self.link.start()
 
@@ -89,3 +95,52 @@ class RedisBroker:
 
     async def route(self, token: str, frame: bytes | None, close: bool) -> str:
         return await self.router.route(token, frame, close)
+
+    async def ask_token(self, token: str, question: dict[str, Any]) -> dict[str, Any]:
+        return await self.router.ask_token(token, question)
+
+    async def ask_user(self, user: str, question: dict[str, Any]) -> list[dict[str, Any]]:
+        self.link.require()
+        try:
+            holders = await self.users.holders(user)
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        others = [i for i in holders if i != self.id]
+        if not others:
+            return []
+        answers = await asyncio.gather(
+            *(self.router.ask(i, question) for i in others), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if isinstance(answer, BrokerUnavailable):
+                    raise answer
+                raise BrokerUnavailable("an instance holding this user's streams failed")
+        return [a for a in answers if not isinstance(a, BaseException)]
+
+    async def enter(
+        self,
+        user: str | None,
+        info: dict[str, Any] | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        limit: int | None,
+    ) -> list[str]:
+        return await self.users.enter(user, info, channels, announce, limit)
+
+    async def exit(
+        self,
+        user: str | None,
+        channels: Collection[str],
+        *,
+        announce: Collection[str],
+        stream: bool,
+    ) -> list[str]:
+        return await self.users.exit(user, channels, announce, stream)
+
+    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
+        return await self.users.settle_leave(channel, user, delay)
+
+    async def presence(self, channel: str, delay: float) -> Snapshot:
+        return await self.users.presence(channel, delay)

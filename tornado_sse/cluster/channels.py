@@ -237,6 +237,11 @@ class ChannelBus:
                 self._counts.pop(channel, None)
 
     async def _sweep(self) -> None:
+        if self._lock.locked():
+            # A subscribe holds the lock while it waits for Redis's confirmation, which only
+            # the link's listening loop (the one running this sweep) can hand over: waiting
+            # here would stall both until the subscribe times out. Sweep next time.
+            return
         async with self._lock:
             idle = [c for c in self._active if c not in self._counts]
             if idle:

@@ -4,6 +4,11 @@ Each instance listens on ``<prefix>instance:<id>``. A send to a token held elsew
 published there as ``{"op": "send", "rid", "from", "token", "frame", "close"}``; the holder
 delivers it and answers ``{"op": "reply", "rid", "status", "body"}`` on the sender's channel, with
 the status and body its own ``/internal/send`` would have given (ok, buffered, 404, 429).
+
+A question about a user's (or a token's) streams (a user send, a live subscription, a listing)
+travels the same way as ``{"op": "ask", "rid", "from", "ask": {...}}``; the instance answers
+with the JSON its :meth:`~tornado_sse.broker.BrokerHandler.on_ask` gave, once it has finished
+(a subscription is confirmed by Redis before the answer leaves).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -34,6 +39,8 @@ SEEN_REQUESTS = 100_000
 
 #: Delivers a send to a local token (see ``BrokerHandler.on_send``).
 Deliver = Callable[[str, bytes | None, bool], str]
+#: Answers a question about local streams (see ``BrokerHandler.on_ask``).
+Answer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Router:
@@ -47,6 +54,7 @@ class Router:
         self.instance = instance
         self.prefix = prefix
         self._deliver: Deliver | None = None
+        self._answer_ask: Answer | None = None
         self._waiting: dict[str, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
         # Requests already applied here, by id: a publish retried on a fresh connection may
         # arrive twice, and must be applied once.
@@ -58,9 +66,38 @@ class Router:
     def _channel(self, instance: str) -> str:
         return "%sinstance:%s" % (self.prefix, instance)
 
-    def start(self, deliver: Deliver) -> None:
-        """Deliver sends routed to this instance with ``deliver``."""
+    def start(self, deliver: Deliver, answer: Answer | None = None) -> None:
+        """Deliver sends routed to this instance with ``deliver``; answer questions with
+        ``answer``."""
         self._deliver = deliver
+        self._answer_ask = answer
+
+    async def ask_token(self, token: str, question: dict[str, Any]) -> dict[str, Any]:
+        """Ask the instance holding ``token`` ``question``; its answer, or its error
+        (``TokenNotFound`` when no live instance holds it)."""
+        self.link.require()
+        try:
+            owner = await self.directory.holder(token)
+            if owner is None:
+                raise TokenNotFound()
+            return await self.ask(owner, question)
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+
+    async def ask(self, instance: str, question: dict[str, Any]) -> dict[str, Any]:
+        """Ask ``instance`` ``question``; its answer, or raise its error (``BrokerUnavailable``
+        if it does not answer)."""
+        if instance == self.instance:
+            if self._answer_ask is None:
+                raise TokenNotFound()
+            return await self._answer_ask(question)
+        try:
+            status, body = await self._exchange(instance, {"op": "ask", "ask": question})
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        if status == 200:
+            return body
+        raise from_wire(status, body)
 
     async def route(self, token: str, frame: bytes | None, close: bool) -> str:
         """Deliver a send to the instance holding ``token``; its answer, or its error."""
@@ -81,18 +118,21 @@ class Router:
     async def _request(
         self, owner: str, token: str, frame: bytes | None, close: bool
     ) -> tuple[int, dict[str, Any]]:
-        rid = uuid.uuid4().hex
-        reply: asyncio.Future[tuple[int, dict[str, Any]]]
-        reply = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = reply
         message = {
             "op": "send",
-            "rid": rid,
-            "from": self.instance,
             "token": token,
             "frame": frame.decode("utf-8") if frame is not None else None,
             "close": close,
         }
+        return await self._exchange(owner, message)
+
+    async def _exchange(self, owner: str, message: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Publish ``message`` to ``owner`` and wait for its reply: (status, body)."""
+        rid = uuid.uuid4().hex
+        reply: asyncio.Future[tuple[int, dict[str, Any]]]
+        reply = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = reply
+        message = {**message, "rid": rid, "from": self.instance}
         try:
             receivers = await self.link.client.publish(self._channel(owner), json.dumps(message))
             if receivers == 0:
@@ -121,6 +161,9 @@ class Router:
         self._seen_order.append(message["rid"])
         if len(self._seen_order) > SEEN_REQUESTS:
             self._seen.discard(self._seen_order.popleft())
+        if message["op"] == "ask":
+            self.link.spawn(self._answer_question(message))
+            return
         frame = message["frame"].encode("utf-8") if message["frame"] is not None else None
         body: dict[str, Any]
         try:
@@ -132,6 +175,17 @@ class Router:
             status, body = error.status, error.to_dict()
         answer = {"op": "reply", "rid": message["rid"], "status": status, "body": body}
         self.link.spawn(self._answer(message["from"], answer))
+
+    async def _answer_question(self, message: dict[str, Any]) -> None:
+        body: dict[str, Any]
+        try:
+            if self._answer_ask is None:
+                raise TokenNotFound()
+            status, body = 200, await self._answer_ask(message["ask"])
+        except GatewayError as error:
+            status, body = error.status, error.to_dict()
+        answer = {"op": "reply", "rid": message["rid"], "status": status, "body": body}
+        await self._answer(message["from"], answer)
 
     async def _answer(self, instance: str, answer: dict[str, Any]) -> None:
         try:

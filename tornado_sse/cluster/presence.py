@@ -1,0 +1,424 @@
+"""Users and presence in Redis: streams per user, members per channel, and the join and leave
+decisions, each one atomic script, so two instances never both announce the same join or leave.
+
+Keys (``<p>`` is the prefix; ``<i>`` an instance id, ``<u>`` a user id, ``''`` for anonymous):
+
+- ``<p>u:<u>``: hash ``<i>`` -> streams of the user on that instance (the per-user limit, and
+  where user sends and live subscriptions must go);
+- ``<p>p:<channel>``: hash ``<i>:<u>`` -> streams of the user on the channel on that instance;
+- ``<p>pn:<channel>``: set of the instances that have counted streams on the channel;
+- ``<p>pi:<channel>``: hash ``<u>`` -> the user's info (compact JSON);
+- ``<p>pa:<channel>``: hash ``<u>`` -> ``j`` (their join was announced and they are there) or
+  ``l<ms>`` (their last stream there ended at that Redis time: a leave is due after the delay).
+
+Each instance's counts are live only while its instance key (``<p>instance:<i>``, kept by
+:class:`~tornado_sse.cluster.directory.TokenDirectory`: 15 s without a refresh) exists: the
+scripts skip the counts of dead instances and reads delete them, so a crashed instance's users
+are gone from presence within that TTL, and their leaves are decided by the next read or sweep.
+Every key expires :data:`KEY_TTL` after its last write, refreshed by the living instances that
+count streams there; after the link comes back each instance writes its counts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from ..errors import TooManyStreams
+from ..presence import Leave, Member, Snapshot
+from .link import RedisLink
+
+T = TypeVar("T")
+
+#: Seconds a presence or user key lives after its last write (refreshed every third of it).
+KEY_TTL = 3600
+
+# Shared by every script. ARGV[1]: this instance, ARGV[2]: the instance key prefix, ARGV[3]:
+# the key TTL in ms. KEYS after the first come in fours per channel: members, instances, info,
+# announced.
+_COMMON = """
+local me, instance_prefix, ttl = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local alive = {}
+local function live(i)
+  local a = alive[i]
+  if a == nil then
+    a = i == me or redis.call('EXISTS', instance_prefix .. i) == 1
+    alive[i] = a
+  end
+  return a
+end
+local function total(members, instances, user)
+  local n = 0
+  for _, i in ipairs(redis.call('SMEMBERS', instances)) do
+    if live(i) then n = n + tonumber(redis.call('HGET', members, i .. ':' .. user) or '0') end
+  end
+  return n
+end
+"""
+
+# KEYS[1]: the user hash, then fours. ARGV[4]: user ('' anonymous), ARGV[5]: limit (-1: not a
+# new stream), ARGV[6]: info ('' none), ARGV[7..]: '1' where the channel announces. Returns
+# {0} over the limit, else {1, indexes of the channels where this is the user's join}.
+ENTER_SCRIPT = (
+    _COMMON
+    + """
+local user, limit, info = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if user ~= '' and limit >= 0 then
+  if limit > 0 then
+    local held = 0
+    local all = redis.call('HGETALL', KEYS[1])
+    for k = 1, #all, 2 do
+      if live(all[k]) then
+        held = held + tonumber(all[k + 1])
+      else
+        redis.call('HDEL', KEYS[1], all[k])
+      end
+    end
+    if held >= limit then return {0} end
+  end
+  redis.call('HINCRBY', KEYS[1], me, 1)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local result = {1}
+for c = 1, (#KEYS - 1) / 4 do
+  local members, instances = KEYS[4 * c - 2], KEYS[4 * c - 1]
+  local infos, announced = KEYS[4 * c], KEYS[4 * c + 1]
+  redis.call('HINCRBY', members, me .. ':' .. user, 1)
+  redis.call('SADD', instances, me)
+  redis.call('PEXPIRE', members, ttl)
+  redis.call('PEXPIRE', instances, ttl)
+  if user ~= '' then
+    if info ~= '' or redis.call('HEXISTS', infos, user) == 0 then
+      redis.call('HSET', infos, user, info)
+      redis.call('PEXPIRE', infos, ttl)
+    end
+    if ARGV[6 + c] == '1' then
+      if not redis.call('HGET', announced, user) then table.insert(result, c) end
+      redis.call('HSET', announced, user, 'j')
+      redis.call('PEXPIRE', announced, ttl)
+    end
+  end
+end
+return result
+"""
+)
+
+# KEYS as ENTER. ARGV[4]: user, ARGV[5]: '1' to count the stream out of the user's, ARGV[6..]:
+# '1' where the channel announces. Returns the indexes of the channels where the user now holds
+# no stream and their leave is due after the delay.
+EXIT_SCRIPT = (
+    _COMMON
+    + """
+local user = ARGV[4]
+if user ~= '' and ARGV[5] == '1' then
+  if redis.call('HINCRBY', KEYS[1], me, -1) <= 0 then redis.call('HDEL', KEYS[1], me) end
+end
+local due = {}
+for c = 1, (#KEYS - 1) / 4 do
+  local members, instances = KEYS[4 * c - 2], KEYS[4 * c - 1]
+  local infos, announced = KEYS[4 * c], KEYS[4 * c + 1]
+  local field = me .. ':' .. user
+  if redis.call('HINCRBY', members, field, -1) <= 0 then redis.call('HDEL', members, field) end
+  if user ~= '' and total(members, instances, user) == 0 then
+    if ARGV[5 + c] == '1' and redis.call('HGET', announced, user) then
+      redis.call('HSET', announced, user, 'l' .. now)
+      table.insert(due, c)
+    else
+      redis.call('HDEL', infos, user)
+    end
+  end
+end
+return due
+"""
+)
+
+# KEYS: one four. ARGV[4]: user, ARGV[5]: delay in ms. Returns {1, info} when the leave is to
+# be announced now (and forgets it), else {0}.
+SETTLE_SCRIPT = (
+    _COMMON
+    + """
+local members, instances, infos, announced = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local user = ARGV[4]
+local state = redis.call('HGET', announced, user)
+if not state or string.sub(state, 1, 1) ~= 'l' then return {0} end
+if total(members, instances, user) > 0 then return {0} end
+if now < tonumber(string.sub(state, 2)) + tonumber(ARGV[5]) then return {0} end
+redis.call('HDEL', announced, user)
+local info = redis.call('HGET', infos, user) or ''
+redis.call('HDEL', infos, user)
+return {1, info}
+"""
+)
+
+# KEYS: one four. ARGV[4]: leave delay in ms. Drops the counts of dead instances; returns one
+# JSON text (one string to parse, not thousands of replies):
+# [anonymous, [[user, streams, info], ...], [[user, info] of the leaves decided now, ...]].
+PRESENCE_SCRIPT = (
+    _COMMON
+    + """
+local members, instances, infos, announced = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local delay = tonumber(ARGV[4])
+for _, i in ipairs(redis.call('SMEMBERS', instances)) do
+  if not live(i) then redis.call('SREM', instances, i) end
+end
+local all = redis.call('HGETALL', members)
+local counts, anonymous = {}, 0
+for k = 1, #all, 2 do
+  local field = all[k]
+  local sep = string.find(field, ':', 1, true)
+  if live(string.sub(field, 1, sep - 1)) then
+    local user, n = string.sub(field, sep + 1), tonumber(all[k + 1])
+    if user == '' then anonymous = anonymous + n else counts[user] = (counts[user] or 0) + n end
+  else
+    redis.call('HDEL', members, field)
+  end
+end
+local known = {}
+local pairs_ = redis.call('HGETALL', infos)
+for k = 1, #pairs_, 2 do known[pairs_[k]] = pairs_[k + 1] end
+local function quoted(text)
+  if string.find(text, '["\\]') then return cjson.encode(text) end
+  return '"' .. text .. '"'
+end
+local users = {}
+for user, n in pairs(counts) do
+  local info = known[user]
+  if info == nil or info == '' then info = 'null' end
+  users[#users + 1] = '[' .. quoted(user) .. ',' .. n .. ',' .. info .. ']'
+end
+local leaves = {}
+local states = redis.call('HGETALL', announced)
+for k = 1, #states, 2 do
+  local user, state = states[k], states[k + 1]
+  if not counts[user] then
+    if state == 'j' then
+      redis.call('HSET', announced, user, 'l' .. now)
+    elseif now >= tonumber(string.sub(state, 2)) + delay then
+      redis.call('HDEL', announced, user)
+      redis.call('HDEL', infos, user)
+      local info = known[user]
+      if info == nil or info == '' then info = 'null' end
+      leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. info .. ']'
+    end
+  end
+end
+return '[' .. anonymous .. ',[' .. table.concat(users, ',') .. '],[' .. table.concat(leaves, ',')
+  .. ']]'
+"""
+)
+
+# KEYS[1]: the user hash. Returns the live instances holding streams of the user (dropping
+# dead ones).
+HOLDERS_SCRIPT = (
+    _COMMON
+    + """
+local holders = {}
+local all = redis.call('HGETALL', KEYS[1])
+for k = 1, #all, 2 do
+  if live(all[k]) then
+    if tonumber(all[k + 1]) > 0 then table.insert(holders, all[k]) end
+  else
+    redis.call('HDEL', KEYS[1], all[k])
+  end
+end
+return holders
+"""
+)
+
+
+class PresenceStore:
+    """The presence records of one instance in Redis (see the module docstring)."""
+
+    def __init__(self, link: RedisLink, instance: str, prefix: str) -> None:
+        self.link = link
+        self.instance = instance
+        self.prefix = prefix
+        self._instance_prefix = prefix + "instance:"
+        client = link.client
+        self._enter = client.register_script(ENTER_SCRIPT)
+        self._exit = client.register_script(EXIT_SCRIPT)
+        self._settle = client.register_script(SETTLE_SCRIPT)
+        self._presence = client.register_script(PRESENCE_SCRIPT)
+        self._holders = client.register_script(HOLDERS_SCRIPT)
+        #: This instance's counts: streams per (channel, user or ''), streams per user.
+        self._here: dict[tuple[str, str], int] = {}
+        self._users: dict[str, int] = {}
+        link.on_up(self._restore)
+        link.every(KEY_TTL / 3, self._refresh)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _user_key(self, user: str) -> str:
+        return "%su:%s" % (self.prefix, user)
+
+    def _channel_keys(self, channel: str) -> list[str]:
+        p = self.prefix
+        return [p + "p:" + channel, p + "pn:" + channel, p + "pi:" + channel, p + "pa:" + channel]
+
+    def _args(self) -> list[Any]:
+        return [self.instance, self._instance_prefix, KEY_TTL * 1000]
+
+    def _keys(self, user: str | None, channels: Iterable[str]) -> list[str]:
+        keys = [self._user_key(user or "")]
+        for channel in channels:
+            keys += self._channel_keys(channel)
+        return keys
+
+    # -- the broker's presence methods ---------------------------------------------------------
+
+    async def enter(
+        self,
+        user: str | None,
+        info: dict[str, Any] | None,
+        channels: Collection[str],
+        announce: Collection[str],
+        limit: int | None,
+    ) -> list[str]:
+        """See :meth:`tornado_sse.broker.Broker.enter`."""
+        self.link.require()
+        channels = list(channels)
+        info_text = json.dumps(info, separators=(",", ":")) if info is not None else ""
+        flags = ["1" if c in announce else "0" for c in channels]
+        args = self._args() + [user or "", -1 if limit is None else limit, info_text, *flags]
+        try:
+            result = await self._run(
+                lambda: self._enter(keys=self._keys(user, channels), args=args)
+            )
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        if int(result[0]) == 0:
+            raise TooManyStreams(limit or 0)
+        if user is not None and limit is not None:
+            self._users[user] = self._users.get(user, 0) + 1
+        for channel in channels:
+            key = (channel, user or "")
+            self._here[key] = self._here.get(key, 0) + 1
+        return [channels[int(i) - 1] for i in result[1:]]
+
+    async def exit(
+        self, user: str | None, channels: Collection[str], announce: Collection[str], stream: bool
+    ) -> list[str]:
+        """See :meth:`tornado_sse.broker.Broker.exit`."""
+        channels = list(channels)
+        if user is not None and stream:
+            _count_down(self._users, user)
+        for channel in channels:
+            _count_down(self._here, (channel, user or ""))
+        self.link.require()
+        flags = ["1" if c in announce else "0" for c in channels]
+        args = self._args() + [user or "", "1" if stream else "0", *flags]
+        try:
+            due = await self._run(lambda: self._exit(keys=self._keys(user, channels), args=args))
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        return [channels[int(i) - 1] for i in due]
+
+    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
+        """See :meth:`tornado_sse.broker.Broker.settle_leave`."""
+        self.link.require()
+        args = self._args() + [user, int(delay * 1000)]
+        try:
+            result = await self._run(
+                lambda: self._settle(keys=self._channel_keys(channel), args=args)
+            )
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        if int(result[0]) == 0:
+            return None
+        return Leave(channel, user, _info(result[1]))
+
+    async def presence(self, channel: str, delay: float) -> Snapshot:
+        """See :meth:`tornado_sse.broker.Broker.presence`."""
+        self.link.require()
+        args = self._args() + [int(delay * 1000)]
+        try:
+            raw = await self._run(
+                lambda: self._presence(keys=self._channel_keys(channel), args=args)
+            )
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        anonymous, listed, left = json.loads(raw)
+        users = sorted(
+            (Member(user, streams, _object(info)) for user, streams, info in listed),
+            key=lambda member: member.user,
+        )
+        leaves = tuple(Leave(channel, user, _object(info)) for user, info in left)
+        return Snapshot(users=tuple(users), anonymous=int(anonymous), leaves=leaves)
+
+    async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()`` as background work of the link, so that closing the link waits for
+        it instead of cutting it (a count in flight at shutdown still reaches Redis)."""
+        self.link.require()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        async def job() -> None:
+            try:
+                result = await call()
+            except BaseException as exc:  # handed to the caller
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(result)
+
+        self.link.spawn(job())
+        return await done
+
+    async def holders(self, user: str) -> list[str]:
+        """The live instances holding streams of ``user`` (this one included); raises
+        ``RedisError``."""
+        found = await self._holders(keys=[self._user_key(user)], args=self._args())
+        return [i.decode() for i in found]
+
+    # -- upkeep ----------------------------------------------------------------------------------
+
+    async def _restore(self) -> None:
+        """After (re)connecting: write this instance's counts again (Redis may have lost them)."""
+        ttl = KEY_TTL * 1000
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            for (channel, user), count in self._here.items():
+                members, instances, _, _ = self._channel_keys(channel)
+                pipe.hset(members, "%s:%s" % (self.instance, user), count)
+                pipe.sadd(instances, self.instance)
+                pipe.pexpire(members, ttl)
+                pipe.pexpire(instances, ttl)
+            for user, count in self._users.items():
+                pipe.hset(self._user_key(user), self.instance, count)
+                pipe.pexpire(self._user_key(user), ttl)
+            await pipe.execute()
+
+    async def _refresh(self) -> None:
+        """Keep the keys this instance counts streams in from expiring."""
+        ttl = KEY_TTL * 1000
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            for channel in {channel for channel, _ in self._here}:
+                for key in self._channel_keys(channel):
+                    pipe.pexpire(key, ttl)
+            for user in self._users:
+                pipe.pexpire(self._user_key(user), ttl)
+            await pipe.execute()
+
+
+def _count_down(counts: dict[Any, int], key: Any) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _info(raw: bytes) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None

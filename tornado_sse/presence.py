@@ -1,0 +1,378 @@
+"""Users and presence: who is subscribed to each channel, and when a user joins or leaves it.
+
+Two halves, on either side of the broker seam:
+
+- :class:`Ledger` is the bookkeeping of a single process (the in-process broker's): streams per
+  user, streams per user per channel, the info shown beside each user, and whether a user's
+  join on a channel has been announced (and since when they have had no stream there). The
+  Redis broker keeps the same records in Redis (``tornado_sse.cluster.presence``), where each
+  decision is one atomic script, so two instances never both announce the same join or leave.
+- :class:`Presence` is the gateway's side: it counts each stream in and out of the broker's
+  records, publishes ``presence_join`` when the broker says a join is new, and asks again
+  ``PRESENCE_LEAVE_DELAY_SECONDS`` after a user's last stream on a channel ended, so that a
+  reload or a second tab produces neither a leave nor a join.
+
+Presence events are ordinary channel events (ids, history, replay), data
+``{"user": "42", "info": {...}}`` as compact JSON. Anonymous streams are counted but never
+announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .errors import GatewayError, TooManyStreams
+from .log import fields
+
+if TYPE_CHECKING:  # the broker module imports this one
+    from .broker import Broker
+    from .connection import Connection
+
+log = logging.getLogger("tornado_sse.presence")
+
+#: Seconds of clock difference tolerated when a delayed leave is checked.
+LEAVE_TOLERANCE = 0.01
+#: Seconds between two sweeps of the channels this process announces on: leaves that no living
+#: instance is waiting to announce (their instance crashed) are announced then.
+SWEEP_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One user on a channel: how many streams they hold there, and their info."""
+
+    user: str
+    streams: int
+    info: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """A leave to announce now: the user and the info they were shown with."""
+
+    channel: str
+    user: str
+    info: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A channel's presence: its users (sorted by id), the streams without a user, and the
+    leaves the broker decided while it looked (crashed instances' users), to be announced."""
+
+    users: tuple[Member, ...] = ()
+    anonymous: int = 0
+    leaves: tuple[Leave, ...] = field(default=())
+
+    def to_json(self, channel: str) -> dict[str, Any]:
+        """The body of ``GET /internal/presence`` (PROTOCOL 8)."""
+        return {
+            "channel": channel,
+            "users": [{"user": m.user, "info": m.info, "streams": m.streams} for m in self.users],
+            "anonymous": self.anonymous,
+        }
+
+
+def matches(globs: Collection[str], channel: str) -> bool:
+    """Whether ``channel`` matches one of ``globs`` (``fnmatch`` rules, case-sensitive)."""
+    return any(fnmatch.fnmatchcase(channel, glob) for glob in globs)
+
+
+def event_data(user: str, info: dict[str, Any] | None) -> str:
+    """The data of a presence event: ``{"user": ..., "info": ...}`` as compact JSON."""
+    return protocol.compact_json({"user": user, "info": info})
+
+
+class Ledger:
+    """The presence records of a single process (see the module docstring).
+
+    The methods mirror the broker's (``enter``, ``exit``, ``settle_leave``, ``snapshot``) and
+    keep the same contract; the clock is injectable for tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._streams: dict[str, int] = {}
+        self._members: dict[str, dict[str | None, int]] = {}
+        self._info: dict[str, dict[str, dict[str, Any] | None]] = {}
+        #: Per channel, per announced user: ``None`` while they hold a stream there, else the
+        #: time their last stream there ended.
+        self._announced: dict[str, dict[str, float | None]] = {}
+
+    def enter(
+        self,
+        user: str | None,
+        info: dict[str, Any] | None,
+        channels: Iterable[str],
+        announce: Collection[str],
+        limit: int | None,
+    ) -> list[str]:
+        """Count one stream of ``user`` (``None``: anonymous) on ``channels``.
+
+        ``limit`` ``None`` counts no new stream (a live subscription of a counted one); else the
+        user's streams are counted one up, unless they already hold ``limit`` (> 0), which
+        raises :class:`TooManyStreams` and counts nothing. Returns the channels of ``announce``
+        where this is the user's join (nobody announced them there, or their leave was).
+        """
+        if user is not None and limit is not None:
+            held = self._streams.get(user, 0)
+            if limit > 0 and held >= limit:
+                raise TooManyStreams(limit)
+            self._streams[user] = held + 1
+        joins = []
+        for channel in channels:
+            members = self._members.setdefault(channel, {})
+            members[user] = members.get(user, 0) + 1
+            if user is None:
+                continue
+            known = self._info.setdefault(channel, {})
+            if info is not None or user not in known:
+                known[user] = info
+            if channel in announce:
+                announced = self._announced.setdefault(channel, {})
+                if user not in announced:
+                    joins.append(channel)
+                announced[user] = None
+        return joins
+
+    def exit(
+        self, user: str | None, channels: Iterable[str], announce: Collection[str], stream: bool
+    ) -> list[str]:
+        """Undo one :meth:`enter` (``stream``: with its stream count). Returns the channels of
+        ``announce`` where the user now holds no stream and a leave is due after the delay
+        (ask :meth:`settle_leave` then)."""
+        if user is not None and stream:
+            held = self._streams.get(user, 0) - 1
+            if held > 0:
+                self._streams[user] = held
+            else:
+                self._streams.pop(user, None)
+        due = []
+        for channel in channels:
+            members = self._members.get(channel, {})
+            count = members.get(user, 0) - 1
+            if count > 0:
+                members[user] = count
+                continue
+            members.pop(user, None)
+            if not members:
+                self._members.pop(channel, None)
+            if user is None:
+                continue
+            announced = self._announced.get(channel, {})
+            if channel in announce and user in announced:
+                announced[user] = self.clock()
+                due.append(channel)
+            else:
+                self._forget_info(channel, user)
+        return due
+
+    def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
+        """The leave of ``user`` from ``channel`` if it is to be announced now: they have held
+        no stream there for ``delay`` seconds. At most one call gets it; ``None`` otherwise."""
+        announced = self._announced.get(channel, {})
+        left_at = announced.get(user)
+        if left_at is None or self._members.get(channel, {}).get(user, 0) > 0:
+            return None
+        if self.clock() < left_at + delay - LEAVE_TOLERANCE:
+            return None  # they came back and left again: a later check decides
+        del announced[user]
+        if not announced:
+            self._announced.pop(channel, None)
+        info = self._info.get(channel, {}).get(user)
+        self._forget_info(channel, user)
+        return Leave(channel, user, info)
+
+    def snapshot(self, channel: str) -> Snapshot:
+        """Who holds streams on ``channel`` now."""
+        members = self._members.get(channel, {})
+        info = self._info.get(channel, {})
+        users = tuple(
+            Member(user, count, info.get(user))
+            for user, count in sorted((u, c) for u, c in members.items() if u is not None)
+        )
+        return Snapshot(users=users, anonymous=members.get(None, 0))
+
+    def streams_of(self, user: str) -> int:
+        """How many streams ``user`` holds."""
+        return self._streams.get(user, 0)
+
+    def _forget_info(self, channel: str, user: str) -> None:
+        known = self._info.get(channel)
+        if known is not None:
+            known.pop(user, None)
+            if not known:
+                del self._info[channel]
+
+
+#: Publishes an event (encoded without its id) on a channel; the broker's ``publish``.
+Publish = Callable[[str, bytes], Awaitable[int]]
+
+
+class Presence:
+    """The gateway's presence: counts streams in and out of the broker's records and
+    announces joins and (delayed) leaves on the channels matching ``globs``.
+
+    ``limit`` is ``MAX_STREAMS_PER_USER`` (0: none), ``delay`` is
+    ``PRESENCE_LEAVE_DELAY_SECONDS``.
+    """
+
+    def __init__(self, broker: Broker, *, globs: Collection[str], delay: float, limit: int) -> None:
+        self.broker = broker
+        self.globs = tuple(globs)
+        self.delay = delay
+        self.limit = limit
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def announced(self, channels: Iterable[str]) -> list[str]:
+        """The channels among ``channels`` that get presence events."""
+        if not self.globs:
+            return []
+        return [c for c in channels if matches(self.globs, c)]
+
+    # -- streams --------------------------------------------------------------------------------
+
+    async def enter(self, conn: Connection) -> None:
+        """Count ``conn`` (its user and channels, as its connect answer named them); raises
+        :class:`TooManyStreams` if its user holds ``limit`` streams already, or
+        ``BrokerUnavailable``. An anonymous stream without channels is not counted at all."""
+        if conn.user is None and not conn.channels:
+            return
+        channels = conn.channels
+        joins = await self.broker.enter(
+            conn.user, conn.info, channels, announce=self.announced(channels), limit=self.limit
+        )
+        conn.counted = channels
+        self._announce_joins(conn, joins)
+
+    def exit(self, conn: Connection) -> None:
+        """Count ``conn`` out (its stream ended); never waits."""
+        channels, conn.counted = conn.counted, None
+        if channels is None:
+            return
+        self._spawn(self._exit(conn.user, channels, stream=True))
+
+    async def change(
+        self, conn: Connection, added: Collection[str], removed: Collection[str]
+    ) -> None:
+        """Follow a live subscription change of a counted stream (raises
+        ``BrokerUnavailable``)."""
+        if conn.counted is None:
+            return  # not counted yet (its own count will include its channels) or not at all
+        if added:
+            joins = await self.broker.enter(
+                conn.user, conn.info, added, announce=self.announced(added), limit=None
+            )
+            conn.counted = conn.counted + tuple(added)
+            self._announce_joins(conn, joins)
+        if removed:
+            gone = [c for c in removed if c in conn.counted]
+            conn.counted = tuple(c for c in conn.counted if c not in removed)
+            await self._exit(conn.user, gone, stream=False)
+
+    async def _exit(self, user: str | None, channels: Collection[str], *, stream: bool) -> None:
+        try:
+            due = await self.broker.exit(
+                user, channels, announce=self.announced(channels), stream=stream
+            )
+        except GatewayError as error:
+            log.warning("presence not updated", extra=fields(error=error.message))
+            return
+        if user is not None:
+            for channel in due:
+                self._later(self.delay, channel, user)
+
+    async def _settle(self, channel: str, user: str) -> None:
+        try:
+            leave = await self.broker.settle_leave(channel, user, self.delay)
+        except GatewayError as error:
+            log.warning("presence leave not checked", extra=fields(error=error.message))
+            return
+        if leave is not None:
+            await self._publish("presence_leave", leave.channel, leave.user, leave.info)
+
+    def _announce_joins(self, conn: Connection, joins: Collection[str]) -> None:
+        assert conn.user is not None or not joins
+        for channel in joins:
+            self._spawn(self._publish("presence_join", channel, str(conn.user), conn.info))
+
+    async def _publish(
+        self, name: str, channel: str, user: str, info: dict[str, Any] | None
+    ) -> None:
+        tail = protocol.encode_event(event_data(user, info), name)
+        try:
+            await self.broker.publish(channel, tail)
+        except GatewayError as error:
+            log.warning(
+                "presence event not published", extra=fields(event=name, error=error.message)
+            )
+
+    # -- questions ------------------------------------------------------------------------------
+
+    async def snapshot(self, channel: str) -> Snapshot:
+        """Who holds streams on ``channel``, cluster-wide (raises ``BrokerUnavailable``); the
+        leaves decided meanwhile are announced."""
+        snapshot = await self.broker.presence(channel, self.delay)
+        for leave in snapshot.leaves:
+            self._spawn(self._publish("presence_leave", leave.channel, leave.user, leave.info))
+        return snapshot
+
+    # -- life -----------------------------------------------------------------------------------
+
+    def start(self, channels: Callable[[], Iterable[str]]) -> None:
+        """Sweep the announced ones of ``channels()`` (the channels this process has streams
+        on) every :data:`SWEEP_INTERVAL`, so the leaves of crashed instances are announced."""
+        if self.globs and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(channels))
+
+    async def _sweep(self, channels: Callable[[], Iterable[str]]) -> None:
+        while not self._closed:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for channel in self.announced(channels()):
+                try:
+                    await self.snapshot(channel)
+                except GatewayError:
+                    break  # the broker is unreachable: the next sweep tries again
+
+    def close(self) -> None:
+        """Stop the timers and the sweep; leaves not yet due are left to the broker's
+        records (another instance's sweep announces them)."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the presence updates in flight."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _later(self, seconds: float, channel: str, user: str) -> None:
+        """Check the leave of ``user`` from ``channel`` in ``seconds``."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._spawn(self._settle(channel, user))
+
+        timer = loop.call_later(seconds, fire)
+        self._timers.add(timer)
