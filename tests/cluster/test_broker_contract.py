@@ -340,7 +340,7 @@ async def test_questions_reach_the_other_instances_holding_a_users_streams(make_
 @pytest.mark.gen_test(timeout=20)
 async def test_a_question_about_a_token_reaches_its_holder(make_pair):
     a, handler_a, b, _ = await make_pair()
-    await a.register("tok")
+    await a.register("tok", b"record of tok")
     answer = await b.ask_token("tok", {"op": "subscribe", "token": "tok"})
     assert answer["streams"] == 1 and handler_a.questions[-1]["token"] == "tok"
     with pytest.raises(TokenNotFound):

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.clients import KINDS, awaitable_client
+from tests.support.clients import KINDS
 from tests.support.helpers import open_with_token
 from tornado_sse.client import InvalidRequest, TokenNotFound, send_item, subscription_body
 
@@ -20,11 +20,13 @@ ANN = Answer(body=json.dumps({"user": "ann", "info": {"n": 1}, "channels": ["roo
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(gateway, backend, kind):
+async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(
+    gateway, backend, kind, clients
+):
     backend.connect_answer = ANN
     gw = gateway()
     tabs = [await gw.open("/sse/1"), await gw.open("/sse/2")]
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.send_to_user("ann", "hi", name="greet") == 2
     for tab in tabs:
         assert [(e.type, e.data) for e in await tab.wait_events(1)] == [("greet", "hi")]
@@ -35,11 +37,11 @@ async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(gatewa
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_presence_connections_and_history_of_a_channel(gateway, backend, kind):
+async def test_presence_connections_and_history_of_a_channel(gateway, backend, kind, clients):
     backend.connect_answer = ANN
     gw = gateway()
     await gw.open("/sse/1")
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.presence("room") == {
         "channel": "room",
         "users": [{"user": "ann", "info": {"n": 1}, "streams": 1}],
@@ -56,11 +58,11 @@ async def test_presence_connections_and_history_of_a_channel(gateway, backend, k
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.gen_test(timeout=20)
-async def test_subscribe_and_unsubscribe_a_token_or_a_user(gateway, backend, kind):
+async def test_subscribe_and_unsubscribe_a_token_or_a_user(gateway, backend, kind, clients):
     backend.connect_answer = ANN
     gw = gateway()
     stream, token = await open_with_token(gw, backend)
-    api = awaitable_client(kind, gw.internal_url)
+    api = clients(kind, gw.internal_url)
     assert await api.subscribe(["news"], token=token) == 1
     await api.publish("news", "one")
     assert [e.data for e in await stream.wait_events(1)] == ["one"]
