@@ -39,10 +39,10 @@ from .targets import (
 GATEWAY, NCHAN = "tornado_sse", "nchan"
 
 #: Scenarios whose size list ``--sizes`` replaces.
-SIZED = ("connections", "fanout")
+SIZED = ("connections", "jwt", "fanout")
 
 #: Scenarios that attach the profiler to the gateway when ``--profile`` is given.
-PROFILED = ("connections", "unicast", "fanout", "heartbeat")
+PROFILED = ("connections", "jwt", "unicast", "fanout", "heartbeat")
 
 #: Load-side CPU (percent of one core) from which a run counts as load-bound, and from which
 #: it is worth a note.
@@ -54,6 +54,13 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
     "connections": [
         ("connects_per_s", "connects/s incl. callback", "higher"),
         ("connect_p99_ms", "connect p99 (ms)", "lower"),
+        ("cpu_us_per_connect", "server CPU per connect (us)", "lower"),
+        ("rss_per_stream_kib", "RSS per stream (KiB)", "lower"),
+    ],
+    "jwt": [
+        ("connects_per_s", "connects/s with a JWT, no callback", "higher"),
+        ("connect_p99_ms", "connect p99 (ms)", "lower"),
+        ("cpu_us_per_connect", "server CPU per connect (us)", "lower"),
         ("rss_per_stream_kib", "RSS per stream (KiB)", "lower"),
     ],
     "unicast": [
@@ -81,6 +88,7 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
 
 #: Boolean checks reported per scenario (all runs must pass).
 CHECKS = {
+    "jwt": ["no_connect_callbacks"],
     "unicast": ["exactly_once_in_order", "all_delivered"],
     "batch": ["exactly_once_in_order", "all_delivered"],
     "fanout": ["exactly_once_in_order", "all_delivered"],
@@ -162,6 +170,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write results here (default benchmarks/results/)")
     p.add_argument("--smoke", action="store_true", help="a few seconds per scenario, small sizes")
     p.add_argument("--no-baseline", action="store_true", help="skip nginx + nchan")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="alternate the scenarios run by run (connections, jwt, connections, jwt, ...) "
+        "instead of running each scenario's runs in a row, so that their ratios are taken "
+        "under the same conditions",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--quiet-wait",
@@ -269,6 +284,7 @@ class Runner:
         server: Gateway | Nchan
         if target == GATEWAY:
             settings = {"HEARTBEAT_INTERVAL_SECONDS": "%g" % heartbeat, "MAX_CONNECTIONS": "20000"}
+            settings.update(scenarios.PARAMS[scenario].get("gateway_env", {}))
             settings.update(self.gateway_env)
             server = Gateway(self.workdir, self.server_cpu, backend.port, settings)
         else:
@@ -336,7 +352,7 @@ class Runner:
         self.baseline = ok and not args.no_baseline
         self.baseline_note = "" if ok else why
         targets = [GATEWAY] + ([NCHAN] if self.baseline else [])
-        records = []
+        jobs = []
         for scenario in args.scenarios:
             params = dict(scenarios.PARAMS[scenario]["smoke" if args.smoke else "full"])
             params.update(args.overrides.get(scenario, {}))
@@ -346,9 +362,16 @@ class Runner:
                     for target in targets:
                         if scenario == "batch" and target == NCHAN:
                             continue  # nchan has no batch publish: nothing to run
-                        rec = self.run_one(scenario, size, target, run, params)
-                        records.append(rec)
-                        print(progress_line(rec, args.runs), flush=True)
+                        jobs.append((scenario, size, run, target, params))
+        if args.interleave:
+            # By size, then run, then scenario; the servers keep alternating within (stable).
+            rank = {name: k for k, name in enumerate(args.scenarios)}
+            jobs.sort(key=lambda job: (job[1], job[2], rank[job[0]]))
+        records = []
+        for scenario, size, run, target, params in jobs:
+            rec = self.run_one(scenario, size, target, run, params)
+            records.append(rec)
+            print(progress_line(rec, args.runs), flush=True)
         return records
 
 
@@ -596,6 +619,17 @@ def goals(medians: dict[str, Any]) -> list[dict[str, Any]]:
                     ">= 1,500 connects/s incl. callback (%d streams)" % m["size"],
                     "%s/s" % fmt(v),
                     v >= 1500,
+                )
+    for m in medians.values():
+        if m["scenario"] == "jwt" and m["target"] == GATEWAY:
+            callback = medians.get("connections|%d|%s" % (m["size"], GATEWAY))
+            v = m["metrics"].get("connects_per_s")
+            c = callback["metrics"].get("connects_per_s") if callback else None
+            if v is not None and c:
+                add(
+                    "JWT connects/s >= 2.5x callback connects/s (%d streams)" % m["size"],
+                    "%s/s vs %s/s (%.2fx)" % (fmt(v), fmt(c), v / c),
+                    v >= 2.5 * c,
                 )
     v = get("unicast", None, GATEWAY, "sends_per_s")
     if v is not None:

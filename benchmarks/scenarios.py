@@ -13,6 +13,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tornado_sse.client import mint_jwt
+
 from . import procstat
 from .context import Context, finish
 from .wire import HTTPConnection, Sink, SSEStream, open_stream, open_streams, perf
@@ -21,14 +23,25 @@ Result = dict[str, Any]
 
 # -- parameters ------------------------------------------------------------------------------
 
+#: The gateway's JWT_SECRET in the ``jwt`` scenario (40 bytes: HS256).
+JWT_SECRET = "benchmark-jwt-secret-0123456789abcdefghij"
+
 #: Full-run and smoke parameters of each scenario. ``sizes`` are the default sizes (``--sizes``
-#: replaces them); ``heartbeat`` is the interval both servers are started with.
+#: replaces them); ``heartbeat`` is the interval both servers are started with; ``gateway_env``
+#: (optional) is extra environment for the gateway.
 PARAMS: dict[str, dict[str, Any]] = {
     "connections": {
         "full": {"sizes": [1000, 5000, 10000], "concurrency": 100, "settle": 1.0, "warm": 100},
         "smoke": {"sizes": [200], "concurrency": 50, "settle": 0.3, "warm": 20},
         "heartbeat": 15,
         "bound": 120,
+    },
+    "jwt": {
+        "full": {"sizes": [1000, 5000, 10000], "concurrency": 100, "settle": 1.0, "warm": 100},
+        "smoke": {"sizes": [200], "concurrency": 50, "settle": 0.3, "warm": 20},
+        "heartbeat": 15,
+        "bound": 120,
+        "gateway_env": {"JWT_SECRET": JWT_SECRET},
     },
     "unicast": {
         "full": {
@@ -68,11 +81,12 @@ PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 
-ORDER = ["connections", "unicast", "batch", "fanout", "heartbeat", "churn"]
+ORDER = ["connections", "jwt", "unicast", "batch", "fanout", "heartbeat", "churn"]
 
 #: What ``size`` means in each scenario (for the table).
 SIZE_MEANS = {
     "connections": "streams",
+    "jwt": "streams",
     "unicast": "streams",
     "batch": "streams",
     "fanout": "subscribers",
@@ -145,6 +159,13 @@ async def _open_or_fail(
     return streams
 
 
+async def _settle_disconnects(ctx: Context, count: int, timeout: float = 20.0) -> None:
+    """Wait until the backend has heard at least ``count`` disconnects."""
+    deadline = perf() + timeout
+    while (await ctx.backend_stats())["disconnects_seen"] < count and perf() < deadline:
+        await asyncio.sleep(0.1)
+
+
 async def _settle_callbacks(ctx: Context, timeout: float = 20.0) -> dict[str, Any]:
     """Wait until the backend has heard a disconnect for every connect; its counters."""
     deadline = perf() + timeout
@@ -163,11 +184,48 @@ async def connections(
 ) -> Result:
     """Open ``size`` streams (connect callback included) and hold them: rate and RSS."""
     warm_paths = [ctx.stream_path("w%d" % i, auth=True) for i in range(warm)]
-    close_all(await _open_or_fail(ctx, warm_paths, concurrency))
-    await _settle_callbacks(ctx)
-    await asyncio.sleep(settle)
-    before = procstat.memory_kib(ctx.pid)
     paths = [ctx.stream_path(i, auth=True) for i in range(size)]
+    return await _hold(ctx, warm_paths, paths, concurrency, settle)
+
+
+def _jwt_path(ctx: Context, i: int | str) -> str:
+    """A stream authorised by its own JWT on the gateway (user ``u<i>``, no channels, an hour
+    to live); on nchan, a subscriber without any authorisation, its closest equivalent."""
+    if not ctx.gateway:
+        return ctx.stream_path(i)
+    token = mint_jwt("u%s" % i, [], 3600, secret=JWT_SECRET)
+    return ctx.stream_path(i) + "?jwt=" + token
+
+
+async def jwt(ctx: Context, size: int, concurrency: int, settle: float, warm: int) -> Result:
+    """As :func:`connections`, each stream authorised by a JWT instead of a connect callback
+    (tokens minted before the measured window)."""
+    warm_paths = [_jwt_path(ctx, "w%d" % i) for i in range(warm)]
+    paths = [_jwt_path(ctx, i) for i in range(size)]
+    result = await _hold(ctx, warm_paths, paths, concurrency, settle, disconnects=warm)
+    result["checks"]["no_connect_callbacks"] = result["checks"]["backend_connects"] == 0
+    return result
+
+
+async def _hold(
+    ctx: Context,
+    warm_paths: list[str],
+    paths: list[str],
+    concurrency: int,
+    settle: float,
+    disconnects: int | None = None,
+) -> Result:
+    """Open and close ``warm_paths``, let their callbacks settle (``disconnects``: wait for that
+    many disconnect callbacks, for streams that had no connect callback), then open ``paths``
+    and hold them: connect rate, latency, server CPU per connect, RSS per stream."""
+    close_all(await _open_or_fail(ctx, warm_paths, concurrency))
+    if disconnects is None:
+        await _settle_callbacks(ctx)
+    elif ctx.gateway:
+        await _settle_disconnects(ctx, disconnects)
+    await asyncio.sleep(settle)
+    size = len(paths)
+    before = procstat.memory_kib(ctx.pid)
     await ctx.profile_start()
     window = ctx.cpu_window()
     t0 = perf()
@@ -186,6 +244,8 @@ async def connections(
             "connects_per_s": size / (t1 - t0),
             "connect_p50_ms": percentile(latencies, 50),
             "connect_p99_ms": percentile(latencies, 99),
+            # The server's CPU time over the window (until the last head), per stream opened.
+            "cpu_us_per_connect": cpu.get("target_ns", 0.0) / 1000 / size,
             "rss_per_stream_kib": delta / size,
             "rss_before_kib": before["VmRSS"],
             "rss_after_kib": after["VmRSS"],
@@ -531,6 +591,7 @@ async def churn(ctx: Context, size: int, duration: float, warm: int, settle: flo
 
 RUNNERS: dict[str, Callable[..., Awaitable[Result]]] = {
     "connections": connections,
+    "jwt": jwt,
     "unicast": unicast,
     "batch": batch,
     "fanout": fanout,

@@ -29,6 +29,7 @@ from .handlers import (
     SubscriptionHandler,
     UnsubscriptionHandler,
 )
+from .jwt_auth import verifier_for
 from .metrics import Metrics
 from .ops import HealthHandler, MetricsHandler, ReadyHandler, log_request
 from .registry import Registry
@@ -115,7 +116,14 @@ def make_app(
         )
     if broker is None:
         broker = make_broker(settings)
-    gateway = Gateway(settings, registry=registry, backend=backend, broker=broker, metrics=metrics)
+    gateway = Gateway(
+        settings,
+        registry=registry,
+        backend=backend,
+        broker=broker,
+        metrics=metrics,
+        verifier=verifier_for(settings),
+    )
 
     return _serve(gateway)
 

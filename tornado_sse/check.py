@@ -242,7 +242,9 @@ def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
         "ok",
         "configuration is valid (port %d, prefix %s)" % (settings.port, settings.sse_path_prefix),
     )
-    if not settings.callback_url:
+    if not settings.callback_url and settings.jwt_configured:
+        say("ok", "CALLBACK_URL is not set: only streams with a JWT can open")
+    elif not settings.callback_url:
         say("FAIL", "CALLBACK_URL is not set: every stream would be refused with 503")
         good = False
     else:

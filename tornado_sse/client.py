@@ -4,6 +4,7 @@ The clients live in :mod:`tornado_sse_client`, a distribution of their own (stan
 only: ``pip install ./clients/python``) that a backend installs without the gateway. This
 module is the same API for code written against ``tornado_sse.client``; its
 :class:`AsyncGateway` also accepts a Tornado ``http_client`` to send through.
+:func:`mint_jwt` makes the token of a stream that opens without a connect callback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tornado_sse_client.messages import (
     subscription_body,
 )
 from tornado_sse_client.sync import Gateway
+from tornado_sse_client.tokens import mint_jwt
 
 if TYPE_CHECKING:
     from tornado.httpclient import AsyncHTTPClient
@@ -51,6 +53,7 @@ __all__ = [
     "decode_response",
     "encode_json",
     "error_for",
+    "mint_jwt",
     "request_headers",
     "send_item",
     "subscription_body",

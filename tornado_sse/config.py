@@ -64,6 +64,11 @@ class Settings:
     history_max_bytes: int = 64 * 1024 * 1024
     shutdown_timeout_seconds: float = 25.0
     retry_on_unavailable: bool = False
+    max_connects_per_second: float = 0.0
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     redis_url: str | None = None
     redis_sentinels: str | None = None
     redis_sentinel_master: str | None = None
@@ -76,6 +81,11 @@ class Settings:
     log_format: str = "text"
     log_level: str = "info"
     event_loop: str = "auto"
+
+    @property
+    def jwt_configured(self) -> bool:
+        """Whether streams may carry a JWT (``JWT_SECRET`` or ``JWT_PUBLIC_KEY`` is set)."""
+        return self.jwt_secret is not None or self.jwt_public_key is not None
 
     @property
     def callback_secrets(self) -> tuple[str, ...]:
@@ -197,6 +207,31 @@ def _redis_url(value: Any) -> str | None:
     return url
 
 
+def _rate(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number per second")
+    number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a number per second of at least 0 (0: no limit)")
+    return number
+
+
+def _pem(value: Any) -> str | None:
+    """A PEM text as given, or read from the file it names. Platforms that cannot hold line
+    breaks in a variable may write them as ``\\n``."""
+    text = _optional_text(value)
+    if text is None:
+        return None
+    if text.startswith("-----BEGIN"):
+        return text.replace("\\n", "\n") if "\n" not in text else text
+    try:
+        with open(text, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM text file"
+        raise ValueError("neither a PEM text nor a readable PEM file: %s" % reason) from None
+
+
 def _sentinels(value: Any) -> str | None:
     text = _optional_text(value)
     if text is None:
@@ -240,6 +275,7 @@ class _Spec:
     parse: Callable[[Any], Any]
     help: str
     env: Sequence[str] = field(default=())
+    secret: bool = False  # never repeat the value in an error message
     #: How ``--help`` shows the default, when the default value itself would not say it.
     shown_default: str | None = None
 
@@ -259,6 +295,7 @@ SPECS: tuple[_Spec, ...] = (
         "callback_secret",
         _optional_text,
         "HMAC secret that signs every callback; several, comma-separated, during a rotation",
+        secret=True,
     ),
     _Spec(
         "callback_keepalive_seconds",
@@ -278,7 +315,12 @@ SPECS: tuple[_Spec, ...] = (
         "request headers a CORS preflight allows (comma-separated)",
     ),
     _Spec("internal_port", _optional_port, "serve /internal/* and /metrics only on this port"),
-    _Spec("internal_secret", _optional_text, "bearer secret required by /internal/*, /metrics"),
+    _Spec(
+        "internal_secret",
+        _optional_text,
+        "bearer secret required by /internal/*, /metrics",
+        secret=True,
+    ),
     _Spec("max_pending_events", _int_between(0), "sends queued per connecting stream"),
     _Spec("max_body_bytes", _int_between(1), "largest request body, in bytes"),
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
@@ -294,6 +336,21 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("history_max_bytes", _int_between(0), "bytes all channel histories may take together"),
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),
     _Spec("retry_on_unavailable", _boolean, "answer 503/504 connects with a retry: stream"),
+    _Spec(
+        "max_connects_per_second",
+        _rate,
+        "new streams per second per process, beyond it 503 RATE_LIMITED (0: no limit)",
+    ),
+    _Spec(
+        "jwt_secret", _optional_text, "HMAC secret of ?jwt= streams (HS256/384/512)", secret=True
+    ),
+    _Spec(
+        "jwt_public_key",
+        _pem,
+        "PEM public key (or a file holding it) of ?jwt= streams (RS*, PS*, ES*, EdDSA)",
+    ),
+    _Spec("jwt_audience", _optional_text, "the 'aud' a stream's JWT must name"),
+    _Spec("jwt_issuer", _optional_text, "the 'iss' a stream's JWT must name"),
     _Spec("redis_url", _redis_url, "Redis URL for running several processes as one gateway"),
     _Spec(
         "redis_sentinels",
@@ -349,7 +406,8 @@ def _convert(spec: _Spec, value: Any, origin: str) -> Any:
     try:
         return spec.parse(value)
     except (ValueError, TypeError) as exc:
-        message = "%s: bad value %r for %s: %s" % (origin, value, spec.name.upper(), exc)
+        shown = "(hidden)" if spec.secret else repr(value)
+        message = "%s: bad value %s for %s: %s" % (origin, shown, spec.name.upper(), exc)
         raise ConfigError(message) from None
 
 
@@ -470,6 +528,7 @@ def _check_consistency(settings: Settings) -> None:
             raise ConfigError(
                 "EVENT_LOOP=uvloop but uvloop is not installed (pip install 'uvloop>=0.17')"
             ) from None
+    _check_jwt(settings)
     if settings.uses_redis and importlib.util.find_spec("redis") is None:
         raise ConfigError(
             "REDIS_URL is set but the redis package is not installed "
@@ -484,6 +543,28 @@ def _check_consistency(settings: Settings) -> None:
             "--processes %d needs REDIS_URL: processes share tokens and channels through Redis"
             % settings.processes
         )
+
+
+def _check_jwt(settings: Settings) -> None:
+    """JWT settings that could never verify a token stop start-up here, not at the first
+    stream: a key of the wrong kind or size, or the ``jwt`` extra not installed."""
+    if not settings.jwt_configured:
+        for name in ("jwt_audience", "jwt_issuer"):
+            if getattr(settings, name) is not None:
+                raise ConfigError(
+                    "%s is set but neither JWT_SECRET nor JWT_PUBLIC_KEY" % name.upper()
+                )
+        return
+    from .jwt_auth import verifier_for
+
+    try:
+        verifier_for(settings)
+    except ImportError:
+        raise ConfigError(
+            "JWT_SECRET/JWT_PUBLIC_KEY need PyJWT and cryptography (pip install 'tornado-sse[jwt]')"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

@@ -47,6 +47,7 @@ class Connection:
         "token",
         "request",
         "channels",
+        "expires_at",
         "connected_at",
         "opened_at",
         "state",
@@ -68,6 +69,9 @@ class Connection:
         self.token = token
         self.request = request
         self.channels: tuple[str, ...] = ()
+        #: Set (Unix seconds) for a stream authorised by a JWT instead of a connect callback:
+        #: it ends then.
+        self.expires_at: float | None = None
         self.connected_at = time.time()
         self.opened_at = 0.0  # monotonic time the stream opened
         self.state = State.CONNECTING
@@ -77,7 +81,7 @@ class Connection:
         #: Whether the broker counts this stream on its channels (undone when it ends).
         self.subscribed = False
         #: The user this stream belongs to (``None``: anonymous) and the info shown beside
-        #: them in presence (a JSON object), from the connect answer.
+        #: them in presence (a JSON object), from the connect answer or the JWT.
         self.user: str | None = None
         self.info: dict[str, Any] | None = None
         #: The channels presence counts this stream on (and its user's stream count), or

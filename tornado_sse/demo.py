@@ -12,13 +12,22 @@
   asks ``/who`` (the demo's window on ``/internal/presence``) again at each ``presence_join`` and
   ``presence_leave``. Tabs of one browser share a name (one user, several streams); a private
   window gets another.
+
+The page has a second mode (``/?mode=jwt``; ``tornado-sse demo --jwt`` points at it): the
+stream opens with a JWT that the page fetches from ``/demo/token`` (minted by
+:func:`tornado_sse.client.mint_jwt` for the page's name, with a random ``JWT_SECRET`` unless one
+is set), so no connect callback is made and the backend only hears the disconnects. Tokens live
+20 seconds: then the stream gets ``jwt_expired``, and the page reopens it with a fresh token and
+the last event id, so that replay fills the gap. This mode needs the ``jwt`` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +41,8 @@ from tornado.web import Application, RequestHandler
 from . import log as logsetup
 from . import server
 from .app import make_app
-from .config import ConfigError, replace
+from .client import mint_jwt
+from .config import ConfigError, Settings, replace
 from .log import fields
 from .server import parse, serve
 
@@ -41,17 +51,25 @@ log = logging.getLogger("tornado_sse.demo")
 #: What ``tornado-sse demo --help`` says first.
 DESCRIPTION = (
     "Run the gateway on PORT with a bundled demo backend (on a free loopback port) that accepts "
-    "every stream and publishes the time every second; open http://localhost:PORT/ to watch."
+    "every stream and publishes the time every second; open http://localhost:PORT/ to watch. "
+    "With --jwt, the page opens its stream with a JWT instead of a connect callback."
 )
+
+#: How long the demo's JWTs live, in seconds: short, so that expiry and renewal show.
+TOKEN_TTL = 20
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tornado_sse demo</title>
 <style>
  body { font: 15px/1.4 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; }
  #state { font-weight: bold; } li { font-family: ui-monospace, monospace; }
+ nav a { margin-right: 1rem; } nav a.on { font-weight: bold; text-decoration: none; }
 </style></head>
 <body>
 <h1>tornado_sse demo</h1>
+<nav><a id="callback" href="?mode=callback">stream with a connect callback</a>
+<a id="jwt" href="?mode=jwt">stream with a JWT (no callback)</a></nav>
+<p id="about"></p>
 <p>EventSource on <code>/sse/demo</code>: <span id="state">connecting</span></p>
 <p>You are <b id="me"></b>. Online in the lobby: <span id="who">nobody yet</span></p>
 <ol id="events" reversed></ol>
@@ -61,6 +79,13 @@ const name = params.get("name") || localStorage.getItem("demo-name")
   || "guest-" + Math.random().toString(36).slice(2, 6);
 localStorage.setItem("demo-name", name);
 document.getElementById("me").textContent = name;
+const mode = params.get("mode") === "jwt" ? "jwt" : "callback";
+document.getElementById(mode).className = "on";
+document.getElementById("about").textContent = mode === "jwt"
+  ? "The page fetched a JWT from /demo/token and opened /sse/demo?jwt=...: the gateway asked "
+    + "the backend nothing. The token expires every __TTL__ s; the page then reopens with a "
+    + "fresh one and the last event id, and replay fills the gap."
+  : "The gateway asked the backend (POST /callback) before opening /sse/demo.";
 async function who() {
   const body = await (await fetch("/who")).json();
   const users = body.users.map((u) => u.user + (u.streams > 1 ? " (" + u.streams + " tabs)" : ""));
@@ -74,14 +99,30 @@ function show(kind, e) {
   list.prepend(item);
   while (list.children.length > 50) list.lastChild.remove();
 }
-const source = new EventSource("/sse/demo?name=" + encodeURIComponent(name));
-source.onopen = () => { state.textContent = "open"; who(); };
-source.onerror = () => { state.textContent = "reconnecting"; };
-source.addEventListener("welcome", (e) => show("welcome", e));
-source.addEventListener("tick", (e) => show("tick", e));
-for (const type of ["presence_join", "presence_leave"]) {
-  source.addEventListener(type, (e) => { show(type, e); who(); });
+let lastEventId = "";
+async function connect() {
+  let url = "/sse/demo?name=" + encodeURIComponent(name);
+  if (mode === "jwt") {
+    const answer = await fetch("/demo/token?name=" + encodeURIComponent(name), {method: "POST"});
+    if (!answer.ok) { state.textContent = "no token: " + await answer.text(); return; }
+    url = "/sse/demo?jwt=" + encodeURIComponent(await answer.text());
+    if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
+  }
+  const source = new EventSource(url);
+  source.onopen = () => { state.textContent = "open"; who(); };
+  source.onerror = () => { state.textContent = "reconnecting"; };
+  source.addEventListener("welcome", (e) => show("welcome", e));
+  source.addEventListener("tick", (e) => { lastEventId = e.lastEventId; show("tick", e); });
+  for (const type of ["presence_join", "presence_leave"]) {
+    source.addEventListener(type, (e) => { lastEventId = e.lastEventId; show(type, e); who(); });
+  }
+  source.addEventListener("jwt_expired", () => {
+    show("jwt_expired", {lastEventId: "", data: "reopening from #" + lastEventId});
+    source.close();
+    connect();
+  });
 }
+connect();
 </script>
 </body></html>
 """
@@ -92,7 +133,25 @@ class PageHandler(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(PAGE)
+        self.finish(PAGE.replace("__TTL__", str(TOKEN_TTL)))
+
+
+class TokenHandler(RequestHandler):
+    """``POST /demo/token?name=``: a JWT for the page's stream, as a real backend would mint it
+    for a signed-in user: that user, the channels a connect answer would name, their info."""
+
+    def initialize(self, secret: str | None) -> None:
+        self.secret = secret
+
+    def post(self) -> None:
+        if self.secret is None:
+            self.set_status(503)
+            self.finish("JWT mode needs pip install 'tornado-sse[jwt]'")
+            return
+        user = user_of(self.request.uri or "/")
+        token = mint_jwt(user, ["clock", LOBBY], TOKEN_TTL, {"name": user}, secret=self.secret)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(token)
 
 
 class WhoHandler(RequestHandler):
@@ -177,8 +236,16 @@ class InternalAPI:
             await self.send({"channel": "clock", "event": {"name": "tick", "data": now}})
 
 
-async def run(argv: Sequence[str]) -> int:
-    settings = parse(argv, prog="tornado-sse demo")
+def with_jwt_secret(settings: Settings) -> Settings:
+    """``settings`` with a random ``JWT_SECRET`` when none is set and the ``jwt`` extra is
+    installed (without it the page's JWT mode says what to install)."""
+    if settings.jwt_configured or importlib.util.find_spec("jwt") is None:
+        return settings
+    return replace(settings, jwt_secret=secrets.token_urlsafe(32))
+
+
+async def run(argv: Sequence[str], jwt_mode: bool = False) -> int:
+    settings = with_jwt_secret(parse(argv, prog="tornado-sse demo"))
     backend_socket = bind_sockets(0, "127.0.0.1")
     backend_port = backend_socket[0].getsockname()[1]
     internal = InternalAPI(
@@ -192,8 +259,19 @@ async def run(argv: Sequence[str]) -> int:
     backend = HTTPServer(Application([(r"/callback", CallbackHandler, {"gateway": internal})]))
     backend.add_sockets(backend_socket)
     app = make_app(settings)
-    app.add_handlers(r".*", [(r"/", PageHandler), (r"/who", WhoHandler, {"gateway": internal})])
-    log.info("demo: open http://localhost:%d/ in a browser (Ctrl-C stops)", settings.port)
+    app.add_handlers(
+        r".*",
+        [
+            (r"/", PageHandler),
+            (r"/who", WhoHandler, {"gateway": internal}),
+            (r"/demo/token", TokenHandler, {"secret": settings.jwt_secret}),
+        ],
+    )
+    log.info(
+        "demo: open http://localhost:%d/%s in a browser (Ctrl-C stops)",
+        settings.port,
+        "?mode=jwt" if jwt_mode else "",
+    )
     clock = asyncio.get_running_loop().create_task(internal.clock())
     status = await serve(settings, app, sockets)
     clock.cancel()
@@ -202,12 +280,15 @@ async def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the exit status."""
+    """Run the demo; returns the exit status. ``--jwt`` points at the page's JWT mode; every
+    other argument is a gateway setting."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    jwt_mode = "--jwt" in argv
+    argv = [arg for arg in argv if arg != "--jwt"]
     try:
         settings = parse(argv, prog="tornado-sse demo", description=DESCRIPTION)
         logsetup.configure(settings.log_format, settings.log_level)
-        return server.run(run(argv), settings)
+        return server.run(run(argv, jwt_mode), settings)
     except ConfigError as exc:  # a bad setting, or a port in use (server.ListenError)
         print("tornado-sse demo: error: %s" % exc, file=sys.stderr)
         return 2

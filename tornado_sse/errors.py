@@ -34,6 +34,7 @@ class CloseDetail(enum.StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     BAD_CALLBACK_RESPONSE = "bad_callback_response"
     WRITE_FAILED = "write_failed"
+    JWT_EXPIRED = "jwt_expired"
     INSTANCE_LOST = "instance_lost"
     USER_LIMIT = "user_limit"
 
@@ -140,6 +141,24 @@ class Unauthorized(GatewayError):
         super().__init__("a valid 'Authorization: Bearer <INTERNAL_SECRET>' is required")
 
 
+class InvalidJWT(GatewayError):
+    """A stream's ``jwt`` does not verify: signature, algorithm, audience, issuer or a claim
+    (401). ``message`` says which, in words of ours: never the token, never a library's text."""
+
+    status = 401
+    code = "INVALID_JWT"
+
+
+class JWTExpired(GatewayError):
+    """A stream's ``jwt`` verifies but its ``exp`` has passed (401)."""
+
+    status = 401
+    code = "JWT_EXPIRED"
+
+    def __init__(self) -> None:
+        super().__init__("the JWT has expired: fetch a fresh one")
+
+
 class NotFound(GatewayError):
     """No route for this path (404)."""
 
@@ -214,8 +233,10 @@ class ServiceNotConfigured(GatewayError):
     status = 503
     code = "SERVICE_NOT_CONFIGURED"
 
-    def __init__(self) -> None:
-        super().__init__("CALLBACK_URL is not set: no stream can be authorised")
+    def __init__(
+        self, message: str = "CALLBACK_URL is not set: no stream can be authorised"
+    ) -> None:
+        super().__init__(message)
 
 
 class ServiceUnavailable(GatewayError):
@@ -241,6 +262,16 @@ class TooManyConnections(ServiceUnavailable):
 
     def __init__(self) -> None:
         super().__init__("the gateway holds its maximum of streams")
+
+
+class RateLimited(ServiceUnavailable):
+    """More new streams than ``MAX_CONNECTS_PER_SECOND`` allows (503), refused before any
+    callback or JWT work."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self) -> None:
+        super().__init__("too many new streams at once: try again in a moment")
 
 
 class BrokerUnavailable(ServiceUnavailable):

@@ -3,7 +3,8 @@
 :class:`Gateway` holds the registry, the backend client and the broker of one process, runs the
 single heartbeat timer for all streams, and knows whether the process is draining. It is the
 broker's :class:`~tornado_sse.broker.BrokerHandler`: sends and channel events are dispatched and
-delivered here, whatever the broker.
+delivered here, whatever the broker. Streams that carry a JWT are authorised here without a
+connect callback, and ended at their ``exp`` by one expiry timer shared by all of them.
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ from .errors import (
     CloseDetail,
     CloseReason,
     GatewayError,
+    JWTExpired,
     Outcome,
+    RateLimited,
     ServiceNotConfigured,
     ShuttingDown,
     TooManyConnections,
     TooManyStreams,
     connect_error,
 )
+from .expiry import ExpiryQueue
 from .history import GAP, Replay, parse_event_id
+from .jwt_auth import JWTVerifier, jwt_from_url
+from .limits import TokenBucket
 from .log import fields
 from .metrics import Metrics
 from .presence import Presence
@@ -43,6 +49,15 @@ from .protocol import RequestSnapshot, SendRequest, SubscriptionRequest
 from .registry import Registry
 
 log = logging.getLogger("tornado_sse.gateway")
+
+#: What a stream gets when its JWT expires, before its ``retry:`` hint and its end.
+JWT_EXPIRED_FRAME = protocol.encode_event("", "jwt_expired")
+#: The expiry timer looks again at least this often (seconds), so that a step of the wall
+#: clock, which ``exp`` is measured by, delays no stream's end by more than that.
+EXPIRY_RECHECK_SECONDS = 1.0
+#: ``outcome`` labels of the connects metric for streams that send no connect callback.
+OUTCOME_JWT, OUTCOME_JWT_INVALID, OUTCOME_JWT_EXPIRED = "jwt", "jwt_invalid", "jwt_expired"
+OUTCOME_RATE_LIMITED = "rate_limited"
 
 
 class Gateway:
@@ -59,12 +74,15 @@ class Gateway:
         backend: Backend | None,
         broker: Broker,
         metrics: Metrics,
+        verifier: JWTVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.backend = backend
         self.broker = broker
         self.metrics = metrics
+        #: Verifies the ``jwt`` of stream requests; ``None``: no JWT key is configured.
+        self.verifier = verifier
         metrics.open_streams.set_function(lambda: registry.open_count)
         metrics.broker_up.set_function(lambda: 1 if broker.ready else 0)
         metrics.watch_writes(
@@ -87,27 +105,65 @@ class Gateway:
             delay=settings.presence_leave_delay_seconds,
             limit=settings.max_streams_per_user,
         )
+        rate = settings.max_connects_per_second
+        self._connect_rate = TokenBucket(rate) if rate > 0 else None
+        self._expiries = ExpiryQueue()
+        self._expiry_timer: asyncio.TimerHandle | None = None
         registry.on_ended = self.connection_ended
 
     # -- streams ------------------------------------------------------------------------------
 
     @property
     def configured(self) -> bool:
-        """Whether a ``CALLBACK_URL`` is set (no stream can open without one)."""
-        return self.backend is not None
+        """Whether streams can be authorised: ``CALLBACK_URL`` or a JWT key is set."""
+        return self.backend is not None or self.verifier is not None
 
     def admit(self, request: RequestSnapshot) -> Connection:
         """Register a new connection for ``request`` with a fresh UUID4 token (sends to it queue
-        from now on), or raise why no stream can start now."""
-        if not self.configured:
+        from now on), or raise why no stream can start now.
+
+        The checks, in order: a way to authorise it (its ``jwt`` parameter when a JWT key is
+        configured, else ``CALLBACK_URL``), draining, ``MAX_CONNECTIONS``, then
+        ``MAX_CONNECTS_PER_SECOND``, then the JWT itself. A stream authorised by its JWT gets
+        its claims here; :meth:`connect` then sends no callback for it.
+        """
+        token = jwt_from_url(request.url) if self.verifier is not None else None
+        if token is None and self.backend is None:
+            if self.verifier is not None:
+                raise ServiceNotConfigured(
+                    "CALLBACK_URL is not set: only streams with a 'jwt' parameter can open"
+                )
             raise ServiceNotConfigured()
         if self.draining:
             raise ShuttingDown()
         if len(self.registry) >= self.settings.max_connections:
             raise TooManyConnections()
+        if self._connect_rate is not None and not self._connect_rate.take():
+            self.metrics.connects.labels(OUTCOME_RATE_LIMITED).inc()
+            raise RateLimited()
         conn = Connection(str(uuid.uuid4()), request)
+        if token is not None:
+            self._authorise(conn, token)
         self.registry.add(conn)
         return conn
+
+    def _authorise(self, conn: Connection, token: str) -> None:
+        """Give ``conn`` the claims of its verified JWT, or raise ``InvalidJWT``/``JWTExpired``."""
+        assert self.verifier is not None
+        try:
+            claims = self.verifier.verify(token)
+        except GatewayError as error:
+            expired = isinstance(error, JWTExpired)
+            self.metrics.connects.labels(
+                OUTCOME_JWT_EXPIRED if expired else OUTCOME_JWT_INVALID
+            ).inc()
+            log.debug(
+                "jwt refused",
+                extra=fields(request_id=conn.request.request_id, why=error.message),
+            )
+            raise
+        conn.user, conn.info = claims.user, claims.info
+        conn.channels, conn.expires_at = claims.channels, claims.expires_at
 
     async def connect(self, conn: Connection) -> bool:
         """Run the connect callback for ``conn`` and settle everything but the HTTP answer.
@@ -116,7 +172,12 @@ class Gateway:
         :meth:`open`), False when the client left meanwhile (nobody is left to answer). Raises the
         error the client must get otherwise; the connection is then ended here, and the backend
         hears ``disconnect`` if it may believe the token connected.
+
+        A stream authorised by its JWT (see :meth:`admit`) sends no callback: the backend, if
+        there is one, hears only its ``disconnect``.
         """
+        if conn.expires_at is not None:
+            return await self._connect_by_jwt(conn)
         assert self.backend is not None
         self._connecting += 1
         try:
@@ -146,16 +207,34 @@ class Gateway:
             if outcome.outcome is Outcome.ABANDONED:
                 return False  # never sent: the client left while it waited for a connection
             raise connect_error(outcome.outcome, outcome.status, outcome.message)
-        conn.channels = _changed(outcome.channels, conn.channel_changes or ())
+        conn.channels, conn.user, conn.info = outcome.channels, outcome.user, outcome.info
+        return await self._accepted(conn)
+
+    async def _connect_by_jwt(self, conn: Connection) -> bool:
+        """:meth:`connect` for a stream authorised by its JWT: the broker learns the token and
+        no callback is sent. The verified JWT stands for the backend's 2xx answer (the connect
+        the backend never heard is implied), so from here on it is settled like one."""
+        try:
+            await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=False)
+            raise self._broker_trouble(conn, error) from None
+        self.metrics.connects.labels(OUTCOME_JWT).inc()
+        return await self._accepted(conn)
+
+    async def _accepted(self, conn: Connection) -> bool:
+        """Settle a connect that was accepted (by the backend or by a JWT), whose channels,
+        user and info are set: live subscription changes that came meanwhile, the user's
+        streams and presence, the broker's subscriptions. True when the stream may open."""
+        conn.channels = _changed(conn.channels, conn.channel_changes or ())
         conn.channel_changes = None
-        conn.user, conn.info = outcome.user, outcome.info
         self.registry.bind_user(conn)
         await self._count(conn)
         if conn.channels:
             await self._subscribe(conn)
         if conn.state is State.CLOSED:
-            # The client left, or the gateway began draining, while the backend answered.
-            self.registry.settle(conn)  # the backend accepted: it hears the disconnect
+            # The client left, or the gateway began draining, while the connect was settled.
+            self.registry.settle(conn)  # the connect was accepted: the backend hears the end
             if conn.close_reason == CloseReason.CLIENT_CLOSED:
                 return False
             raise ShuttingDown()
@@ -197,14 +276,23 @@ class Gateway:
 
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
-        when the client sent ``Last-Event-ID``, then live events."""
+        when the client sent ``Last-Event-ID``, then live events; a JWT stream until its
+        ``exp``."""
         log.info(
-            "stream opened", extra=fields(token=conn.token, request_id=conn.request.request_id)
+            "stream opened",
+            extra=fields(
+                token=conn.token,
+                request_id=conn.request.request_id,
+                auth="callback" if conn.expires_at is None else "jwt",
+            ),
         )
         last_event_id = conn.request.last_event_id
         replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
         opened = self.registry.open(conn, writer, hold=replaying)
         self.broker.count_open(self.registry.open_count)
+        if opened and conn.expires_at is not None:
+            self._expiries.add(conn.expires_at, conn)
+            self._arm_expiry()
         if not opened or not replaying:
             return
         assert last_event_id is not None
@@ -488,7 +576,7 @@ class Gateway:
         """``/readyz``: whether this process can take streams now, and the body that says so."""
         reasons = []
         if not self.configured:
-            reasons.append("CALLBACK_URL is not set")
+            reasons.append("neither CALLBACK_URL nor JWT_SECRET/JWT_PUBLIC_KEY is set")
         if not self.broker.ready:
             reasons.append("the broker (Redis) is unreachable")
         if self.draining:
@@ -539,11 +627,46 @@ class Gateway:
         self.registry.heartbeat(self.settings.heartbeat_interval_seconds / 2)
 
     def stop(self) -> None:
-        """Stop the heartbeat timer and presence's timers."""
+        """Stop the heartbeat and expiry timers and presence's timers."""
         self.presence.close()
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+
+    # -- JWT expiry -----------------------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        """Set the one expiry timer for the earliest ``exp`` of the open JWT streams (or sooner,
+        see :data:`EXPIRY_RECHECK_SECONDS`), unless it is already set to fire before."""
+        deadline = self._expiries.next_deadline()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + min(max(0.0, deadline - time.time()), EXPIRY_RECHECK_SECONDS)
+        timer = self._expiry_timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._expiry_timer = loop.call_at(when, self._on_expiry_timer)
+
+    def _on_expiry_timer(self) -> None:
+        self._expiry_timer = None
+        self.expire(time.time())
+        self._arm_expiry()
+
+    def expire(self, now: float) -> int:
+        """End every open JWT stream whose ``exp`` is at or before ``now`` (Unix seconds): it
+        gets ``event: jwt_expired`` and a ``retry:`` hint, then ends (``server_closed``, detail
+        ``jwt_expired``; the backend, if there is one, hears that). Returns how many ended."""
+        due = self._expiries.pop_due(now)
+        for conn in due:
+            self.registry.write(conn, JWT_EXPIRED_FRAME + self.retry_frame())
+            self.registry.close(conn, CloseReason.SERVER_CLOSED, CloseDetail.JWT_EXPIRED)
+        return len(due)
 
     def retry_frame(self) -> bytes:
         """A ``retry:`` hint of 1-5 s, random per stream so that reconnects spread out."""

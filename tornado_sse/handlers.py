@@ -79,10 +79,24 @@ class JSONErrorMixin(RequestHandler):
         self.send_error(error.status, exc_info=(type(error), error, None))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Tornado's own lines would name the request target, and so its query string (a JWT, a
+        # session token): these name the path only.
         if isinstance(value, GatewayError):
             log.debug("request refused", extra=fields(status=value.status, code=value.code))
+        elif isinstance(value, HTTPError):
+            if value.log_message:
+                log.warning(
+                    "request failed",
+                    extra=fields(
+                        status=value.status_code, method=self.request.method, path=self.request.path
+                    ),
+                )
         else:
-            super().log_exception(typ, value, tb)
+            log.error(
+                "uncaught exception",
+                extra=fields(method=self.request.method, path=self.request.path),
+                exc_info=(typ, value, tb),
+            )
 
     def write_json(self, value: Any, status: int = 200) -> None:
         """Answer ``status`` with ``value`` as compact JSON."""

@@ -113,3 +113,6 @@ def configure(
     logging.getLogger("tornado_sse.access").setLevel(
         logging.DEBUG if level.lower() == "debug" else logging.WARNING
     )
+    # At DEBUG, Tornado's libcurl client dumps every callback on the wire, request targets and
+    # header values (cookies, tokens) included, which must never reach a log.
+    logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)

@@ -324,7 +324,7 @@ def read_connect_answer(body: bytes) -> ConnectAnswer:
     return ConnectAnswer(
         channels=_answer_channels(answer),
         user=_answer_user(answer.get("user")),
-        info=_answer_info(answer.get("info")),
+        info=validate_info(answer.get("info")),
     )
 
 
@@ -332,7 +332,12 @@ def _answer_channels(answer: dict[str, Any]) -> tuple[str, ...]:
     key = "channels" if "channels" in answer else "bindings"
     if key not in answer:
         return ()
-    channels = answer[key]
+    return validate_channels(answer[key], key)
+
+
+def validate_channels(channels: Any, key: str = "channels") -> tuple[str, ...]:
+    """``channels`` as a connect answer (or a JWT) may name them: a list of at most 100 valid
+    channel names; returned without duplicates. Raises ``ValueError`` naming ``key`` otherwise."""
     if not isinstance(channels, list):
         raise ValueError("'%s' must be a list of channel names" % key)
     return validate_channel_list(channels, key)
@@ -362,7 +367,9 @@ def _answer_user(user: Any) -> str | None:
     return str(user)
 
 
-def _answer_info(info: Any) -> dict[str, Any] | None:
+def validate_info(info: Any) -> dict[str, Any] | None:
+    """``info`` as a connect answer (or a JWT) may give it: ``None``, or a JSON object of at
+    most :data:`MAX_INFO_BYTES` as compact JSON; else raises ``ValueError``."""
     if info is None:
         return None
     if not isinstance(info, dict):

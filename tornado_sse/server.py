@@ -212,7 +212,7 @@ async def serve(
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
     warn_if_exposed(settings)
-    if not settings.callback_url:
+    if not settings.callback_url and not settings.jwt_configured:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(
         "listening",

@@ -17,7 +17,9 @@ from tornado.web import RequestHandler
 
 from tests.support.backend import Answer
 from tests.support.browser import start_browser
+from tests.support.tokens import SECRET
 from tests.support.waiting import wait_until
+from tornado_sse.client import mint_jwt
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>e2e</title><script>
 let seq = 0;
@@ -219,3 +221,115 @@ async def test_a_page_in_a_room_sees_a_second_browser_join_and_leave(
     assert json.loads(leave["data"]) == {"user": "bob", "info": {"name": "Bob"}}
     assert int(leave["lastEventId"]) > int(join["lastEventId"])
     await visit(browser, "about:blank")
+
+
+JWT_PAGE = """<!doctype html><meta charset="utf-8"><title>e2e jwt</title><script>
+let seq = 0;
+function report(item) {
+  item.seq = seq++;
+  fetch("/report", {method: "POST", body: JSON.stringify(item)});
+}
+const stream = new URLSearchParams(location.search).get("stream");
+let lastEventId = "";
+// The README's recipe: on jwt_expired, fetch a fresh token and reopen from the last id seen.
+async function connect() {
+  const token = await (await fetch("/token", {method: "POST"})).text();
+  let url = stream + "?jwt=" + encodeURIComponent(token);
+  if (lastEventId) url += "&lastEventId=" + encodeURIComponent(lastEventId);
+  const source = new EventSource(url);
+  source.onopen = () => report({kind: "open"});
+  source.onmessage = (e) => {
+    lastEventId = e.lastEventId;
+    report({kind: "event", data: e.data, lastEventId: e.lastEventId});
+  };
+  source.addEventListener("history_gap", (e) => report({kind: "gap", data: e.data}));
+  source.addEventListener("jwt_expired", () => {
+    report({kind: "expired"});
+    source.close();
+    connect();
+  });
+}
+connect();
+</script>"""
+
+
+class TokenDesk:
+    """Mints the page's JWTs: the first expires ``first_ttl`` seconds after it is asked for,
+    the others an hour later; every one after the first waits for :attr:`release`."""
+
+    def __init__(self, secret: str, first_ttl: float) -> None:
+        self.secret = secret
+        self.first_ttl = first_ttl
+        self.asked = 0
+        self.release = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    async def mint(self) -> str:
+        self.asked += 1
+        self.changed.set()
+        if self.asked == 1:
+            return mint_jwt("42", ["feed"], self.first_ttl, secret=self.secret)
+        await self.release.wait()
+        return mint_jwt("42", ["feed"], 3600, secret=self.secret)
+
+
+class JWTPageHandler(RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(JWT_PAGE)
+
+
+class TokenHandler(RequestHandler):
+    def initialize(self, desk: TokenDesk) -> None:
+        self.desk = desk
+
+    async def post(self) -> None:
+        self.set_header("Content-Type", "text/plain")
+        self.finish(await self.desk.mint())
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_browser_reopens_with_a_fresh_jwt_and_last_event_id_and_replays_what_it_missed(
+    gateway, backend, browser
+):
+    gw = gateway(jwt_secret=SECRET)
+    reports = Reports()
+    desk = TokenDesk(SECRET, first_ttl=3)
+    gw.app.add_handlers(
+        r".*",
+        [
+            (r"/jwt-page", JWTPageHandler),
+            (r"/token", TokenHandler, {"desk": desk}),
+            (r"/report", ReportHandler, {"reports": reports}),
+        ],
+    )
+
+    async def publish(data: str) -> None:
+        status, _ = await gw.send({"channel": "feed", "event": {"data": data}})
+        assert status == 200
+
+    await visit(browser, gw.base_url + "/jwt-page?stream=/sse/feed")
+    await reports.wait_for(lambda r: r.of("open"))
+    for i in range(3):
+        await publish("before-%d" % i)
+    await reports.wait_for(lambda r: len(r.of("event")) >= 3)
+    await reports.wait_for(lambda r: r.of("expired"), timeout=10)
+    await wait_until(lambda: desk.asked >= 2, desk.changed, 10)
+    for i in range(3):  # published while the page fetches its new token
+        await publish("missed-%d" % i)
+    desk.release.set()
+
+    await reports.wait_for(lambda r: len(r.of("open")) >= 2)
+    await publish("after")
+    await reports.wait_for(lambda r: len(r.of("event")) >= 7)
+    datas = [e["data"] for e in reports.of("event")]
+    missed = ["missed-0", "missed-1", "missed-2"]
+    assert datas == ["before-0", "before-1", "before-2", *missed, "after"]
+    assert reports.of("gap") == []
+    listing = json.loads((await gw.get("/internal/connections", internal=True)).body)
+    (second,) = listing["connections"]
+    assert "&lastEventId=%s" % reports.of("event")[2]["lastEventId"] in second["url"]
+    assert second["user"] == "42"
+    assert backend.of("connect") == []  # neither stream asked the backend
+    (expired,) = await backend.wait_for_calls("disconnect")
+    assert (expired.body["reason"], expired.body["detail"]) == ("server_closed", "jwt_expired")

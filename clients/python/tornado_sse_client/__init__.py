@@ -15,7 +15,9 @@ a backend handles::
     except TokenNotFound:
         forget(token)  # the stream is gone
 
-:func:`verify` checks the ``X-SSE-Signature`` of a callback (see :mod:`tornado_sse_client.signing`).
+:func:`verify` checks the ``X-SSE-Signature`` of a callback (see :mod:`tornado_sse_client.signing`);
+:func:`mint_jwt` makes the token of a stream that opens without a connect callback (see
+:mod:`tornado_sse_client.tokens`).
 """
 
 from .aio import AsyncGateway
@@ -30,6 +32,7 @@ from .errors import (
 from .messages import BatchResult, send_item, subscription_body
 from .signing import SIGNATURE_HEADER, sign, verify
 from .sync import Gateway
+from .tokens import mint_jwt
 
 __version__ = "2.0.0.dev0"
 
@@ -44,6 +47,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TokenNotFound",
     "Unauthorized",
+    "mint_jwt",
     "send_item",
     "subscription_body",
     "sign",
