@@ -1,7 +1,7 @@
 """One stream: its token, the request captured at connect, its state and its bounded output.
 
 A :class:`Connection` knows nothing of HTTP. It writes frames (already-encoded bytes) through a
-:class:`StreamWriter`, which knows the bytes its socket has not yet accepted; past
+:class:`StreamWriter`, which knows what its unsent output costs in memory; past
 ``max_queued_bytes`` the registry closes it as a slow consumer instead of buffering without
 bound.
 """
@@ -20,8 +20,13 @@ class StreamWriter(Protocol):
     """The transport of one open stream (in production, the stream's request handler)."""
 
     def write_frame(self, frame: bytes) -> int:
-        """Queue ``frame`` on the socket without waiting; return the bytes written but not yet
-        accepted by the socket. Raises ``StreamClosedError`` if the client is gone."""
+        """Queue ``frame`` on the socket without waiting; return :attr:`queued` after it.
+        Raises ``StreamClosedError`` if the client is gone."""
+
+    @property
+    def queued(self) -> int:
+        """Bytes of memory held by output written but not yet accepted by the socket, with
+        whatever it costs beyond the bytes themselves; 0 when nothing waits."""
 
     def end(self) -> None:
         """End the response cleanly (the client sees the stream end and may reconnect)."""
@@ -114,7 +119,7 @@ class Connection:
         self.opened_at = time.monotonic()
 
     def write(self, frame: bytes) -> int:
-        """Write ``frame`` to an open stream; returns the bytes now waiting for the socket."""
+        """Write ``frame`` to an open stream; returns what its unsent output now costs."""
         writer = self._writer
         if writer is None:
             return 0

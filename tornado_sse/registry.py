@@ -198,7 +198,8 @@ class Registry:
         return "ok"
 
     def write(self, conn: Connection, frame: bytes) -> None:
-        """Write ``frame`` to an open stream; past ``max_queued_bytes`` unsent, close it.
+        """Write ``frame`` to an open stream; past ``max_queued_bytes`` of unsent output (what
+        it costs in memory, see :attr:`StreamWriter.queued`), close it.
 
         A stream whose socket does not take its bytes is a slow consumer: it is aborted with
         reason ``error``, detail ``slow_consumer``, so memory stays bounded by the limit plus one
@@ -207,7 +208,7 @@ class Registry:
         self.frames_written += 1
         self.bytes_written += len(frame)
         try:
-            backlog = conn.write(frame)
+            queued = conn.write(frame)
         except StreamClosedError:
             self.close(conn, CloseReason.CLIENT_CLOSED)
             return
@@ -215,7 +216,7 @@ class Registry:
             log.warning("write failed", extra=fields(token=conn.token, error=repr(exc)))
             self.close(conn, CloseReason.ERROR, CloseDetail.WRITE_FAILED)
             return
-        if backlog > self.max_queued_bytes:
+        if queued > self.max_queued_bytes:
             self.close(conn, CloseReason.ERROR, CloseDetail.SLOW_CONSUMER)
 
     def publish(self, channel: str, event_id: int, frame: bytes) -> int:

@@ -24,6 +24,10 @@ class FakeWriter:
         self.frames.append(frame)
         return self.backlog
 
+    @property
+    def queued(self) -> int:
+        return self.backlog
+
     def end(self) -> None:
         self.ended = True
 
