@@ -45,6 +45,7 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     max_connections: int = 10000
     max_queued_bytes: int = 2 * 1024 * 1024
+    max_total_queued_bytes: int = 256 * 1024 * 1024
     history_size: int = 1000
     history_ttl_seconds: float = 300.0
     shutdown_timeout_seconds: float = 25.0
@@ -190,6 +191,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
     _Spec("max_connections", _int_between(1), "open streams per process"),
     _Spec("max_queued_bytes", _int_between(1024), "unsent bytes per stream before it is closed"),
+    _Spec(
+        "max_total_queued_bytes",
+        _int_between(1024 * 1024),
+        "unsent bytes of all streams together before those furthest behind are closed",
+    ),
     _Spec("history_size", _int_between(0), "channel events kept for replay (0: off)"),
     _Spec("history_ttl_seconds", _seconds(0), "seconds a channel event stays replayable"),
     _Spec("shutdown_timeout_seconds", _seconds(0), "seconds a graceful shutdown may take"),

@@ -2,8 +2,8 @@
 
 A :class:`Connection` knows nothing of HTTP. It writes frames (already-encoded bytes) through a
 :class:`StreamWriter`, which knows what its unsent output costs in memory; past
-``max_queued_bytes`` the registry closes it as a slow consumer instead of buffering without
-bound.
+``max_queued_bytes`` (or when all streams together pass ``max_total_queued_bytes``) the registry
+closes it as a slow consumer instead of buffering without bound.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Connection:
         "close_detail",
         "backend_may_know",
         "held",
+        "queued",
         "_pending",
         "_pending_close",
         "_writer",
@@ -77,6 +78,9 @@ class Connection:
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None
+        #: What the stream's unsent output cost when it was last measured (kept by the
+        #: registry, which sums it over all streams).
+        self.queued = 0
         self._pending: list[bytes] = []
         self._pending_close = False
         self._writer: StreamWriter | None = None
@@ -124,6 +128,12 @@ class Connection:
         if writer is None:
             return 0
         return writer.write_frame(frame)
+
+    def measure_queued(self) -> int:
+        """What the stream's unsent output costs now (the socket may have drained some since
+        the last write)."""
+        writer = self._writer
+        return 0 if writer is None else writer.queued
 
     def detach(self) -> StreamWriter | None:
         """Mark the stream closed and return its writer (``None`` if it never opened)."""

@@ -77,6 +77,11 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.queued_bytes = Gauge(
+            "tornado_sse_queued_bytes",
+            "Memory held by the unsent output of all streams, in bytes (as last measured).",
+            registry=r,
+        )
         self.broker_up = Gauge(
             "tornado_sse_broker_up",
             "1 while the broker (Redis, if configured) is connected.",
