@@ -62,6 +62,8 @@ class Registry:
         self.queued_bytes = 0
         #: The streams whose output cost was not 0 at their last write.
         self._behind: set[Connection] = set()
+        #: Unsent output dropped with the streams that closed, in all (it went back to the heap).
+        self.released_bytes = 0
         #: Frames (events, heartbeats, retry hints) and bytes written, and heartbeats among them.
         self.frames_written = 0
         self.bytes_written = 0
@@ -180,6 +182,7 @@ class Registry:
         conn.held = None
         if conn.queued:
             self.queued_bytes -= conn.queued
+            self.released_bytes += conn.queued
             conn.queued = 0
             self._behind.discard(conn)
         writer = conn.detach()

@@ -20,6 +20,7 @@ from tornado.web import Application
 from .app import App, make_app
 from .config import Settings, argument_parser, load
 from .log import fields
+from .memory import HeapTrimmer
 
 log = logging.getLogger("tornado_sse")
 
@@ -116,6 +117,9 @@ async def serve(
     if process_index is not None:
         servers += _own_metrics_server(app, settings, process_index)
     app.gateway.start()
+    registry = app.gateway.registry
+    trimmer = HeapTrimmer(lambda: registry.released_bytes)
+    trimmer.start()
     warn_if_exposed(settings)
     if not settings.callback_url:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
@@ -142,6 +146,7 @@ async def serve(
         done = False
     if not done:
         log.warning("shutdown timed out with disconnect callbacks still in flight")
+    trimmer.stop()
     for server in servers:
         server.stop()
     log.info("stopped")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
+from tests.support.helpers import silent_client
 from tests.support.process import rss_bytes, start_gateway
 from tests.support.sse_client import open_stream
 
@@ -63,15 +63,6 @@ async def test_sigterm_with_500_streams_sends_every_disconnect_and_exits_0_in_ti
         await gw.stop()
 
 
-def _silent_client(port: int, path: str) -> socket.socket:
-    """A client that sends its request and then never reads (tiny receive buffer)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
-    return sock
-
-
 @pytest.mark.gen_test(timeout=120)
 async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(backend):
     backend.connect_answer = Answer(body=b'{"channels": ["firehose"]}')
@@ -80,7 +71,7 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
     )
     clients = []
     try:
-        clients = [_silent_client(gw.port, "/sse/slow%d" % i) for i in range(200)]
+        clients = [await silent_client(gw.port, "/sse/slow%d" % i) for i in range(200)]
         await backend.wait_for_calls("connect", 200, timeout=20)
 
         async def count() -> int:

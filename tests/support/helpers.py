@@ -1,17 +1,19 @@
 """Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
-body) and provide the few network tricks the tests need (a closed port, a request sent without
-waiting for its answer). Every wait is bounded.
+body), read metrics, and provide the few network tricks the tests need (a closed port, a request
+sent without waiting for its answer, a client that never reads). Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from typing import Any
 
+from tornado.httpclient import AsyncHTTPClient
 from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
@@ -135,3 +137,40 @@ async def open_and_close_another(gw: Any, backend: FakeBackend, path: str) -> Ca
     await stream.aclose()
     (disconnect,) = await backend.wait_for_calls("disconnect", token=connect.token)
     return disconnect
+
+
+async def silent_client(port: int, path: str, timeout: float = 5.0) -> socket.socket:
+    """A client that sends its request and then never reads (tiny receive buffer). Connects
+    without blocking the loop, so a gateway on the same loop can accept meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+        request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
+        await asyncio.wait_for(loop.sock_sendall(sock, request), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 if absent."""
+    wanted = ",".join('%s="%s"' % item for item in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, label_text = metric.partition("{")
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if base == name and got == wanted:
+            return float(value)
+    return 0.0
+
+
+async def read_metric(base_url: str, name: str, **labels: str) -> float:
+    """Scrape ``base_url``/metrics and return one sample (0 if absent)."""
+    response = await AsyncHTTPClient().fetch(base_url + "/metrics", request_timeout=5)
+    return sample(response.body.decode(), name, **labels)

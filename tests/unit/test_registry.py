@@ -221,6 +221,7 @@ def test_a_stream_that_closes_gives_its_share_of_the_total_back():
     assert conn is not None
     registry.close(conn, CloseReason.CLIENT_CLOSED)
     assert registry.queued_bytes == 300
+    assert registry.released_bytes == 600
 
 
 def test_writes_that_queue_nothing_are_not_accounted(registry):
