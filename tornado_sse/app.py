@@ -93,6 +93,7 @@ def make_app(
         )
     if metrics is None:
         metrics = Metrics()
+    metrics.requests_receiving.set_function(lambda: registry.receiving)
     metrics.queued_bytes.set_function(lambda: registry.queued_bytes)
     if backend is None and settings.callback_url:
         backend = Backend(

@@ -90,7 +90,7 @@ class Gateway:
             raise ServiceNotConfigured()
         if self.draining:
             raise ShuttingDown()
-        if len(self.registry) >= self.settings.max_connections:
+        if len(self.registry) + self.registry.receiving >= self.settings.max_connections:
             raise TooManyConnections()
         conn = Connection(str(uuid.uuid4()), request)
         self.registry.add(conn)

@@ -77,6 +77,12 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.requests_receiving = Gauge(
+            "tornado_sse_requests_receiving",
+            "Connections still sending a request (head or declared body); they take places "
+            "under MAX_CONNECTIONS.",
+            registry=r,
+        )
         self.queued_bytes = Gauge(
             "tornado_sse_queued_bytes",
             "Memory held by the unsent output of all streams, in bytes (as last measured).",

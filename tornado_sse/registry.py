@@ -58,6 +58,9 @@ class Registry:
         self._by_token: dict[str, Connection] = {}
         self._by_channel: dict[str, set[Connection]] = {}
         self._open = 0
+        #: Requests still being received (counted by the HTTP server): they take places under
+        #: ``MAX_CONNECTIONS`` beside the connections known here.
+        self.receiving = 0
         #: What the unsent output of all streams costs, as of each stream's last write.
         self.queued_bytes = 0
         #: The streams whose output cost was not 0 at their last write.

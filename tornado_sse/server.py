@@ -15,10 +15,10 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from tornado.web import Application
 
-from .app import App, make_app
+from .app import App, GatewayApplication, make_app
 from .config import Settings, argument_parser, load
+from .listener import GatewayHTTPServer
 from .log import fields
 from .memory import HeapTrimmer
 
@@ -32,17 +32,22 @@ def parse(argv: Sequence[str], prog: str = "tornado-sse") -> Settings:
     return load(args, conf_file=conf)
 
 
-def http_server(app: Application, settings: Settings) -> HTTPServer:
+def http_server(app: GatewayApplication, settings: Settings) -> GatewayHTTPServer:
     """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
-    return HTTPServer(
+    return GatewayHTTPServer(
         app,
+        registry=app.gateway.registry,
         # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
         # only stops a client that keeps sending after that answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
         # beyond that Tornado drops the connection without reading more.
         max_header_size=2 * settings.max_header_bytes,
-        idle_connection_timeout=120,
+        # Tornado's header timeout: the wait for a complete head, which on a kept-alive
+        # connection includes the idle time since the previous request.
+        idle_connection_timeout=settings.header_timeout_seconds,
+        # The wait for the whole declared body, from the end of the head.
+        body_timeout=settings.body_timeout_seconds,
     )
 
 
@@ -67,7 +72,7 @@ def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list
     sockets = sockets or Sockets.bind(settings)
     server = http_server(app, settings)
     server.add_sockets(sockets.main)
-    servers = [server]
+    servers: list[HTTPServer] = [server]
     if app.internal_app is not None:
         internal = http_server(app.internal_app, settings)
         internal.add_sockets(sockets.internal)

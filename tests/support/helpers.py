@@ -2,7 +2,8 @@
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
 body), read metrics, and provide the few network tricks the tests need (a closed port, a request
-sent without waiting for its answer, a client that never reads). Every wait is bounded.
+sent without waiting for its answer, a client that never reads, a request that is never
+finished). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -156,6 +158,36 @@ async def silent_client(port: int, path: str, timeout: float = 5.0) -> socket.so
     return sock
 
 
+async def unfinished_request(
+    port: int, head: bytes, timeout: float = 5.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect and send ``head`` (any bytes: a partial head, or a head whose declared body
+    never follows), and nothing more."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    if head:
+        writer.write(head)
+        await writer.drain()
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Wait until the server closes the connection; returns what it sent before (often
+    nothing). Raises ``TimeoutError`` if it is still open after ``timeout`` seconds."""
+
+    async def loop() -> bytes:
+        received = b""
+        while True:
+            try:
+                piece = await reader.read(65536)
+            except ConnectionError:
+                return received
+            if not piece:
+                return received
+            received += piece
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text, 0 if absent."""
     wanted = ",".join('%s="%s"' % item for item in sorted(labels.items()))
@@ -174,3 +206,17 @@ async def read_metric(base_url: str, name: str, **labels: str) -> float:
     """Scrape ``base_url``/metrics and return one sample (0 if absent)."""
     response = await AsyncHTTPClient().fetch(base_url + "/metrics", request_timeout=5)
     return sample(response.body.decode(), name, **labels)
+
+
+async def wait_for_metric(
+    base_url: str, name: str, predicate: Any, timeout: float = 5.0, **labels: str
+) -> float:
+    """Scrape until ``predicate(value)`` holds (every 20 ms, at most ``timeout`` seconds);
+    returns the value. The gateway has no event to await for a gauge, so this polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read_metric(base_url, name, **labels)
+        if predicate(value):
+            return value
+        assert time.monotonic() < deadline, "%s stayed at %s" % (name, value)
+        await asyncio.sleep(0.02)
