@@ -88,6 +88,16 @@ class Metrics:
             "Memory held by the unsent output of all streams, in bytes (as last measured).",
             registry=r,
         )
+        self.accept_pauses = Counter(
+            "tornado_sse_accept_pauses",
+            "Times accepting paused because the process ran out of file descriptors.",
+            registry=r,
+        )
+        self.connections_shed = Counter(
+            "tornado_sse_connections_shed",
+            "Connections without a request in progress closed to free file descriptors.",
+            registry=r,
+        )
         self.broker_up = Gauge(
             "tornado_sse_broker_up",
             "1 while the broker (Redis, if configured) is connected.",

@@ -18,7 +18,7 @@ from tornado.netutil import bind_sockets
 
 from .app import App, GatewayApplication, make_app
 from .config import Settings, argument_parser, load
-from .listener import GatewayHTTPServer
+from .listener import Acceptor, GatewayHTTPServer
 from .log import fields
 from .memory import HeapTrimmer
 
@@ -32,11 +32,19 @@ def parse(argv: Sequence[str], prog: str = "tornado-sse") -> Settings:
     return load(args, conf_file=conf)
 
 
-def http_server(app: GatewayApplication, settings: Settings) -> GatewayHTTPServer:
-    """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
+def http_server(
+    app: GatewayApplication, settings: Settings, acceptor: Acceptor | None = None
+) -> GatewayHTTPServer:
+    """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening).
+
+    Every server of one process must share one ``acceptor`` (see :class:`Acceptor`); without
+    one, the server gets an acceptor of its own.
+    """
+    gateway = app.gateway
     return GatewayHTTPServer(
         app,
-        registry=app.gateway.registry,
+        registry=gateway.registry,
+        acceptor=acceptor or Acceptor(metrics=gateway.metrics),
         # Bodies are counted by the send handler, which answers 413 in JSON; this outer bound
         # only stops a client that keeps sending after that answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
@@ -67,14 +75,18 @@ class Sockets:
         return cls(bind_sockets(settings.port, address), internal)
 
 
-def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
-    """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set."""
+def listen(
+    app: App, settings: Settings, sockets: Sockets | None = None, acceptor: Acceptor | None = None
+) -> list[HTTPServer]:
+    """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set, all
+    accepting through ``acceptor`` (one is made if none is given)."""
     sockets = sockets or Sockets.bind(settings)
-    server = http_server(app, settings)
+    acceptor = acceptor or Acceptor(metrics=app.gateway.metrics)
+    server = http_server(app, settings, acceptor)
     server.add_sockets(sockets.main)
     servers: list[HTTPServer] = [server]
     if app.internal_app is not None:
-        internal = http_server(app.internal_app, settings)
+        internal = http_server(app.internal_app, settings, acceptor)
         internal.add_sockets(sockets.internal)
         servers.append(internal)
     return servers
@@ -90,13 +102,15 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPServer]:
+def _own_metrics_server(
+    app: App, settings: Settings, index: int, acceptor: Acceptor
+) -> list[HTTPServer]:
     """With ``INTERNAL_PORT`` P, process ``index`` also serves its internal API and its own
     ``/metrics`` on P + 1 + index; a port that cannot be bound is logged, not fatal."""
     if app.internal_app is None or settings.internal_port is None:
         return []
     own_port = settings.internal_port + 1 + index
-    own = http_server(app.internal_app, settings)
+    own = http_server(app.internal_app, settings, acceptor)
     try:
         own.listen(own_port, settings.address)
     except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
@@ -118,9 +132,10 @@ async def serve(
     its own ``/metrics`` on P + 1 + index.
     """
     app = app or make_app(settings)
-    servers = listen(app, settings, sockets)
+    acceptor = Acceptor(metrics=app.gateway.metrics)
+    servers = listen(app, settings, sockets, acceptor)
     if process_index is not None:
-        servers += _own_metrics_server(app, settings, process_index)
+        servers += _own_metrics_server(app, settings, process_index, acceptor)
     app.gateway.start()
     registry = app.gateway.registry
     trimmer = HeapTrimmer(lambda: registry.released_bytes)
