@@ -1,7 +1,8 @@
 """``tornado-sse check``: validate the configuration and probe what the gateway depends on.
 
 Prints one line per check in plain words and returns 0 when everything is usable, 1 otherwise
-(2, like the gateway itself, when a setting is invalid).
+(2, like the gateway itself, when a setting is invalid). Warnings (a public internal API, a file
+descriptor limit too low for ``MAX_CONNECTIONS``) are printed but do not fail the check.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from .config import ConfigError, Settings
+from .listener import descriptor_limit, descriptors_needed
 from .server import parse
 
 
@@ -42,6 +44,23 @@ async def _probe_redis(url: str, timeout: float) -> str | None:
         return str(exc) or type(exc).__name__
     finally:
         await client.aclose()
+
+
+def _descriptor_report(settings: Settings) -> str:
+    """The file descriptor limit against what ``MAX_CONNECTIONS`` needs, in plain words."""
+    limit, needed = descriptor_limit(), descriptors_needed(settings)
+    if limit >= needed:
+        return "the file descriptor limit (%d) covers MAX_CONNECTIONS=%d (about %d needed)" % (
+            limit,
+            settings.max_connections,
+            needed,
+        )
+    fitting = max(0, settings.max_connections - (needed - limit))
+    return (
+        "warning: the file descriptor limit (%d) is below the %d that MAX_CONNECTIONS=%d needs: "
+        "raise it (ulimit -n, LimitNOFILE=) or set MAX_CONNECTIONS to %d at most"
+        % (limit, needed, settings.max_connections, fitting)
+    )
 
 
 def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
@@ -74,6 +93,7 @@ def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
         else:
             say(False, "Redis at REDIS_URL is unreachable: %s" % problem)
             good = False
+    say(True, _descriptor_report(settings))
     if settings.internal_port is None and settings.internal_secret is None:
         say(
             True,

@@ -18,7 +18,7 @@ from tornado.netutil import bind_sockets
 
 from .app import App, GatewayApplication, make_app
 from .config import Settings, argument_parser, load
-from .listener import Acceptor, GatewayHTTPServer
+from .listener import Acceptor, GatewayHTTPServer, descriptor_limit, descriptors_needed
 from .log import fields
 from .memory import HeapTrimmer
 
@@ -102,6 +102,17 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
+def warn_if_short_of_descriptors(settings: Settings) -> None:
+    """Warn when the file descriptor limit cannot hold ``MAX_CONNECTIONS`` streams."""
+    limit, needed = descriptor_limit(), descriptors_needed(settings)
+    if limit < needed:
+        log.warning(
+            "the file descriptor limit is too low for MAX_CONNECTIONS: raise it (ulimit -n) "
+            "or lower MAX_CONNECTIONS",
+            extra=fields(limit=limit, needed=needed, max_connections=settings.max_connections),
+        )
+
+
 def _own_metrics_server(
     app: App, settings: Settings, index: int, acceptor: Acceptor
 ) -> list[HTTPServer]:
@@ -141,6 +152,7 @@ async def serve(
     trimmer = HeapTrimmer(lambda: registry.released_bytes)
     trimmer.start()
     warn_if_exposed(settings)
+    warn_if_short_of_descriptors(settings)
     if not settings.callback_url:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 
@@ -10,13 +11,23 @@ import pytest
 from tests.support.process import unused_port
 
 
-def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def check(
+    env: dict[str, str], *args: str, fd_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tornado-sse check``; ``fd_limit`` lowers its soft file descriptor limit."""
+
+    def lower_limit() -> None:
+        if fd_limit is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, hard))
+
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", "check", *args],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=30,
+        preexec_fn=lower_limit,
     )
 
 
@@ -57,3 +68,24 @@ def test_check_reports_an_invalid_setting_with_status_2(env):
     result = check(env)
     assert result.returncode == 2
     assert result.stdout.startswith("FAIL ")
+
+
+def test_check_warns_when_the_descriptor_limit_cannot_hold_max_connections():
+    # Heroku's limit is 10,000: the default MAX_CONNECTIONS=10000 does not fit beside the
+    # callback connections and the reserve.
+    result = check({"CALLBACK_URL": "http://127.0.0.1:1/cb"}, fd_limit=10000)
+    assert (
+        "ok   warning: the file descriptor limit (10000) is below the 10148 that "
+        "MAX_CONNECTIONS=10000 needs" in result.stdout
+    ), result.stdout
+    assert "set MAX_CONNECTIONS to 9852 at most" in result.stdout
+
+
+def test_check_reports_a_descriptor_limit_that_holds_max_connections():
+    result = check(
+        {"CALLBACK_URL": "http://127.0.0.1:1/cb", "MAX_CONNECTIONS": "800"}, fd_limit=1024
+    )
+    assert (
+        "ok   the file descriptor limit (1024) covers MAX_CONNECTIONS=800 (about 948 needed)"
+        in result.stdout
+    ), result.stdout
