@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.helpers import unfinished_request
+from tests.support.helpers import unfinished_request, wait_for_metric
 from tests.support.internal import raw_request
 from tests.support.process import ChildProcess, start_process, unused_port
 from tests.support.sse_client import SSEStream, open_stream
@@ -174,6 +174,10 @@ async def test_out_of_descriptors_it_backs_off_answers_healthz_and_delivers_ever
         assert sorted(c.token for c in disconnects) == tokens
         assert {c.body["reason"] for c in disconnects} == {"client_closed"}
         assert not any("Traceback" in line or "Errno 24" in line for line in gw.log)
+
+        # Once the attacker leaves, nothing is left counted as being received.
+        await attacker.stop()
+        await wait_for_metric(gw.base_url, "tornado_sse_requests_receiving", lambda v: v == 0)
     finally:
         await attacker.stop()
         for stream in streams:
