@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.process import unused_port
+from tests.support.process import descriptor_limit, unused_port
 
 
 def check(
     env: dict[str, str], *args: str, fd_limit: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tornado-sse check``; ``fd_limit`` lowers its soft file descriptor limit."""
-
-    def lower_limit() -> None:
-        if fd_limit is not None:
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, hard))
-
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", "check", *args],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=30,
-        preexec_fn=lower_limit,
+        preexec_fn=descriptor_limit(fd_limit),
     )
 
 

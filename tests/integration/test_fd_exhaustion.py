@@ -1,28 +1,19 @@
 """Out of file descriptors (wire contract section 7): the gateway backs off and logs once per
 interval instead of spinning, keeps answering ``/healthz``, and still delivers every disconnect
-callback. The gateway runs in a child process whose descriptor limit the test lowers."""
+callback. The gateway runs in a child process whose descriptor limit the test lowers (its soft
+limit, with ``setrlimit`` before it starts)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
 
 from tests.support.helpers import unfinished_request, wait_for_metric
 from tests.support.internal import raw_request
-from tests.support.process import ChildProcess, start_process, unused_port
+from tests.support.process import ChildProcess, start_gateway
 from tests.support.sse_client import SSEStream, open_stream
-
-#: Runs ``python -m tornado_sse`` with ``RLIMIT_NOFILE`` set to ``argv[1]`` (soft and hard).
-LIMITED_GATEWAY = (
-    "import resource, runpy, sys\n"
-    "limit = int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n"
-    "sys.argv = ['tornado_sse']\n"
-    "runpy.run_module('tornado_sse', run_name='__main__', alter_sys=True)\n"
-)
 
 FD_LIMIT = 256
 STREAMS = 40
@@ -34,17 +25,6 @@ HEADS = (
     b"GET /sse/slowloris HTTP/1.1\r\nHost: x\r\nX-Slow: ",
     b"POST /internal/send HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
 )
-
-
-async def start_limited_gateway(env: dict[str, str], limit: int) -> ChildProcess:
-    port = unused_port()
-    return await start_process(
-        [sys.executable, "-c", LIMITED_GATEWAY, str(limit)],
-        port=port,
-        env={"PORT": str(port), "HOST": "127.0.0.1", **env},
-        ready=lambda line: " listening " in line,
-        what="the gateway",
-    )
 
 
 class Attacker:
@@ -112,7 +92,7 @@ def log_bytes(gw: ChildProcess) -> int:
 async def test_out_of_descriptors_it_backs_off_answers_healthz_and_delivers_every_disconnect(
     backend,
 ):
-    gw = await start_limited_gateway(
+    gw = await start_gateway(
         {
             "CALLBACK_URL": backend.url,
             "MAX_CONNECTIONS": "1000",
@@ -120,7 +100,7 @@ async def test_out_of_descriptors_it_backs_off_answers_healthz_and_delivers_ever
             "HEADER_TIMEOUT_SECONDS": "60",
             "BODY_TIMEOUT_SECONDS": "60",
         },
-        FD_LIMIT,
+        fd_limit=FD_LIMIT,
     )
     streams: list[SSEStream] = []
     attacker = Attacker(gw.port, HELD)

@@ -15,25 +15,10 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
-from tests.support.helpers import read_metric, silent_client
+from tests.support.helpers import open_count, read_metric, silent_client, wait_for_open_count
 from tests.support.process import ChildProcess, rss_bytes, start_gateway
 
 MiB = 1024 * 1024
-
-
-async def open_count(gw: ChildProcess) -> int:
-    response = await AsyncHTTPClient().fetch(
-        gw.base_url + "/internal/connections?limit=0", request_timeout=5
-    )
-    return int(json.loads(response.body)["count"])
-
-
-async def wait_for_open_count(gw: ChildProcess, count: int, timeout: float = 20.0) -> None:
-    """Poll until ``count`` streams are open (the gateway has no event to await for it)."""
-    deadline = time.monotonic() + timeout
-    while await open_count(gw) != count:
-        assert time.monotonic() < deadline, "the open streams never reached %d" % count
-        await asyncio.sleep(0.05)
 
 
 class HealthProbe:
@@ -81,7 +66,7 @@ async def test_300_clients_that_never_read_small_frames_stay_under_a_memory_boun
     try:
         clients = [await silent_client(gw.port, "/sse/slow%d" % i) for i in range(300)]
         await backend.wait_for_calls("connect", 300, timeout=30)
-        await wait_for_open_count(gw, 300)
+        await wait_for_open_count(gw.base_url, 300)
         baseline = peak = rss_bytes(gw.pid)
 
         probe.start()
@@ -106,7 +91,7 @@ async def test_300_clients_that_never_read_small_frames_stay_under_a_memory_boun
         assert {(c.body["reason"], c.body.get("detail")) for c in disconnects} == {
             ("error", "slow_consumer")
         }
-        assert await open_count(gw) == 0
+        assert await open_count(gw.base_url) == 0
         await probe.stop()
 
         # The memory comes back once they are gone (bounded poll: freeing is not an event).
@@ -191,10 +176,7 @@ async def test_past_max_total_queued_bytes_the_streams_furthest_behind_are_close
     try:
         silent = [await silent_client(gw.port, "/sse/silent%d" % i) for i in range(200)]
         await backend.wait_for_calls("connect", 203, timeout=20)
-        deadline = time.monotonic() + 10
-        while gw.gateway.registry.open_count < 203:  # they open as the answers are read
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await wait_for_open_count(gw.base_url, 203)
         silent_tokens = {
             c.token for c in backend.of("connect") if "silent" in c.body["request"]["url"]
         }

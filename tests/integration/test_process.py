@@ -13,7 +13,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
-from tests.support.helpers import silent_client
+from tests.support.helpers import open_count, silent_client, wait_for_open_count
 from tests.support.process import rss_bytes, start_gateway
 from tests.support.sse_client import open_stream
 
@@ -74,17 +74,7 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
         clients = [await silent_client(gw.port, "/sse/slow%d" % i) for i in range(200)]
         await backend.wait_for_calls("connect", 200, timeout=20)
 
-        async def count() -> int:
-            response = await AsyncHTTPClient().fetch(
-                gw.base_url + "/internal/connections?limit=0", raise_error=False
-            )
-            return int(json.loads(response.body)["count"])
-
-        # The connect answers were sent; the streams open as the gateway reads them (bounded poll).
-        deadline = time.monotonic() + 10
-        while await count() < 200:
-            assert time.monotonic() < deadline, "streams did not open"
-            await asyncio.sleep(0.05)
+        await wait_for_open_count(gw.base_url, 200)
         baseline = rss_bytes(gw.pid)
 
         event = {"channel": "firehose", "event": {"data": "x" * (64 * 1024)}}
@@ -103,7 +93,7 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
         assert {(c.body["reason"], c.body.get("detail")) for c in disconnects} == {
             ("error", "slow_consumer")
         }
-        assert await count() == 0
+        assert await open_count(gw.base_url) == 0
         # Unbounded buffering would hold 200 x 10 MiB = 2 GiB. The bound: each stream holds at
         # most MAX_QUEUED_BYTES plus one frame before it is closed: 200 x 192 KiB = 38 MiB.
         assert peak - baseline < 80 * 1024 * 1024, (baseline, peak)

@@ -188,6 +188,23 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> byte
     return await asyncio.wait_for(loop(), timeout)
 
 
+async def open_count(base_url: str) -> int:
+    """How many streams the gateway at ``base_url`` holds open (``/internal/connections``)."""
+    response = await AsyncHTTPClient().fetch(
+        base_url + "/internal/connections?limit=0", request_timeout=5
+    )
+    return int(json.loads(response.body)["count"])
+
+
+async def wait_for_open_count(base_url: str, count: int, timeout: float = 20.0) -> None:
+    """Poll until ``count`` streams are open: the connect answers were sent, and the streams
+    open as the gateway reads them (it has no event to await for that)."""
+    deadline = time.monotonic() + timeout
+    while await open_count(base_url) != count:
+        assert time.monotonic() < deadline, "the open streams never reached %d" % count
+        await asyncio.sleep(0.05)
+
+
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text, 0 if absent."""
     wanted = ",".join('%s="%s"' % item for item in sorted(labels.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import sys
@@ -92,6 +93,19 @@ class ChildProcess:
 GatewayProcess = ChildProcess
 
 
+def descriptor_limit(limit: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that lowers the child's soft file descriptor limit to ``limit``
+    (``None``: leave it)."""
+    if limit is None:
+        return None
+
+    def lower() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    return lower
+
+
 async def start_process(
     argv: Sequence[str],
     *,
@@ -100,15 +114,18 @@ async def start_process(
     env: dict[str, str] | None = None,
     what: str = "the server",
     timeout: float = 15.0,
+    fd_limit: int | None = None,
 ) -> ChildProcess:
     """Start ``argv`` and return once a stderr line satisfies ``ready`` (AssertionError with
-    the log if it exits or ``timeout`` passes first)."""
+    the log if it exits or ``timeout`` passes first). ``fd_limit`` lowers its soft limit on
+    open file descriptors."""
     process = await asyncio.create_subprocess_exec(
         *argv,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=descriptor_limit(fd_limit),
     )
     log: list[str] = []
     started = asyncio.Event()
@@ -132,8 +149,11 @@ async def start_process(
     return child
 
 
-async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) -> ChildProcess:
-    """Start ``python -m tornado_sse`` on an unused loopback port with ``env`` added."""
+async def start_gateway(
+    env: dict[str, str], *args: str, timeout: float = 15.0, fd_limit: int | None = None
+) -> ChildProcess:
+    """Start ``python -m tornado_sse`` on an unused loopback port with ``env`` added (and its
+    file descriptor limit lowered to ``fd_limit``)."""
     port = unused_port()
     return await start_process(
         [sys.executable, "-m", "tornado_sse", *args],
@@ -142,4 +162,5 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
         ready=lambda line: " listening " in line or '"listening' in line,
         what="the gateway",
         timeout=timeout,
+        fd_limit=fd_limit,
     )
