@@ -101,9 +101,12 @@ def make_app(
         registry = Registry(
             max_pending_events=settings.max_pending_events,
             max_queued_bytes=settings.max_queued_bytes,
+            max_total_queued_bytes=settings.max_total_queued_bytes,
         )
     if metrics is None:
         metrics = Metrics()
+    metrics.requests_receiving.set_function(lambda: registry.receiving)
+    metrics.queued_bytes.set_function(lambda: registry.queued_bytes)
     if backend is None and settings.callback_url:
         backend = Backend(
             settings.callback_url,

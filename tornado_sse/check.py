@@ -17,6 +17,7 @@ recognisable tokens (:data:`PROBE_TOKENS`, request URL :data:`PROBE_URL`):
 3. a ``connect`` without cookies or credentials: a 2xx (with a usable answer) or a 401/403 (a
    backend that authenticates its users refuses an anonymous stream) is ``ok``; an accepted
    probe is followed by its ``disconnect``.
+A file descriptor limit too low for ``MAX_CONNECTIONS`` is a ``WARN``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 from . import protocol, signing
 from .backend import IDEMPOTENCY_HEADER
 from .config import ConfigError, Settings
+from .listener import descriptor_limit, descriptors_needed
 from .server import parse
 
 #: The tokens of the probes: the never-connected one of the disconnect probe, and the connect's.
@@ -234,6 +236,27 @@ async def _probe_redis(url: str, timeout: float) -> str | None:
         await client.aclose()
 
 
+def _descriptor_report(settings: Settings) -> tuple[str, str]:
+    """The file descriptor limit against what ``MAX_CONNECTIONS`` needs: a label and a line."""
+    limit, needed = descriptor_limit(), descriptors_needed(settings)
+    if limit >= needed:
+        return (
+            "ok",
+            "the file descriptor limit (%d) covers MAX_CONNECTIONS=%d (about %d needed)"
+            % (
+                limit,
+                settings.max_connections,
+                needed,
+            ),
+        )
+    fitting = max(0, settings.max_connections - (needed - limit))
+    return "WARN", (
+        "the file descriptor limit (%d) is below the %d that MAX_CONNECTIONS=%d needs: "
+        "raise it (ulimit -n, LimitNOFILE=) or set MAX_CONNECTIONS to %d at most"
+        % (limit, needed, settings.max_connections, fitting)
+    )
+
+
 def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
     """Check ``settings``, the backend and Redis; print a line each. True unless one failed."""
     say = Say(out)
@@ -258,6 +281,7 @@ def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
         else:
             say("FAIL", "Redis at REDIS_URL is unreachable: %s" % problem)
             good = False
+    say(*_descriptor_report(settings))
     if settings.internal_port is None and settings.internal_secret is None:
         say(
             "WARN",

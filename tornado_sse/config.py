@@ -58,6 +58,9 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     max_connections: int = 10000
     max_queued_bytes: int = 2 * 1024 * 1024
+    max_total_queued_bytes: int = 256 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
     history_size: int = 1000
     history_ttl_seconds: float = 300.0
     history_rules: str = ""
@@ -326,6 +329,21 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("max_header_bytes", _int_between(1024), "largest request head, in bytes"),
     _Spec("max_connections", _int_between(1), "open streams per process"),
     _Spec("max_queued_bytes", _int_between(1024), "unsent bytes per stream before it is closed"),
+    _Spec(
+        "max_total_queued_bytes",
+        _int_between(1024 * 1024),
+        "unsent bytes of all streams together before those furthest behind are closed",
+    ),
+    _Spec(
+        "header_timeout_seconds",
+        _seconds(0.1),
+        "seconds a connection may take to send a complete request head (idle time included)",
+    ),
+    _Spec(
+        "body_timeout_seconds",
+        _seconds(0.1),
+        "seconds a request may take to send the body it declares",
+    ),
     _Spec("history_size", _int_between(0), "events kept per channel for replay (0: off)"),
     _Spec("history_ttl_seconds", _seconds(0), "seconds a channel event stays replayable"),
     _Spec(

@@ -1,9 +1,9 @@
 """One stream: its token, the request captured at connect, its state and its bounded output.
 
 A :class:`Connection` knows nothing of HTTP. It writes frames (already-encoded bytes) through a
-:class:`StreamWriter`, which knows the bytes its socket has not yet accepted; past
-``max_queued_bytes`` the registry closes it as a slow consumer instead of buffering without
-bound.
+:class:`StreamWriter`, which knows what its unsent output costs in memory; past
+``max_queued_bytes`` (or when all streams together pass ``max_total_queued_bytes``) the registry
+closes it as a slow consumer instead of buffering without bound.
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ class StreamWriter(Protocol):
     """The transport of one open stream (in production, the stream's request handler)."""
 
     def write_frame(self, frame: bytes) -> int:
-        """Queue ``frame`` on the socket without waiting; return the bytes written but not yet
-        accepted by the socket. Raises ``StreamClosedError`` if the client is gone."""
+        """Queue ``frame`` on the socket without waiting; return :attr:`queued` after it.
+        Raises ``StreamClosedError`` if the client is gone."""
+
+    @property
+    def queued(self) -> int:
+        """Bytes of memory held by output written but not yet accepted by the socket, with
+        whatever it costs beyond the bytes themselves; 0 when nothing waits."""
 
     def end(self) -> None:
         """End the response cleanly (the client sees the stream end and may reconnect)."""
@@ -60,6 +65,7 @@ class Connection:
         "counted",
         "channel_changes",
         "held",
+        "queued",
         "_pending",
         "_pending_close",
         "_writer",
@@ -93,6 +99,9 @@ class Connection:
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None
+        #: What the stream's unsent output cost when it was last measured (kept by the
+        #: registry, which sums it over all streams).
+        self.queued = 0
         self._pending: list[bytes] = []
         self._pending_close = False
         self._writer: StreamWriter | None = None
@@ -135,11 +144,17 @@ class Connection:
         self.opened_at = time.monotonic()
 
     def write(self, frame: bytes) -> int:
-        """Write ``frame`` to an open stream; returns the bytes now waiting for the socket."""
+        """Write ``frame`` to an open stream; returns what its unsent output now costs."""
         writer = self._writer
         if writer is None:
             return 0
         return writer.write_frame(frame)
+
+    def measure_queued(self) -> int:
+        """What the stream's unsent output costs now (the socket may have drained some since
+        the last write)."""
+        writer = self._writer
+        return 0 if writer is None else writer.queued
 
     def detach(self) -> StreamWriter | None:
         """Mark the stream closed and return its writer (``None`` if it never opened)."""

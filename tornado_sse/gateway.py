@@ -136,7 +136,7 @@ class Gateway:
             raise ServiceNotConfigured()
         if self.draining:
             raise ShuttingDown()
-        if len(self.registry) >= self.settings.max_connections:
+        if len(self.registry) + self.registry.receiving >= self.settings.max_connections:
             raise TooManyConnections()
         if self._connect_rate is not None and not self._connect_rate.take():
             self.metrics.connects.labels(OUTCOME_RATE_LIMITED).inc()

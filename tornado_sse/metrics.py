@@ -87,6 +87,27 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.requests_receiving = Gauge(
+            "tornado_sse_requests_receiving",
+            "Connections still sending a request (head or declared body); they take places "
+            "under MAX_CONNECTIONS.",
+            registry=r,
+        )
+        self.queued_bytes = Gauge(
+            "tornado_sse_queued_bytes",
+            "Memory held by the unsent output of all streams, in bytes (as last measured).",
+            registry=r,
+        )
+        self.accept_pauses = Counter(
+            "tornado_sse_accept_pauses",
+            "Times accepting paused because the process ran out of file descriptors.",
+            registry=r,
+        )
+        self.connections_shed = Counter(
+            "tornado_sse_connections_shed",
+            "Connections without a request in progress closed to free file descriptors.",
+            registry=r,
+        )
         self.broker_up = Gauge(
             "tornado_sse_broker_up",
             "1 while the broker (Redis, if configured) is connected.",

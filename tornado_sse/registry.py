@@ -5,6 +5,12 @@ during the connect callback, opens streams, writes frames, fans channel frames o
 streams. :meth:`Registry.close` is idempotent: the first cause that ends a stream sets its reason,
 and the backend is told ``disconnect`` once, after the stream has ended, if it may have believed
 the token connected.
+
+It also bounds the memory of unsent output: each stream's (``max_queued_bytes``) and all
+streams' together (``max_total_queued_bytes``). The total is the sum of what each stream's output
+cost at its last write; when it passes the bound, every stream that is behind is measured again
+and the streams furthest behind are closed as slow consumers until the total is back under
+:data:`SHED_TO` of the bound.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from .log import fields
 
 log = logging.getLogger("tornado_sse.registry")
 
+#: Past ``max_total_queued_bytes``, streams are closed until the total is under this share of
+#: it, so that the next measurement (which visits every stream that is behind) is some way off.
+SHED_TO = 7 / 8
+
 #: Told once about every connection that ended and that the backend or the logs must hear of:
 #: every stream that opened, and every connection the backend may believe connected. Reason and
 #: detail are on the connection; ``backend_may_know`` says whether to send ``disconnect``. Must
@@ -37,16 +47,27 @@ class Registry:
         *,
         max_pending_events: int = 100,
         max_queued_bytes: int = 2 * 1024 * 1024,
+        max_total_queued_bytes: int = 256 * 1024 * 1024,
         on_ended: EndListener | None = None,
     ) -> None:
         #: Called once per ended connection (see :data:`EndListener`); the gateway sets it.
         self.on_ended = on_ended
         self.max_pending_events = max_pending_events
         self.max_queued_bytes = max_queued_bytes
+        self.max_total_queued_bytes = max_total_queued_bytes
         self._by_token: dict[str, Connection] = {}
         self._by_channel: dict[str, set[Connection]] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self._open = 0
+        #: Requests still being received (counted by the HTTP server): they take places under
+        #: ``MAX_CONNECTIONS`` beside the connections known here.
+        self.receiving = 0
+        #: What the unsent output of all streams costs, as of each stream's last write.
+        self.queued_bytes = 0
+        #: The streams whose output cost was not 0 at their last write.
+        self._behind: set[Connection] = set()
+        #: Unsent output dropped with the streams that closed, in all (it went back to the heap).
+        self.released_bytes = 0
         #: Frames (events, heartbeats, retry hints) and bytes written, and heartbeats among them.
         self.frames_written = 0
         self.bytes_written = 0
@@ -205,6 +226,11 @@ class Registry:
                 if not streams:
                     del self._by_user[conn.user]
         conn.held = None
+        if conn.queued:
+            self.queued_bytes -= conn.queued
+            self.released_bytes += conn.queued
+            conn.queued = 0
+            self._behind.discard(conn)
         writer = conn.detach()
         if was_open:
             self._open -= 1
@@ -254,16 +280,18 @@ class Registry:
         return reached
 
     def write(self, conn: Connection, frame: bytes) -> None:
-        """Write ``frame`` to an open stream; past ``max_queued_bytes`` unsent, close it.
+        """Write ``frame`` to an open stream; close it if it falls too far behind.
 
-        A stream whose socket does not take its bytes is a slow consumer: it is aborted with
-        reason ``error``, detail ``slow_consumer``, so memory stays bounded by the limit plus one
-        frame per stream.
+        A stream whose socket does not take its bytes is a slow consumer: past
+        ``max_queued_bytes`` of unsent output it is aborted with reason ``error``, detail
+        ``slow_consumer``, so its memory stays bounded by the limit plus one frame. Past
+        ``max_total_queued_bytes`` for all streams together, the streams furthest behind go the
+        same way (:meth:`_shed`).
         """
         self.frames_written += 1
         self.bytes_written += len(frame)
         try:
-            backlog = conn.write(frame)
+            queued = conn.write(frame)
         except StreamClosedError:
             self.close(conn, CloseReason.CLIENT_CLOSED)
             return
@@ -271,8 +299,48 @@ class Registry:
             log.warning("write failed", extra=fields(token=conn.token, error=repr(exc)))
             self.close(conn, CloseReason.ERROR, CloseDetail.WRITE_FAILED)
             return
-        if backlog > self.max_queued_bytes:
+        if queued or conn.queued:  # the fast path (all written, nothing was queued) skips this
+            self._account(conn, queued)
+
+    def _account(self, conn: Connection, queued: int) -> None:
+        """Record what ``conn``'s unsent output costs now, and enforce both bounds."""
+        self.queued_bytes += queued - conn.queued
+        conn.queued = queued
+        if queued:
+            self._behind.add(conn)
+        else:
+            self._behind.discard(conn)
+        if queued > self.max_queued_bytes:
             self.close(conn, CloseReason.ERROR, CloseDetail.SLOW_CONSUMER)
+        elif self.queued_bytes > self.max_total_queued_bytes:
+            self._shed()
+
+    def _shed(self) -> None:
+        """The total is past ``max_total_queued_bytes``: measure every stream that is behind
+        (sockets drain between writes), then close the streams furthest behind as slow
+        consumers until the total is under :data:`SHED_TO` of the bound."""
+        total = 0
+        for conn in list(self._behind):
+            conn.queued = conn.measure_queued()
+            if conn.queued:
+                total += conn.queued
+            else:
+                self._behind.discard(conn)
+        self.queued_bytes = total
+        limit = self.max_total_queued_bytes
+        if total <= limit:
+            return
+        target = int(limit * SHED_TO)
+        closed = 0
+        for conn in sorted(self._behind, key=lambda c: c.queued, reverse=True):
+            if self.queued_bytes <= target:
+                break
+            self.close(conn, CloseReason.ERROR, CloseDetail.SLOW_CONSUMER)
+            closed += 1
+        log.warning(
+            "unsent output over MAX_TOTAL_QUEUED_BYTES: closed the streams furthest behind",
+            extra=fields(closed=closed, queued_bytes=total, limit=limit),
+        )
 
     def publish(self, channel: str, event_id: int, frame: bytes) -> int:
         """Write channel event ``frame`` (id ``event_id``) to every open stream subscribed to

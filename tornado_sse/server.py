@@ -17,12 +17,13 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from tornado.web import Application
 
 from . import handover
-from .app import App, make_app
+from .app import App, GatewayApplication, make_app
 from .config import ConfigError, Settings, argument_parser, load
+from .listener import Acceptor, GatewayHTTPServer, descriptor_limit, descriptors_needed
 from .log import fields
+from .memory import HeapTrimmer
 
 log = logging.getLogger("tornado_sse")
 
@@ -37,10 +38,19 @@ def parse(
     return load(args, conf_file=conf)
 
 
-def http_server(app: Application, settings: Settings) -> HTTPServer:
-    """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening)."""
-    return HTTPServer(
+def http_server(
+    app: GatewayApplication, settings: Settings, acceptor: Acceptor | None = None
+) -> GatewayHTTPServer:
+    """An HTTP server for ``app`` with the limits of ``settings`` (not yet listening).
+
+    Every server of one process must share one ``acceptor`` (see :class:`Acceptor`); without
+    one, the server gets an acceptor of its own.
+    """
+    gateway = app.gateway
+    return GatewayHTTPServer(
         app,
+        registry=gateway.registry,
+        acceptor=acceptor or Acceptor(metrics=gateway.metrics),
         # The bound of the routes whose bodies Tornado buffers. The send handler lifts it for
         # its own requests: it counts the body itself, answers 413 in JSON and then discards
         # the rest for a bounded time (handlers.SendHandler), where this bound would cut the
@@ -49,7 +59,11 @@ def http_server(app: Application, settings: Settings) -> HTTPServer:
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
         # beyond that Tornado drops the connection without reading more.
         max_header_size=2 * settings.max_header_bytes,
-        idle_connection_timeout=120,
+        # Tornado's header timeout: the wait for a complete head, which on a kept-alive
+        # connection includes the idle time since the previous request.
+        idle_connection_timeout=settings.header_timeout_seconds,
+        # The wait for the whole declared body, from the end of the head.
+        body_timeout=settings.body_timeout_seconds,
     )
 
 
@@ -107,14 +121,18 @@ class Sockets:
             sock.close()
 
 
-def listen(app: App, settings: Settings, sockets: Sockets | None = None) -> list[HTTPServer]:
-    """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set."""
+def listen(
+    app: App, settings: Settings, sockets: Sockets | None = None, acceptor: Acceptor | None = None
+) -> list[HTTPServer]:
+    """Start the HTTP server(s) for ``app``: the main port, and ``INTERNAL_PORT`` if set, all
+    accepting through ``acceptor`` (one is made if none is given)."""
     sockets = sockets or Sockets.bind(settings)
-    server = http_server(app, settings)
+    acceptor = acceptor or Acceptor(metrics=app.gateway.metrics)
+    server = http_server(app, settings, acceptor)
     server.add_sockets(sockets.main)
-    servers = [server]
+    servers: list[HTTPServer] = [server]
     if app.internal_app is not None:
-        internal = http_server(app.internal_app, settings)
+        internal = http_server(app.internal_app, settings, acceptor)
         internal.add_sockets(sockets.internal)
         servers.append(internal)
     return servers
@@ -130,13 +148,26 @@ def warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def _own_metrics_server(app: App, settings: Settings, index: int) -> list[HTTPServer]:
+def warn_if_short_of_descriptors(settings: Settings) -> None:
+    """Warn when the file descriptor limit cannot hold ``MAX_CONNECTIONS`` streams."""
+    limit, needed = descriptor_limit(), descriptors_needed(settings)
+    if limit < needed:
+        log.warning(
+            "the file descriptor limit is too low for MAX_CONNECTIONS: raise it (ulimit -n) "
+            "or lower MAX_CONNECTIONS",
+            extra=fields(limit=limit, needed=needed, max_connections=settings.max_connections),
+        )
+
+
+def _own_metrics_server(
+    app: App, settings: Settings, index: int, acceptor: Acceptor
+) -> list[HTTPServer]:
     """With ``INTERNAL_PORT`` P, process ``index`` also serves its internal API and its own
     ``/metrics`` on P + 1 + index; a port that cannot be bound is logged, not fatal."""
     if app.internal_app is None or settings.internal_port is None:
         return []
     own_port = settings.internal_port + 1 + index
-    own = http_server(app.internal_app, settings)
+    own = http_server(app.internal_app, settings, acceptor)
     try:
         own.listen(own_port, settings.address)
     except OSError as exc:  # the shared ports still serve; only per-process metrics are lost
@@ -208,10 +239,15 @@ async def serve(
     if settings.uses_redis:
         await _wait_for_broker(app, settings, stop)
     sockets = sockets or Sockets.bind(settings)
-    servers = listen(app, settings, sockets)
+    acceptor = Acceptor(metrics=app.gateway.metrics)
+    servers = listen(app, settings, sockets, acceptor)
     if process_index is not None:
-        servers += _own_metrics_server(app, settings, process_index)
+        servers += _own_metrics_server(app, settings, process_index, acceptor)
+    registry = app.gateway.registry
+    trimmer = HeapTrimmer(lambda: registry.released_bytes)
+    trimmer.start()
     warn_if_exposed(settings)
+    warn_if_short_of_descriptors(settings)
     if not settings.callback_url and not settings.jwt_configured:
         log.warning("CALLBACK_URL is not set: every stream will be refused with 503")
     log.info(
@@ -234,6 +270,7 @@ async def serve(
         )
     except TimeoutError:
         log.warning("shutdown did not finish in time")
+    trimmer.stop()
     for server in servers:
         server.stop()
     log.info("stopped")

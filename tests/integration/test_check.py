@@ -19,9 +19,12 @@ from tornado_sse.signing import verify
 SECRET = "the-backends-secret"
 
 
-def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``tornado-sse check *args`` with ``env``."""
-    return run_command(["check", *args], env)
+def check(
+    env: dict[str, str], *args: str, fd_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tornado-sse check *args`` with ``env``; ``fd_limit`` lowers its soft file
+    descriptor limit."""
+    return run_command(["check", *args], env, fd_limit=fd_limit)
 
 
 def run_check(io_loop, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -187,3 +190,24 @@ def test_check_reports_an_invalid_setting_with_status_2(env):
     result = check(env)
     assert result.returncode == 2
     assert result.stdout.startswith("FAIL ")
+
+
+def test_check_warns_when_the_descriptor_limit_cannot_hold_max_connections():
+    # Heroku's limit is 10,000: the default MAX_CONNECTIONS=10000 does not fit beside the
+    # callback connections and the reserve.
+    result = check({"CALLBACK_URL": "http://127.0.0.1:1/cb"}, fd_limit=10000)
+    assert (
+        "ok   warning: the file descriptor limit (10000) is below the 10148 that "
+        "MAX_CONNECTIONS=10000 needs" in result.stdout
+    ), result.stdout
+    assert "set MAX_CONNECTIONS to 9852 at most" in result.stdout
+
+
+def test_check_reports_a_descriptor_limit_that_holds_max_connections():
+    result = check(
+        {"CALLBACK_URL": "http://127.0.0.1:1/cb", "MAX_CONNECTIONS": "800"}, fd_limit=1024
+    )
+    assert (
+        "ok   the file descriptor limit (1024) covers MAX_CONNECTIONS=800 (about 948 needed)"
+        in result.stdout
+    ), result.stdout

@@ -9,22 +9,9 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
+from tests.support.helpers import sample
 from tests.support.process import start_gateway
 from tests.support.sse_client import open_stream
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text, 0 if absent."""
-    wanted = ",".join('%s="%s"' % item for item in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        base, _, label_text = metric.partition("{")
-        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-        if base == name and got == wanted:
-            return float(value)
-    return 0.0
 
 
 async def scrape(gw) -> str:

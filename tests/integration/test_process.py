@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import time
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
+from tests.support.helpers import open_count, silent_client, wait_for_open_count
 from tests.support.process import rss_bytes, run_command, start_gateway
 from tests.support.sse_client import open_stream
 
@@ -61,15 +61,6 @@ async def test_sigterm_with_500_streams_sends_every_disconnect_and_exits_0_in_ti
         await gw.stop()
 
 
-def _silent_client(port: int, path: str) -> socket.socket:
-    """A client that sends its request and then never reads (tiny receive buffer)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
-    return sock
-
-
 @pytest.mark.gen_test(timeout=120)
 async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(backend):
     backend.connect_answer = Answer(body=b'{"channels": ["firehose"]}')
@@ -78,20 +69,10 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
     )
     clients = []
     try:
-        clients = [_silent_client(gw.port, "/sse/slow%d" % i) for i in range(200)]
+        clients = [await silent_client(gw.port, "/sse/slow%d" % i) for i in range(200)]
         await backend.wait_for_calls("connect", 200, timeout=20)
 
-        async def count() -> int:
-            response = await AsyncHTTPClient().fetch(
-                gw.base_url + "/internal/connections?limit=0", raise_error=False
-            )
-            return int(json.loads(response.body)["count"])
-
-        # The connect answers were sent; the streams open as the gateway reads them (bounded poll).
-        deadline = time.monotonic() + 10
-        while await count() < 200:
-            assert time.monotonic() < deadline, "streams did not open"
-            await asyncio.sleep(0.05)
+        await wait_for_open_count(gw.base_url, 200)
         baseline = rss_bytes(gw.pid)
 
         event = {"channel": "firehose", "event": {"data": "x" * (64 * 1024)}}
@@ -110,7 +91,7 @@ async def test_200_clients_that_never_read_are_closed_and_memory_stays_bounded(b
         assert {(c.body["reason"], c.body.get("detail")) for c in disconnects} == {
             ("error", "slow_consumer")
         }
-        assert await count() == 0
+        assert await open_count(gw.base_url) == 0
         # Unbounded buffering would hold 200 x 10 MiB = 2 GiB. The bound: each stream holds at
         # most MAX_QUEUED_BYTES plus one frame before it is closed: 200 x 192 KiB = 38 MiB.
         assert peak - baseline < 80 * 1024 * 1024, (baseline, peak)

@@ -1,17 +1,21 @@
 """Small helpers for the stream-endpoint integration tests (PROTOCOL.md sections 1-3).
 
 They check shapes the contract fixes (JSON errors, UUID4 tokens, a clean end of a chunked
-body) and the network trick some tests need (a second listener for the fake backend). Every
-wait is bounded.
+body), read metrics, and provide the few network tricks the tests need (a closed port, a request
+sent without waiting for its answer, a client that never reads, a request that is never
+finished). Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 import uuid
 from typing import Any, Protocol
 
+from tornado.httpclient import AsyncHTTPClient
 from tornado.netutil import bind_sockets
 
 from .backend import Callback, FakeBackend
@@ -132,3 +136,101 @@ async def open_and_close_another(gw: OpensStreams, backend: FakeBackend, path: s
     await stream.aclose()
     (disconnect,) = await backend.wait_for_calls("disconnect", token=token)
     return disconnect
+
+
+async def silent_client(port: int, path: str, timeout: float = 5.0) -> socket.socket:
+    """A client that sends its request and then never reads (tiny receive buffer). Connects
+    without blocking the loop, so a gateway on the same loop can accept meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+        request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
+        await asyncio.wait_for(loop.sock_sendall(sock, request), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def unfinished_request(
+    port: int, head: bytes, timeout: float = 5.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect and send ``head`` (any bytes: a partial head, or a head whose declared body
+    never follows), and nothing more."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    if head:
+        writer.write(head)
+        await writer.drain()
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Wait until the server closes the connection; returns what it sent before (often
+    nothing). Raises ``TimeoutError`` if it is still open after ``timeout`` seconds."""
+
+    async def loop() -> bytes:
+        received = b""
+        while True:
+            try:
+                piece = await reader.read(65536)
+            except ConnectionError:
+                return received
+            if not piece:
+                return received
+            received += piece
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
+async def open_count(base_url: str) -> int:
+    """How many streams the gateway at ``base_url`` holds open (``/internal/connections``)."""
+    response = await AsyncHTTPClient().fetch(
+        base_url + "/internal/connections?limit=0", request_timeout=5
+    )
+    return int(json.loads(response.body)["count"])
+
+
+async def wait_for_open_count(base_url: str, count: int, timeout: float = 20.0) -> None:
+    """Poll until ``count`` streams are open: the connect answers were sent, and the streams
+    open as the gateway reads them (it has no event to await for that)."""
+    deadline = time.monotonic() + timeout
+    while await open_count(base_url) != count:
+        assert time.monotonic() < deadline, "the open streams never reached %d" % count
+        await asyncio.sleep(0.05)
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 if absent."""
+    wanted = ",".join('%s="%s"' % item for item in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, label_text = metric.partition("{")
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if base == name and got == wanted:
+            return float(value)
+    return 0.0
+
+
+async def read_metric(base_url: str, name: str, **labels: str) -> float:
+    """Scrape ``base_url``/metrics and return one sample (0 if absent)."""
+    response = await AsyncHTTPClient().fetch(base_url + "/metrics", request_timeout=5)
+    return sample(response.body.decode(), name, **labels)
+
+
+async def wait_for_metric(
+    base_url: str, name: str, predicate: Any, timeout: float = 5.0, **labels: str
+) -> float:
+    """Scrape until ``predicate(value)`` holds (every 20 ms, at most ``timeout`` seconds);
+    returns the value. The gateway has no event to await for a gauge, so this polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read_metric(base_url, name, **labels)
+        if predicate(value):
+            return value
+        assert time.monotonic() < deadline, "%s stayed at %s" % (name, value)
+        await asyncio.sleep(0.02)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -108,6 +109,19 @@ class ChildProcess:
 GatewayProcess = ChildProcess
 
 
+def descriptor_limit(limit: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that lowers the child's soft file descriptor limit to ``limit``
+    (``None``: leave it)."""
+    if limit is None:
+        return None
+
+    def lower() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    return lower
+
+
 async def start_process(
     argv: Sequence[str],
     *,
@@ -116,9 +130,11 @@ async def start_process(
     env: dict[str, str] | None = None,
     what: str = "the server",
     timeout: float = 15.0,
+    fd_limit: int | None = None,
 ) -> ChildProcess:
     """Start ``argv`` and return once a stderr line satisfies ``ready`` (AssertionError with
-    the log if it exits or ``timeout`` passes first)."""
+    the log if it exits or ``timeout`` passes first). ``fd_limit`` lowers its soft limit on
+    open file descriptors."""
     process = await asyncio.create_subprocess_exec(
         *argv,
         env={
@@ -130,6 +146,7 @@ async def start_process(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=descriptor_limit(fd_limit),
     )
     log: list[str] = []
     started = asyncio.Event()
@@ -153,8 +170,11 @@ async def start_process(
     return child
 
 
-async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) -> ChildProcess:
-    """Start ``python -m tornado_sse`` on an unused loopback port with ``env`` added."""
+async def start_gateway(
+    env: dict[str, str], *args: str, timeout: float = 15.0, fd_limit: int | None = None
+) -> ChildProcess:
+    """Start ``python -m tornado_sse`` on an unused loopback port with ``env`` added (and its
+    file descriptor limit lowered to ``fd_limit``)."""
     port = unused_port()
     return await start_process(
         [sys.executable, "-m", "tornado_sse", *args],
@@ -163,17 +183,22 @@ async def start_gateway(env: dict[str, str], *args: str, timeout: float = 15.0) 
         ready=lambda line: " listening " in line or '"listening' in line,
         what="the gateway",
         timeout=timeout,
+        fd_limit=fd_limit,
     )
 
 
-def run_command(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_command(
+    args: Sequence[str], env: dict[str, str], fd_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tornado_sse *args`` to its end (at most 30 s) with ``env``, a bare
     ``PATH`` and this checkout on ``PYTHONPATH`` (after any that ``env`` gives) as its whole
-    environment; its stdout and stderr are captured as text."""
+    environment, and ``fd_limit`` as its soft file descriptor limit if given; its stdout and
+    stderr are captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "tornado_sse", *args],
         env={"PATH": "/usr/bin:/bin", **env, "PYTHONPATH": python_path(env)},
         capture_output=True,
         text=True,
         timeout=30,
+        preexec_fn=descriptor_limit(fd_limit),
     )

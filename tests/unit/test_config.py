@@ -41,7 +41,22 @@ def test_defaults():
     assert settings.max_pending_events == 100
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.processes == 1
+    assert settings.header_timeout_seconds == 10
+    assert settings.body_timeout_seconds == 10
+    assert settings.max_total_queued_bytes == 256 * 1024 * 1024
     assert settings == Settings()
+
+
+def test_overload_limits_have_the_usual_three_spellings(tmp_path):
+    names = {
+        "BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", "2.5", 2.5),
+        "HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", "4", 4.0),
+        "MAX_TOTAL_QUEUED_BYTES": ("max_total_queued_bytes", "67108864", 64 * 1024 * 1024),
+    }
+    for env, (name, text, value) in names.items():
+        assert getattr(load({}, {env: text}), name) == value
+        assert getattr(load({name: text}, {}), name) == value
+        assert getattr(load({}, {}, conf(tmp_path, "%s = %s\n" % (name, text))), name) == value
 
 
 def test_environment_is_read_by_the_contract_names():
@@ -146,6 +161,9 @@ BAD_ENV: list[Any] = [
     pytest.param({"LOG_FORMAT": "xml"}, "LOG_FORMAT", id="log-format"),
     pytest.param({"RETRY_ON_UNAVAILABLE": "maybe"}, "RETRY_ON_UNAVAILABLE", id="bool-maybe"),
     pytest.param({"PORT": "3000", "INTERNAL_PORT": "3000"}, "INTERNAL_PORT", id="ports-equal"),
+    pytest.param({"BODY_TIMEOUT_SECONDS": "0"}, "BODY_TIMEOUT_SECONDS", id="body-timeout-0"),
+    pytest.param({"HEADER_TIMEOUT_SECONDS": "x"}, "HEADER_TIMEOUT_SECONDS", id="head-timeout-x"),
+    pytest.param({"MAX_TOTAL_QUEUED_BYTES": "1000"}, "MAX_TOTAL_QUEUED_BYTES", id="total-tiny"),
 ]
 
 

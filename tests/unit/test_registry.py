@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tornado_sse.connection import Connection, State
-from tornado_sse.errors import BufferFull, TokenNotFound
+from tornado_sse.errors import BufferFull, CloseReason, TokenNotFound
 from tornado_sse.history import (
     ENTRY_OVERHEAD,
     History,
@@ -29,6 +29,10 @@ class FakeWriter:
 
     def write_frame(self, frame: bytes) -> int:
         self.frames.append(frame)
+        return self.backlog
+
+    @property
+    def queued(self) -> int:
         return self.backlog
 
     def end(self) -> None:
@@ -173,6 +177,69 @@ def test_heartbeat_skips_streams_younger_than_half_an_interval(registry):
     old.opened_at -= 10
     assert registry.heartbeat(min_age=5) == 1
     assert old_writer.frames == [b": heartbeat\n\n"] and young_writer.frames == []
+
+
+def behind(registry: Registry, backlogs: dict[str, int]) -> dict[str, FakeWriter]:
+    """Open a stream per token, each of which reports ``backlog`` bytes queued from its next
+    write on; then write one frame to each."""
+    writers = {}
+    for token, backlog in backlogs.items():
+        writer = writers[token] = FakeWriter()
+        registry.open(connection(registry, token), writer)
+        writer.backlog = backlog
+        registry.send(token, b"x", False)
+    return writers
+
+
+def test_past_the_total_bound_the_streams_furthest_behind_are_closed_first(ended):
+    registry = Registry(max_queued_bytes=10_000, max_total_queued_bytes=1000, on_ended=None)
+    registry.on_ended = lambda conn: ended.append(
+        (conn.token, conn.close_reason, conn.close_detail)
+    )
+    writers = behind(registry, {"a": 300, "b": 100, "c": 250, "d": 200})
+    assert registry.queued_bytes == 850 and ended == []
+    writers["e"] = behind(registry, {"e": 150})["e"]  # 1000: at the bound, not past it
+    assert ended == []
+    registry.send("b", b"more", False)  # "b" now reports 100 again: still 1000
+    writers["b"].backlog = 400
+    registry.send("b", b"more", False)  # 1300: past it
+    # Closed from the furthest behind until the total is under 7/8 of the bound (875).
+    assert ended == [("b", "error", "slow_consumer"), ("a", "error", "slow_consumer")]
+    assert writers["b"].aborted and writers["a"].aborted
+    assert registry.queued_bytes == 250 + 200 + 150
+    assert {c.token for c in registry.connections()} == {"c", "d", "e"}
+
+
+def test_the_total_is_measured_again_before_any_stream_is_closed(ended):
+    registry = Registry(max_queued_bytes=10_000, max_total_queued_bytes=1000, on_ended=None)
+    registry.on_ended = lambda conn: ended.append(conn.token)
+    writers = behind(registry, {"a": 600, "b": 300})
+    writers["a"].backlog = 0  # its socket drained since its last write, unseen
+    writers["c"] = behind(registry, {"c": 200})["c"]  # 1100 as last seen, 500 in truth
+    assert ended == []
+    assert registry.queued_bytes == 500
+
+
+def test_a_stream_that_closes_gives_its_share_of_the_total_back():
+    registry = Registry(max_queued_bytes=10_000, max_total_queued_bytes=10_000)
+    behind(registry, {"a": 600, "b": 300})
+    assert registry.queued_bytes == 900
+    conn = registry.get("a")
+    assert conn is not None
+    registry.close(conn, CloseReason.CLIENT_CLOSED)
+    assert registry.queued_bytes == 300
+    assert registry.released_bytes == 600
+
+
+def test_writes_that_queue_nothing_are_not_accounted(registry):
+    writers = behind(registry, {"a": 0, "b": 0})
+    assert registry.queued_bytes == 0
+    writers["a"].backlog = 50
+    registry.send("a", b"x", False)
+    assert registry.queued_bytes == 50
+    writers["a"].backlog = 0
+    registry.send("a", b"x", False)  # drained: its share goes back to 0
+    assert registry.queued_bytes == 0
 
 
 class Clock:

@@ -1,15 +1,16 @@
-"""The socket writer's reliance on Tornado internals, pinned: a Tornado upgrade that changes
-them fails here first, not in production."""
+"""The socket writer: its reliance on Tornado internals, pinned (a Tornado upgrade that changes
+them fails here first, not in production), and its queue for a stream that is behind."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import tracemalloc
 
 import pytest
 from tornado.iostream import IOStream
 
-from tornado_sse.writer import ChunkEncoder, backlog
+from tornado_sse.writer import WRITE_OVERHEAD, ChunkEncoder, SocketWriter, backlog
 
 
 def test_chunk_encoder_frames_a_frame_as_one_http_chunk():
@@ -45,6 +46,153 @@ async def test_iostream_write_counters_give_the_unsent_backlog():
         await done
         assert backlog(stream) == 0
         assert stream._total_write_index == len(payload)
+    finally:
+        stream.close()
+        theirs.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A stream that is behind: one write at a time to Tornado, small frames coalesced, real costs
+
+
+class _Http:
+    """The two things a SocketWriter uses of its HTTP/1 connection."""
+
+    def __init__(self, stream: IOStream) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.stream.close()
+
+
+def stuck_writer() -> tuple[SocketWriter, IOStream, socket.socket, list[str]]:
+    """A SocketWriter (no chunk framing) on a socket whose peer does not read yet."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    theirs.setblocking(False)
+    stream = IOStream(ours)
+    events: list[str] = []
+    writer = SocketWriter(_Http(stream), None, lambda: events.append("end"))  # type: ignore[arg-type]
+    return writer, stream, theirs, events
+
+
+async def receive(theirs: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    while len(received) < size:  # bounded by the size and the test timeout
+        piece = await loop.sock_recv(theirs, 1024 * 1024)
+        assert piece, "the writer closed the socket early"
+        received += piece
+    return bytes(received)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_stream_that_is_behind_hands_tornado_one_write_at_a_time():
+    writer, stream, theirs, _ = stuck_writer()
+    try:
+        frames = [b"data: %06d %s\n\n" % (i, b"x" * 1000) for i in range(2000)]
+        queued = [writer.write_frame(frame) for frame in frames]
+        assert queued[-1] > 0
+        # One write (and future) in Tornado's queue, not one per frame.
+        assert len(stream._write_futures) == 1
+        total = sum(len(f) for f in frames)
+        # What is queued costs about its bytes: coalesced, plus the bytearray's spare room.
+        assert queued[-1] <= total * 1.15 + 2 * WRITE_OVERHEAD, (queued[-1], total)
+        received = await receive(theirs, total)
+        assert received == b"".join(frames)  # everything, in order
+        for _ in range(50):  # the drain callbacks run on the loop (bounded)
+            if writer.queued == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.queued == 0
+        assert writer.write_frame(b"data: again\n\n") == 0  # straight to the socket again
+    finally:
+        stream.close()
+        theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_end_writes_every_queued_frame_before_the_last_chunk():
+    writer, stream, theirs, events = stuck_writer()
+    try:
+        frames = [b"data: %d\n\n" % i for i in range(5000)]
+        for frame in frames:
+            writer.write_frame(frame)
+        assert writer.queued > 0
+        writer.end()
+        assert events == ["end"]
+        stream.write(b"LAST")  # what the handler writes when it finishes the response
+        body = b"".join(frames) + b"LAST"
+        assert await receive(theirs, len(body)) == body
+    finally:
+        stream.close()
+        theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_abort_drops_the_queued_frames_and_the_connection():
+    writer, stream, theirs, events = stuck_writer()
+    try:
+        for i in range(5000):
+            writer.write_frame(b"data: %d\n\n" % i)
+        assert writer.queued > 0
+        writer.abort()
+        assert writer.queued == 0
+        assert stream.closed() and events == ["end"]
+    finally:
+        theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_large_frame_shared_by_streams_that_are_behind_is_stored_once():
+    stuck = [stuck_writer() for _ in range(20)]
+    try:
+        for writer, *_ in stuck:
+            while writer.write_frame(b"data: %s\n\n" % (b"f" * 4000)) == 0:
+                pass  # until the socket buffers are full and the writer is behind
+        shared = b"data: %s\n\n" % (b"s" * (256 * 1024))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for writer, *_ in stuck:
+                writer.write_frame(shared)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # 20 copies would be 5 MiB; by reference it costs a few objects per stream.
+        assert grown < 20 * 2 * WRITE_OVERHEAD, grown
+        # Each stream is still charged the whole frame: the bound never undercounts.
+        assert all(writer.queued >= len(shared) for writer, *_ in stuck)
+    finally:
+        for _, stream, theirs, _ in stuck:
+            stream.close()
+            theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_tornado_keeps_under_write_overhead_per_write_beside_the_bytes():
+    """The figure WRITE_OVERHEAD stands for, pinned: what one IOStream.write keeps besides the
+    bytes (future, index entry, view) on a stream whose peer does not read."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stream = IOStream(ours)
+    try:
+        stream.write(b"x" * (1024 * 1024))  # fills the socket: everything after stays queued
+        for size in (100, 1000, 3000, 20000):
+            frames = [bytes([65]) * size for _ in range(500)]
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                for frame in frames:
+                    stream.write(frame)
+                per_write = (tracemalloc.get_traced_memory()[0] - before) / len(frames)
+            finally:
+                tracemalloc.stop()
+            copied = size if size <= 2048 else 0  # Tornado copies small writes, views large ones
+            assert 0 < per_write - copied < WRITE_OVERHEAD, (size, per_write)
     finally:
         stream.close()
         theirs.close()
