@@ -197,7 +197,7 @@ def test_check_warns_when_the_descriptor_limit_cannot_hold_max_connections():
     # callback connections and the reserve.
     result = check({"CALLBACK_URL": "http://127.0.0.1:1/cb"}, fd_limit=10000)
     assert (
-        "ok   warning: the file descriptor limit (10000) is below the 10148 that "
+        "WARN the file descriptor limit (10000) is below the 10148 that "
         "MAX_CONNECTIONS=10000 needs" in result.stdout
     ), result.stdout
     assert "set MAX_CONNECTIONS to 9852 at most" in result.stdout
