@@ -1,8 +1,10 @@
 """The servers under test, each a child process started and stopped by PID.
 
-:class:`Gateway` runs ``python -m tornado_sse``; :class:`Nchan` writes an nginx config into a
-temporary directory and runs ``nginx -p DIR -c CONF -g 'daemon off;'`` with the nchan module
-(one worker). :class:`MockBackend` is the backend both call back. ``measure_pid`` is the process
+:class:`Gateway` runs ``python -m tornado_sse`` (of the current tree, or of another revision
+from a :class:`Checkout`); :class:`Nchan` writes an nginx config into a temporary directory and
+runs ``nginx -p DIR -c CONF -g 'daemon off;'`` with the nchan module (one worker).
+:class:`MockBackend` is the backend both call back; :class:`Redis` is a ``redis-server`` for
+gateways that share one. ``measure_pid`` is the process
 whose RSS and CPU are measured: the gateway itself, or nginx's single worker.
 """
 
@@ -417,6 +419,81 @@ class Gateway(Process):
         self.port = self.requested_port or free_port()
         self._spawn([sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
         self._ready()
+
+
+def redis_binary() -> str | None:
+    """Path of ``redis-server``, or None if it is not installed."""
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+
+
+class Redis(Process):
+    """``redis-server`` on a free loopback port, in memory only (no RDB, no AOF), so every
+    start is an empty store. :attr:`url` is its ``REDIS_URL``; :meth:`command` sends it one
+    command."""
+
+    name = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self) -> None:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.port = free_port()
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", self.workdir]
+        self._spawn(argv, None, "redis")
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited:\n%s" % _tail(self.log))
+            try:
+                if self.command("PING") == "PONG":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING:\n%s" % _tail(self.log))
+
+    def command(self, *args: str) -> object:
+        """Send one command and return its reply: str, int, None, or a list of those.
+        RuntimeError for an error reply."""
+        request = b"*%d\r\n" % len(args)
+        for arg in args:
+            raw = arg.encode()
+            request += b"$%d\r\n%b\r\n" % (len(raw), raw)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request)
+            return _resp_reply(sock.makefile("rb"))
+
+
+def _resp_reply(f: io.BufferedIOBase) -> object:
+    """One RESP2 reply read from ``f``."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError("redis-server: %s" % rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        return f.read(size + 2)[:-2].decode(errors="replace")
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [_resp_reply(f) for _ in range(count)]
+    raise OSError("unexpected reply from redis-server: %r" % line[:40])
 
 
 def nchan_module() -> str | None:
