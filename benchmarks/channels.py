@@ -709,18 +709,19 @@ def medians(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def comparison(
-    groups: dict[str, list[dict[str, Any]]], shown: list[tuple[str, str]]
+    groups: dict[str, list[dict[str, Any]]], shown: list[tuple[str, str]], ratios: bool = True
 ) -> tuple[list[str], list[list[str]]]:
-    """Medians per target (columns) of the ``shown`` metrics (rows); with two targets or more,
-    the ratio of the first to each other."""
+    """Medians per group (columns) of the ``shown`` metrics (rows); with ``ratios`` and two
+    groups or more, the ratio of the first to each other."""
     names = list(groups)
     meds = {n: medians(groups[n]) for n in names}
-    header = ["metric", *names] + ["%s / %s" % (names[0], n) for n in names[1:]]
+    others = names[1:] if ratios else []
+    header = ["metric", *names] + ["%s / %s" % (names[0], n) for n in others]
     rows = []
     for metric, label in shown:
         row = [label] + [fmt(meds[n].get(metric)) for n in names]
         first = meds[names[0]].get(metric)
-        for n in names[1:]:
+        for n in others:
             other = meds[n].get(metric)
             row.append("%.2fx" % (first / other) if first is not None and other else "-")
         rows.append(row)
@@ -942,7 +943,7 @@ def run(
             "memory: %d events over %d channels, one process, ENTRY_OVERHEAD = %d; medians of "
             "%d run(s)" % (p["memory_events"], p["memory_channels"], ENTRY_OVERHEAD, args.runs)
         )
-        print(render(*comparison(results["memory"], MEMORY_ROWS)))
+        print(render(*comparison(results["memory"], MEMORY_ROWS, ratios=False)))
         print()
     found = goals(results)
     if found:
