@@ -69,35 +69,34 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
         ("connect_p99_ms", "connect p99 (ms)", "lower"),
         ("cpu_us_per_connect", "server CPU per connect (us)", "lower"),
         ("rss_per_stream_kib", "RSS per stream (KiB)", "lower"),
-        ("cpu_us_per_op", "server CPU per connect (µs)", "lower"),
     ],
     "unicast": [
         ("sends_per_s", "single sends/s", "higher"),
         ("latency_p50_ms", "latency p50 at 500/s (ms)", "lower"),
         ("latency_p90_ms", "latency p90 at 500/s (ms)", "lower"),
         ("latency_p99_ms", "latency p99 at 500/s (ms)", "lower"),
-        ("cpu_us_per_op", "server CPU per accepted send (µs)", "lower"),
+        ("cpu_us_per_op", "server CPU per accepted send (us)", "lower"),
     ],
     "batch": [
         ("events_per_s", "events/s in batches", "higher"),
-        ("cpu_us_per_op", "server CPU per event in batches (µs)", "lower"),
+        ("cpu_us_per_op", "server CPU per event in batches (us)", "lower"),
     ],
     "fanout": [
         ("time_to_last_ms", "publish to last subscriber (ms)", "lower"),
         ("time_to_median_ms", "publish to median subscriber (ms)", "lower"),
         ("deliveries_per_s", "deliveries/s", "higher"),
-        ("cpu_us_per_op", "server CPU per delivered event (µs)", "lower"),
+        ("cpu_us_per_op", "server CPU per delivered event (us)", "lower"),
     ],
     "heartbeat": [
         ("cpu_pct", "server CPU at 1 s heartbeat (%)", "lower"),
         ("heartbeats_per_stream_s", "heartbeats/stream/s", "-"),
-        ("cpu_us_per_op", "server CPU per heartbeat (µs)", "lower"),
+        ("cpu_us_per_op", "server CPU per heartbeat (us)", "lower"),
     ],
     "churn": [
         ("cycles_per_s", "connect+disconnect cycles/s", "higher"),
         ("rss_delta_kib", "RSS after - warm baseline (KiB)", "lower"),
         ("rss_delta_pct", "RSS after vs baseline (%)", "lower"),
-        ("cpu_us_per_op", "server CPU per connect+disconnect cycle (µs)", "lower"),
+        ("cpu_us_per_op", "server CPU per connect+disconnect cycle (us)", "lower"),
     ],
 }
 
