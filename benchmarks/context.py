@@ -46,6 +46,9 @@ class Context:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.target: str = spec["target"]
+        #: What kind of server the target is (``tornado_sse`` for every revision of it, or
+        #: ``nchan``); the target's name may say more (``tornado_sse@c956e5f``).
+        self.kind: str = spec.get("kind", self.target)
         self.host: str = spec.get("host", "127.0.0.1")
         self.port: int = spec["port"]
         self.pid: int = spec["pid"]
@@ -57,7 +60,7 @@ class Context:
 
     @property
     def gateway(self) -> bool:
-        return self.target == GATEWAY
+        return self.kind == GATEWAY
 
     @property
     def has_batches(self) -> bool:

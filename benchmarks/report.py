@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from .runner import GATEWAY, HEADLINE, NCHAN, fmt, goals, table
+from .runner import GATEWAY, HEADLINE, NCHAN, fmt, goals, legend, revision_targets, table
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -22,9 +22,14 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def with_ranges(rows: list[list[str]], runs: list[dict[str, Any]]) -> list[list[str]]:
-    """Add the smallest and largest value over the runs to each median cell."""
+def with_ranges(
+    header: list[str], rows: list[list[str]], runs: list[dict[str, Any]]
+) -> list[list[str]]:
+    """Add the smallest and largest value over the runs to each median cell (the columns
+    under ``header`` named after a target)."""
     labels = {(s, label): metric for s, items in HEADLINE.items() for metric, label, _ in items}
+    targets = {GATEWAY, NCHAN, *(h for h in header if h.startswith(GATEWAY + "@"))}
+    columns = [(i, h) for i, h in enumerate(header) if h in targets]
     out = []
     for row in rows:
         scenario, size_text, label = row[0], row[1], row[2]
@@ -34,7 +39,7 @@ def with_ranges(rows: list[list[str]], runs: list[dict[str, Any]]) -> list[list[
             continue
         size = int(size_text.split()[0])
         row = list(row)
-        for col, target in ((4, GATEWAY), (5, NCHAN)):
+        for col, target in columns:
             values = [
                 r["metrics"][metric]
                 for r in runs
@@ -79,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(data["machine"]))
     print()
     runs = data["args"]["runs"]
-    print("Medians of %d run(s) per server; ratio = tornado_sse / nchan." % runs)
+    revisions = revision_targets(data["medians"])
+    print("Medians of %d run(s) per server; %s." % (runs, legend(revisions)))
+    for entry in data.get("compare", []):
+        print("%s is commit %s." % (entry["target"], entry["commit"]))
     print()
     header, rows = table(data["medians"], data["baseline"])
     if runs > 1:
-        rows = with_ranges(rows, data["runs"])
-        header = [h + " (min to max)" if h in (GATEWAY, NCHAN) else h for h in header]
+        rows = with_ranges(header, rows, data["runs"])
+        targets = {GATEWAY, NCHAN, *revisions}
+        header = [h + " (min to max)" if h in targets else h for h in header]
     print(markdown(header, rows))
     found = goals(data["medians"])
     if found:

@@ -6,6 +6,12 @@ backend and the load generator, three processes. With two or more CPUs the serve
 CPU 0 and the load side (load generator and mock backend) to CPU 1. Medians of the runs are
 printed as a table with the nchan figure and the ratio beside each tornado_sse figure, and
 everything (every run, every counter) is written as JSON.
+
+``--compare REV`` adds the gateway of an older git revision as one more target, interleaved
+with the others: its files are extracted into a temporary directory (``git archive``) and its
+``python -m tornado_sse`` runs from there with ``PYTHONPATH`` set to it, on the same installed
+dependencies; the table then shows each figure for that revision too, and the ratio of the
+current tree's figure to it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from . import scenarios
 from .procstat import cpu_model, machine_ticks
 from .targets import (
     ROOT,
+    Checkout,
     Gateway,
     MockBackend,
     Nchan,
@@ -68,21 +75,28 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
         ("latency_p50_ms", "latency p50 at 500/s (ms)", "lower"),
         ("latency_p90_ms", "latency p90 at 500/s (ms)", "lower"),
         ("latency_p99_ms", "latency p99 at 500/s (ms)", "lower"),
+        ("cpu_us_per_op", "server CPU per accepted send (us)", "lower"),
     ],
-    "batch": [("events_per_s", "events/s in batches", "higher")],
+    "batch": [
+        ("events_per_s", "events/s in batches", "higher"),
+        ("cpu_us_per_op", "server CPU per event in batches (us)", "lower"),
+    ],
     "fanout": [
         ("time_to_last_ms", "publish to last subscriber (ms)", "lower"),
         ("time_to_median_ms", "publish to median subscriber (ms)", "lower"),
         ("deliveries_per_s", "deliveries/s", "higher"),
+        ("cpu_us_per_op", "server CPU per delivered event (us)", "lower"),
     ],
     "heartbeat": [
         ("cpu_pct", "server CPU at 1 s heartbeat (%)", "lower"),
         ("heartbeats_per_stream_s", "heartbeats/stream/s", "-"),
+        ("cpu_us_per_op", "server CPU per heartbeat (us)", "lower"),
     ],
     "churn": [
         ("cycles_per_s", "connect+disconnect cycles/s", "higher"),
         ("rss_delta_kib", "RSS after - warm baseline (KiB)", "lower"),
         ("rss_delta_pct", "RSS after vs baseline (%)", "lower"),
+        ("cpu_us_per_op", "server CPU per connect+disconnect cycle (us)", "lower"),
     ],
 }
 
@@ -177,6 +191,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "instead of running each scenario's runs in a row, so that their ratios are taken "
         "under the same conditions",
     )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also run the gateway of git revision REV (a commit, tag or branch of this "
+        "repository), interleaved with the others, and show current/REV ratios (repeatable, "
+        "or comma-separated)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
         "--quiet-wait",
@@ -237,6 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error("--param %s: expected SCENARIO.NAME=VALUE with a known name" % item)
         overrides.setdefault(scenario, {})[name] = type(known[name])(value)
     args.overrides = overrides
+    args.compare = [rev.strip() for item in args.compare for rev in item.split(",") if rev.strip()]
     if args.runs is None:
         args.runs = 1 if args.smoke else 3
     if args.quiet_wait is None:
@@ -255,6 +279,32 @@ class Runner:
         self.gateway_env = dict(kv.split("=", 1) for kv in args.gateway_env)
         self.uvloop = not args.no_uvloop
         self.quiet_budget = 150.0
+        #: The revisions of ``--compare``, by target name, once :meth:`checkout` made them.
+        self.revisions: dict[str, Checkout] = {}
+
+    def checkout(self) -> str | None:
+        """Extract every ``--compare`` revision and check that its modules import here; None
+        when all are ready, else what is wrong (the checkouts made so far stay until
+        :meth:`cleanup`)."""
+        for rev in self.args.compare:
+            checkout = Checkout(rev)
+            try:
+                checkout.create(self.workdir)
+            except ValueError as exc:
+                return "--compare %s: %s" % (rev, exc)
+            if any(c.commit == checkout.commit for c in self.revisions.values()):
+                checkout.remove()
+                continue
+            self.revisions["%s@%s" % (GATEWAY, checkout.label)] = checkout
+            problem = checkout.missing()
+            if problem is not None:
+                return problem
+        return None
+
+    def cleanup(self) -> None:
+        """Remove the ``--compare`` checkouts."""
+        for checkout in self.revisions.values():
+            checkout.remove()
 
     def _wait_quiet(self) -> float:
         wait = min(self.args.quiet_wait, self.quiet_budget)
@@ -282,11 +332,17 @@ class Runner:
         backend = MockBackend(self.workdir, self.load_cpu, self.uvloop)
         backend.start()
         server: Gateway | Nchan
-        if target == GATEWAY:
+        if target == GATEWAY or target in self.revisions:
             settings = {"HEARTBEAT_INTERVAL_SECONDS": "%g" % heartbeat, "MAX_CONNECTIONS": "20000"}
             settings.update(scenarios.PARAMS[scenario].get("gateway_env", {}))
             settings.update(self.gateway_env)
-            server = Gateway(self.workdir, self.server_cpu, backend.port, settings)
+            server = Gateway(
+                self.workdir,
+                self.server_cpu,
+                backend.port,
+                settings,
+                source=self.revisions.get(target),
+            )
         else:
             server = Nchan(self.workdir, self.server_cpu, backend.port, heartbeat)
         try:
@@ -294,6 +350,7 @@ class Runner:
             spec: dict[str, Any] = {
                 "scenario": scenario,
                 "target": target,
+                "kind": NCHAN if target == NCHAN else GATEWAY,
                 "port": server.port,
                 "pid": server.measure_pid,
                 "backend_port": backend.port,
@@ -302,12 +359,13 @@ class Runner:
                 "uvloop": self.uvloop,
                 "params": spec_params,
             }
-            if self.args.profile and target == GATEWAY and scenario in PROFILED:
+            if self.args.profile and target != NCHAN and scenario in PROFILED:
                 os.makedirs(self.args.profile, exist_ok=True)
+                # The current tree's profiles keep their old names; a revision's say which.
+                suffix = "" if target == GATEWAY else "-" + target.split("@", 1)[1]
+                name = "%s-%d-run%d%s.txt" % (scenario, size, run, suffix)
                 spec["profile"] = {
-                    "out": os.path.abspath(
-                        os.path.join(self.args.profile, "%s-%d-run%d.txt" % (scenario, size, run))
-                    ),
+                    "out": os.path.abspath(os.path.join(self.args.profile, name)),
                     "rate": self.args.profile_rate,
                     "blocking": self.args.profile_blocking,
                 }
@@ -351,7 +409,7 @@ class Runner:
         ok, why = nchan_available()
         self.baseline = ok and not args.no_baseline
         self.baseline_note = "" if ok else why
-        targets = [GATEWAY] + ([NCHAN] if self.baseline else [])
+        targets = [GATEWAY, *self.revisions] + ([NCHAN] if self.baseline else [])
         jobs = []
         for scenario in args.scenarios:
             params = dict(scenarios.PARAMS[scenario]["smoke" if args.smoke else "full"])
@@ -503,8 +561,38 @@ CHECK_LABELS = {
 DISTURBED = 25.0
 
 
+def revision_targets(medians: dict[str, Any]) -> list[str]:
+    """The ``--compare`` targets (``tornado_sse@REV``) that have medians, in run order."""
+    found: list[str] = []
+    for m in medians.values():
+        if m["target"].startswith(GATEWAY + "@") and m["target"] not in found:
+            found.append(m["target"])
+    return found
+
+
+def legend(revisions: list[str]) -> str:
+    """What the ratio columns divide: ``ratio = tornado_sse / nchan``, and per revision."""
+    parts = ["ratio = tornado_sse / nchan"]
+    parts += ["ratio vs %s = tornado_sse / %s" % (t.split("@", 1)[1], t) for t in revisions]
+    return "; ".join(parts)
+
+
+def ratio(a: Any, b: Any) -> str:
+    """``a / b`` as ``1.23x``, or ``-`` when either is missing or ``b`` is zero."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        return "%.2fx" % (a / b)
+    return "-"
+
+
 def table(medians: dict[str, Any], baseline: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["scenario", "size", "metric", "better", "tornado_sse", "nchan", "ratio", "notes"]
+    """The medians as rows under ``header``: the current tree, nchan and their ratio, then for
+    each ``--compare`` revision its figure and the ratio current / revision (columns that exist
+    only when revisions ran, so the table without them is unchanged), then notes."""
+    revisions = revision_targets(medians)
+    header = ["scenario", "size", "metric", "better", "tornado_sse", "nchan", "ratio"]
+    for target in revisions:
+        header += [target, "ratio vs %s" % target.split("@", 1)[1]]
+    header.append("notes")
     rows = []
     seen: list[tuple[str, int]] = []
     for m in medians.values():
@@ -513,8 +601,9 @@ def table(medians: dict[str, Any], baseline: bool) -> tuple[list[str], list[list
     for scenario, size in seen:
         gw = medians.get("%s|%d|%s" % (scenario, size, GATEWAY))
         nc = medians.get("%s|%d|%s" % (scenario, size, NCHAN))
+        revs = [medians.get("%s|%d|%s" % (scenario, size, t)) for t in revisions]
         notes = []
-        for side, m in ((GATEWAY, gw), (NCHAN, nc)):
+        for side, m in ((GATEWAY, gw), *zip(revisions, revs, strict=True), (NCHAN, nc)):
             if m is None:
                 continue
             if m["loadgen_saturated"]:
@@ -539,24 +628,22 @@ def table(medians: dict[str, Any], baseline: bool) -> tuple[list[str], list[list
         for metric, label, better in HEADLINE[scenario]:
             g = gw["metrics"].get(metric) if gw else None
             n = nc["metrics"].get(metric) if nc else None
-            ratio = "-"
-            if isinstance(g, (int, float)) and isinstance(n, (int, float)) and n:
-                ratio = "%.2fx" % (g / n)
             nchan_cell = fmt(n)
             if n is None:
                 nchan_cell = "n/a (no batch API)" if scenario == "batch" and baseline else "-"
-            rows.append(
-                [
-                    scenario,
-                    "%d %s" % (size, scenarios.SIZE_MEANS[scenario]),
-                    label,
-                    better,
-                    fmt(g),
-                    nchan_cell,
-                    ratio,
-                    "; ".join(notes),
-                ]
-            )
+            row = [
+                scenario,
+                "%d %s" % (size, scenarios.SIZE_MEANS[scenario]),
+                label,
+                better,
+                fmt(g),
+                nchan_cell,
+                ratio(g, n),
+            ]
+            for rm in revs:
+                r = rm["metrics"].get(metric) if rm else None
+                row += [fmt(r), ratio(g, r)]
+            rows.append(row + ["; ".join(notes)])
             notes = []
         if gw and gw["checks"]:
 
@@ -567,7 +654,10 @@ def table(medians: dict[str, Any], baseline: bool) -> tuple[list[str], list[list
                     "%s %s" % (CHECK_LABELS.get(k, k), v) for k, v in m["checks"].items()
                 )
 
-            rows.append([scenario, "", "checks (runs passed)", "", checks(gw), checks(nc), "", ""])
+            row = [scenario, "", "checks (runs passed)", "", checks(gw), checks(nc), ""]
+            for rm in revs:
+                row += [checks(rm), ""]
+            rows.append(row + [""])
     return header, rows
 
 
@@ -653,13 +743,45 @@ def goals(medians: dict[str, Any]) -> list[dict[str, Any]]:
     v = get("fanout", 10000, GATEWAY, "time_to_last_ms")
     if v is not None:
         add("one publish to 10,000 subscribers in <= 250 ms", "%.0f ms" % v, v <= 250)
+    # Against each --compare revision: at least as many connects/s as it made, at every size.
+    for target in revision_targets(medians):
+        for m in medians.values():
+            if m["scenario"] != "connections" or m["target"] != GATEWAY:
+                continue
+            old = medians.get("connections|%d|%s" % (m["size"], target))
+            g = m["metrics"].get("connects_per_s")
+            r = old["metrics"].get("connects_per_s") if old else None
+            if g is not None and r:
+                add(
+                    "connects/s incl. callback (%d streams) >= %s's" % (m["size"], target),
+                    "%s/s vs %s/s (%.2fx)" % (fmt(g), fmt(r), g / r),
+                    g >= r,
+                )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runner = Runner(args)
+    try:
+        return run(args, runner)
+    finally:
+        runner.cleanup()
+
+
+def run(args: argparse.Namespace, runner: Runner) -> int:
+    """Everything :func:`main` does once the runner exists; the caller removes checkouts."""
+    problem = runner.checkout()
+    if problem is not None:
+        print("benchmarks: " + problem, file=sys.stderr)
+        shutil.rmtree(runner.workdir, ignore_errors=True)
+        return 2
     info = machine_info(runner.uvloop)
+    if runner.revisions:
+        info["compare"] = [
+            {"target": target, "rev": c.rev, "commit": c.commit}
+            for target, c in runner.revisions.items()
+        ]
     print(
         "machine: %s CPUs (%s), %s GiB; Python %s, Tornado %s, pycurl %s; nginx %s, nchan %s"
         % (
@@ -676,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if runner.server_cpu is not None:
         print("pinning: server on CPU 0, load generator and mock backend on CPU 1", flush=True)
+    for target, c in runner.revisions.items():
+        print("compare: %s is commit %s, run from %s" % (target, c.commit, c.path), flush=True)
     started = time.monotonic()
     records = runner.run_all()
     if not runner.baseline:
@@ -684,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = aggregate(records)
     header, rows = table(medians, runner.baseline)
     print()
-    print("medians of %d run(s) per server, ratio = tornado_sse / nchan" % args.runs)
+    print("medians of %d run(s) per server, %s" % (args.runs, legend(list(runner.revisions))))
     print(render(header, rows))
     results_goals = goals(medians)
     if results_goals:
@@ -715,6 +839,7 @@ def main(argv: list[str] | None = None) -> int:
                 "args": vars(args),
                 "baseline": runner.baseline,
                 "baseline_note": runner.baseline_note,
+                "compare": info.get("compare", []),
                 "pinned": runner.server_cpu is not None,
                 "seconds": round(time.monotonic() - started, 1),
                 "medians": medians,

@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
+
+from .targets import Redis, redis_binary
 
 SETUPS: dict[str, list[str]] = {
     "1 process": [],
@@ -41,36 +40,6 @@ SHOWN = [
     ("unicast", "latency_p99_ms", "send latency p99 at 500/s (ms)"),
     ("unicast", "sends_per_s", "single sends/s"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("benchmarks.scaleout: redis-server is needed (apt-get install -y redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, "redis://127.0.0.1:%d/0" % port
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            sys.exit("benchmarks.scaleout: redis-server did not start")
-        time.sleep(0.05)
 
 
 def measure(setup: list[str], redis_url: str, sizes: str, smoke: bool) -> dict[str, Any]:
@@ -108,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args(argv)
     sizes = "200" if args.smoke else args.sizes
-    redis, redis_url = start_redis()
+    if redis_binary() is None:
+        sys.exit("benchmarks.scaleout: redis-server is needed (apt-get install -y redis-server)")
+    workdir = tempfile.mkdtemp(prefix="sse-scaleout-")
+    redis = Redis(workdir, None)
+    redis.start()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
     try:
         for run in range(args.runs):
             for name, setup in SETUPS.items():
                 print("[run %d/%d] %s" % (run + 1, args.runs, name), flush=True)
-                runs[name].append(measure(setup, redis_url, sizes, args.smoke))
+                runs[name].append(measure(setup, redis.url, sizes, args.smoke))
     finally:
-        redis.send_signal(signal.SIGTERM)
-        redis.wait(10)
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(
         "medians of %d interleaved runs, fan-out to %s subscribers, %d CPUs, not pinned"

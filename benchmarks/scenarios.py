@@ -138,6 +138,13 @@ def order_check(sent: list[list[int]], streams: list[SSEStream]) -> dict[str, An
     }
 
 
+def cpu_us_per_op(cpu: dict[str, float], ops: int) -> float:
+    """The server's CPU time over a window (``target_ns``: its threads' run time from
+    ``/proc/<pid>/task/*/schedstat``, what ``utime + stime`` counts, in nanoseconds) per
+    operation, in microseconds; NaN when there was no operation."""
+    return cpu.get("target_ns", 0.0) / 1000.0 / ops if ops else float("nan")
+
+
 def close_all(streams: list[SSEStream]) -> None:
     for s in streams:
         s.close()
@@ -244,8 +251,10 @@ async def _hold(
             "connects_per_s": size / (t1 - t0),
             "connect_p50_ms": percentile(latencies, 50),
             "connect_p99_ms": percentile(latencies, 99),
-            # The server's CPU time over the window (until the last head), per stream opened.
-            "cpu_us_per_connect": cpu.get("target_ns", 0.0) / 1000 / size,
+            # The server's CPU time over the window (until the last head), per stream opened;
+            # cpu_us_per_op is the same figure under the name every scenario uses.
+            "cpu_us_per_connect": cpu_us_per_op(cpu, size),
+            "cpu_us_per_op": cpu_us_per_op(cpu, size),
             "rss_per_stream_kib": delta / size,
             "rss_before_kib": before["VmRSS"],
             "rss_after_kib": after["VmRSS"],
@@ -367,6 +376,7 @@ async def unicast(
     return {
         "metrics": {
             "sends_per_s": throughput_accepted / elapsed,
+            "cpu_us_per_op": cpu_us_per_op(cpu, throughput_accepted),
             "latency_p50_ms": percentile(latencies, 50),
             "latency_p90_ms": percentile(latencies, 90),
             "latency_p99_ms": percentile(latencies, 99),
@@ -423,7 +433,11 @@ async def batch(ctx: Context, size: int, conns: int, batch: int, duration: float
     checks.update({"errors": errors, "all_delivered": delivered_all})
     close_all(streams)
     return {
-        "metrics": {"events_per_s": accepted / elapsed, "batches": accepted / batch},
+        "metrics": {
+            "events_per_s": accepted / elapsed,
+            "batches": accepted / batch,
+            "cpu_us_per_op": cpu_us_per_op(cpu, accepted),
+        },
         "checks": checks,
         "cpu": cpu,
     }
@@ -466,8 +480,10 @@ async def fanout(ctx: Context, size: int, publishes: int, gap: float, concurrenc
     sent = [list(range(publishes))] * size
     checks = order_check(sent, streams)
     checks["all_delivered"] = complete
-    close_all(streams)
     t_last = percentile(times_to_last, 50)
+    cpu = _combine(cpus)
+    delivered = sum(len(s.events) for s in streams)
+    close_all(streams)
     return {
         "metrics": {
             "time_to_last_ms": t_last,
@@ -475,9 +491,10 @@ async def fanout(ctx: Context, size: int, publishes: int, gap: float, concurrenc
             "deliveries_per_s": size / (t_last / 1000) if t_last else float("nan"),
             "publish_answer_ms": percentile(answers, 50),
             "time_to_last_each_ms": times_to_last,
+            "cpu_us_per_op": cpu_us_per_op(cpu, delivered),
         },
         "checks": checks,
-        "cpu": _combine(cpus),
+        "cpu": cpu,
     }
 
 
@@ -519,6 +536,7 @@ async def heartbeat(
             "cpu_pct": 100.0 * (ticks1 - ticks0) / procstat.CLK_TCK / (t1 - t0),
             "cpu_pct_schedstat": cpu["target_cpu_pct"],
             "heartbeats_per_stream_s": beats / size / (t1 - t0),
+            "cpu_us_per_op": cpu_us_per_op(cpu, beats),
         },
         "checks": {"streams_lost": lost},
         "cpu": cpu,
@@ -567,6 +585,7 @@ async def churn(ctx: Context, size: int, duration: float, warm: int, settle: flo
     return {
         "metrics": {
             "cycles_per_s": tally[1] / elapsed,
+            "cpu_us_per_op": cpu_us_per_op(cpu, tally[0]),
             "rss_baseline_kib": baseline,
             "rss_peak_kib": peak,
             "rss_after_kib": after,

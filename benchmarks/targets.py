@@ -1,19 +1,24 @@
 """The servers under test, each a child process started and stopped by PID.
 
-:class:`Gateway` runs ``python -m tornado_sse``; :class:`Nchan` writes an nginx config into a
-temporary directory and runs ``nginx -p DIR -c CONF -g 'daemon off;'`` with the nchan module
-(one worker). :class:`MockBackend` is the backend both call back. ``measure_pid`` is the process
+:class:`Gateway` runs ``python -m tornado_sse`` (of the current tree, or of another revision
+from a :class:`Checkout`); :class:`Nchan` writes an nginx config into a temporary directory and
+runs ``nginx -p DIR -c CONF -g 'daemon off;'`` with the nchan module (one worker).
+:class:`MockBackend` is the backend both call back; :class:`Redis` is a ``redis-server`` for
+gateways that share one. ``measure_pid`` is the process
 whose RSS and CPU are measured: the gateway itself, or nginx's single worker.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -120,6 +125,8 @@ class Process:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = ""
+        #: The directory the child runs in.
+        self.cwd = ROOT
 
     @property
     def pid(self) -> int:
@@ -140,7 +147,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=pinner(self.cpu),
-                cwd=ROOT,
+                cwd=self.cwd,
             )
 
     def _ready(self) -> None:
@@ -236,6 +243,123 @@ GATEWAY_SETTINGS = (
 )
 
 
+class Checkout:
+    """The files of one git revision of this repository, in a temporary directory of their own
+    (``git archive``, so the repository's worktree list is left alone), for running that
+    revision's gateway beside the current tree with the same installed dependencies.
+
+    ``rev`` is anything ``git rev-parse`` takes; :meth:`create` raises ``ValueError`` for a
+    name that is not a commit of this repository. :meth:`missing` says which installed package
+    the revision needs and this environment lacks. :meth:`remove` deletes the directory.
+    """
+
+    def __init__(self, rev: str) -> None:
+        self.rev = rev
+        self.commit = ""
+        self.path = ""
+
+    @property
+    def label(self) -> str:
+        """How tables name this revision: the name it was given, or the commit's first 9 digits
+        when the name would not fit in a column."""
+        return self.rev if len(self.rev) <= 12 else self.commit[:9]
+
+    def create(self, parent: str | None = None) -> None:
+        """Resolve ``rev`` and write its files under a new directory in ``parent``."""
+        found = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--verify", "--quiet", self.rev + "^{commit}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode != 0:
+            raise ValueError("%r is not a commit of the repository at %s" % (self.rev, ROOT))
+        self.commit = found.stdout.strip()
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", self.commit],
+            capture_output=True,
+            check=True,
+        )
+        self.path = tempfile.mkdtemp(prefix="sse-rev-%s-" % self.commit[:9], dir=parent)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(self.path, filter="data")
+
+    def missing(self) -> str | None:
+        """Import every module of the revision's ``tornado_sse`` the way its gateway will run
+        (``PYTHONPATH`` set to the checkout). None when all import from the checkout; else one
+        line saying what is missing, e.g. that a package must be installed."""
+        done = subprocess.run(
+            [sys.executable, "-c", _IMPORT_CHECK],
+            cwd=self.path,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            return "revision %s: its modules could not be imported:\n%s" % (
+                self.rev,
+                done.stderr[-2000:],
+            )
+        if answer.get("missing"):
+            return (
+                "revision %s (%s) needs the package %r (imported by %s), which this environment "
+                "lacks: install it (pip install %s) and run again"
+                % (
+                    self.rev,
+                    self.commit[:9],
+                    answer["missing"],
+                    answer["module"],
+                    answer["missing"],
+                )
+            )
+        if answer.get("error"):
+            return "revision %s: %s failed to import: %s" % (
+                self.rev,
+                answer["module"],
+                answer["error"],
+            )
+        if not os.path.realpath(answer["file"]).startswith(os.path.realpath(self.path) + os.sep):
+            return "revision %s: tornado_sse was imported from %s, not from its checkout" % (
+                self.rev,
+                answer["file"],
+            )
+        return None
+
+    def env(self) -> dict[str, str]:
+        """This process's environment with the checkout first on ``PYTHONPATH``."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.path, env.get("PYTHONPATH")) if p)
+        return env
+
+    def remove(self) -> None:
+        if self.path:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = ""
+
+
+#: Run by :meth:`Checkout.missing` in the checkout: imports every module of ``tornado_sse`` and
+#: prints one JSON line: ``{"file": ...}``, or what failed.
+_IMPORT_CHECK = """\
+import importlib, json, pkgutil, sys
+try:
+    import tornado_sse
+    for m in pkgutil.walk_packages(tornado_sse.__path__, "tornado_sse."):
+        if not m.name.endswith("__main__"):
+            name = m.name
+            importlib.import_module(name)
+except ModuleNotFoundError as exc:
+    print(json.dumps({"missing": exc.name, "module": locals().get("name", "tornado_sse")}))
+except Exception as exc:
+    print(json.dumps({"error": repr(exc), "module": locals().get("name", "tornado_sse")}))
+else:
+    print(json.dumps({"file": tornado_sse.__file__}))
+"""
+
+
 class Gateway(Process):
     """tornado_sse, configured through its environment variables.
 
@@ -244,6 +368,9 @@ class Gateway(Process):
     gets ``PORT`` (``port``, or a free one when 0), ``HOST=127.0.0.1``, ``CALLBACK_URL`` (the
     mock backend on ``backend_port``), ``LOG_LEVEL=warning``, and last ``settings``. It counts
     as started once ``ready_path`` answers 200.
+
+    With ``source`` (a created :class:`Checkout`) it runs that revision's gateway: from the
+    checkout's directory, with the checkout first on ``PYTHONPATH``.
     """
 
     name = "tornado_sse"
@@ -258,6 +385,7 @@ class Gateway(Process):
         port: int = 0,
         defaults: bool = False,
         ready_path: str = "/healthz",
+        source: Checkout | None = None,
     ) -> None:
         super().__init__(workdir, cpu)
         self.backend_port = backend_port
@@ -265,12 +393,17 @@ class Gateway(Process):
         self.requested_port = port
         self.defaults = defaults
         self.ready_path = ready_path
+        self.source = source
+        if source is not None:
+            self.name = "tornado_sse@%s" % source.label
+            self.cwd = source.path
 
     def env(self) -> dict[str, str]:
+        base = self.source.env() if self.source is not None else dict(os.environ)
         if self.defaults:
-            env = {k: v for k, v in os.environ.items() if k not in GATEWAY_SETTINGS}
+            env = {k: v for k, v in base.items() if k not in GATEWAY_SETTINGS}
         else:
-            env = dict(os.environ)
+            env = base
         env.update(
             {
                 "PORT": str(self.port),
@@ -286,6 +419,81 @@ class Gateway(Process):
         self.port = self.requested_port or free_port()
         self._spawn([sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
         self._ready()
+
+
+def redis_binary() -> str | None:
+    """Path of ``redis-server``, or None if it is not installed."""
+    return shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+
+
+class Redis(Process):
+    """``redis-server`` on a free loopback port, in memory only (no RDB, no AOF), so every
+    start is an empty store. :attr:`url` is its ``REDIS_URL``; :meth:`command` sends it one
+    command."""
+
+    name = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self) -> None:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.port = free_port()
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", self.workdir]
+        self._spawn(argv, None, "redis")
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited:\n%s" % _tail(self.log))
+            try:
+                if self.command("PING") == "PONG":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING:\n%s" % _tail(self.log))
+
+    def command(self, *args: str) -> object:
+        """Send one command and return its reply: str, int, None, or a list of those.
+        RuntimeError for an error reply."""
+        request = b"*%d\r\n" % len(args)
+        for arg in args:
+            raw = arg.encode()
+            request += b"$%d\r\n%b\r\n" % (len(raw), raw)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request)
+            return _resp_reply(sock.makefile("rb"))
+
+
+def _resp_reply(f: io.BufferedIOBase) -> object:
+    """One RESP2 reply read from ``f``."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError("redis-server: %s" % rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        return f.read(size + 2)[:-2].decode(errors="replace")
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [_resp_reply(f) for _ in range(count)]
+    raise OSError("unexpected reply from redis-server: %r" % line[:40])
 
 
 def nchan_module() -> str | None:
