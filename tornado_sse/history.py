@@ -165,8 +165,10 @@ class Window:
 
 # -- the in-process history --------------------------------------------------------------------
 
-#: Bytes an event costs beyond its tail: the entry object, the bytes header, two deque slots.
-ENTRY_OVERHEAD = 160
+#: Bytes an event costs beyond its tail: the entry object (72), its id (32) and time (24), the
+#: bytes header (33), two deque slots (16), and the allocator's rounding; measured at 199 to 222
+#: bytes by ``python -m benchmarks.channels --parts memory`` (docs/benchmarks.md).
+ENTRY_OVERHEAD = 224
 
 
 class _Entry:
