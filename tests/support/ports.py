@@ -6,6 +6,7 @@ test uses it at once.
 
 from __future__ import annotations
 
+import random
 import socket
 
 from tornado.testing import bind_unused_port
@@ -19,14 +20,20 @@ def unused_port() -> int:
     return port
 
 
+#: Where :func:`unused_ports` looks: below Linux's ephemeral range (32768-60999 by default), so
+#: that the TIME_WAIT sockets of a busy machine's outgoing connections (which block a bind to
+#: their port, SO_REUSEADDR or not) never stand in the way.
+PORT_RANGE = (20000, 32000)
+
+
 def unused_ports(count: int) -> int:
     """The first of ``count`` consecutive loopback ports that are free now (bounded search).
 
-    Probed with ``SO_REUSEADDR``, as servers bind (Tornado's ``bind_sockets`` sets it): a port
-    that only has connections in TIME_WAIT is free for them.
+    Probed with ``SO_REUSEADDR``, as servers bind (Tornado's ``bind_sockets`` sets it).
     """
+    low, high = PORT_RANGE
     for _ in range(200):
-        first = unused_port()
+        first = random.randrange(low, high - count)
         socks = []
         try:
             for port in range(first, first + count):
