@@ -71,6 +71,11 @@ class Broker(Protocol):
     def instance(self) -> str:
         """This instance's id among the cluster's."""
 
+    @property
+    def keeps_records(self) -> bool:
+        """Whether :meth:`register` keeps the stream's record (for a survivor to report it):
+        when False the gateway need not make one."""
+
     def start(self, handler: BrokerHandler) -> None:
         """Start delivering to ``handler`` (call once, when the IOLoop runs)."""
 
@@ -191,6 +196,10 @@ class LocalBroker:
     @property
     def instance(self) -> str:
         return self._instance
+
+    @property
+    def keeps_records(self) -> bool:
+        return False  # a single process reports its own streams
 
     def start(self, handler: BrokerHandler) -> None:
         self._handler = handler

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import os
 import re
@@ -115,9 +116,10 @@ class Settings:
         """The channel globs of ``PRESENCE_EVENTS`` (empty: no presence events)."""
         return tuple(g.strip() for g in self.presence_events.split(",") if g.strip())
 
-    @property
+    @functools.cached_property
     def cors_origin_list(self) -> tuple[str, ...]:
-        """The configured origins: ``("*",)``, a list of exact origins, or ``()`` for none."""
+        """The configured origins: ``("*",)``, a list of exact origins, or ``()`` for none
+        (worked out once: every public request asks)."""
         return tuple(o.strip() for o in self.cors_origins.split(",") if o.strip())
 
 

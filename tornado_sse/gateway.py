@@ -182,7 +182,7 @@ class Gateway:
         self._connecting += 1
         try:
             try:
-                await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+                await self.broker.register(conn.token, self._record(conn))
             except GatewayError as error:
                 self.registry.fail(conn, backend_may_know=False)
                 raise self._broker_trouble(conn, error) from None
@@ -215,7 +215,7 @@ class Gateway:
         no callback is sent. The verified JWT stands for the backend's 2xx answer (the connect
         the backend never heard is implied), so from here on it is settled like one."""
         try:
-            await self.broker.register(conn.token, protocol.snapshot_record(conn.request))
+            await self.broker.register(conn.token, self._record(conn))
         except GatewayError as error:
             self.registry.fail(conn, backend_may_know=False)
             raise self._broker_trouble(conn, error) from None
@@ -252,6 +252,10 @@ class Gateway:
         except GatewayError as error:
             self.registry.fail(conn, backend_may_know=True)
             raise self._broker_trouble(conn, error) from None
+
+    def _record(self, conn: Connection) -> bytes:
+        """What the broker keeps of ``conn`` for a survivor to report, if it keeps anything."""
+        return protocol.snapshot_record(conn.request) if self.broker.keeps_records else b""
 
     async def _subscribe(self, conn: Connection) -> None:
         """Have the broker deliver ``conn``'s channels here before the stream opens, so that

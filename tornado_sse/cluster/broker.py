@@ -53,6 +53,10 @@ class RedisBroker:
     def instance(self) -> str:
         return self.id
 
+    @property
+    def keeps_records(self) -> bool:
+        return True
+
     def start(self, handler: BrokerHandler) -> None:
         self.channels.start(handler.on_publication, handler.on_gap)
         self.router.start(handler.on_send, handler.on_ask)
