@@ -33,7 +33,7 @@ this process is the load generator.
     of data are published round-robin over ``memory_channels`` channels in four equal steps,
     with the gateway's ``VmRSS`` read after each. The slope from the first step to the last
     (the channels already exist then) is the memory per kept event, set beside what
-    :data:`tornado_sse.history.ENTRY_OVERHEAD` assumes: the event's bytes plus 160.
+    :data:`tornado_sse.history.ENTRY_OVERHEAD` assumes: the event's bytes plus that constant.
 
 Prints tables and writes every run as JSON (``--json``; default
 ``benchmarks/results/channels-<time>.json``). Exit status 1 when a run failed or a check failed
@@ -141,6 +141,7 @@ def bounded(main: Coroutine[Any, Any, T]) -> T:
 
 
 def median(values: list[float]) -> float:
+    """The median of ``values``; NaN for none."""
     return statistics.median(values) if values else float("nan")
 
 
@@ -165,6 +166,8 @@ async def post_batch(conn: HTTPConnection, items: list[Any]) -> int:
 
 
 async def open_or_fail(port: int, paths: list[str], sink: Sink | None = None) -> list[SSEStream]:
+    """Open a stream per path on ``port`` (100 connects in flight, 90 s at most), each
+    recording its events; RuntimeError, with every stream closed, unless all answered 200."""
     streams = await open_streams(HOST, port, paths, 100, sink, True, deadline=perf() + 90)
     bad = sorted({s.status for s in streams if s.status != 200})
     if bad or len(streams) != len(paths):
@@ -176,6 +179,7 @@ async def open_or_fail(port: int, paths: list[str], sink: Sink | None = None) ->
 
 
 def close_all(streams: list[SSEStream]) -> None:
+    """Close every stream (the gateway then sends their disconnect callbacks)."""
     for s in streams:
         s.close()
 
@@ -330,6 +334,9 @@ async def bystanders_measure(
     p: dict[str, Any],
     tag: str,
 ) -> dict[str, Any]:
+    """One bystanders measurement on running processes (see the module docstring): streams
+    opened, an idle window, a publishing window; the record's ``metrics``, ``checks``,
+    ``pubsub`` and raw CPU windows. Every stream is closed before it returns."""
     channel = "busy-%s" % tag
     sink = Sink()
     subs = await open_or_fail(
@@ -405,6 +412,8 @@ async def bystanders_measure(
 def bystanders_run(
     workdir: str, p: dict[str, Any], source: Checkout | None, tag: str
 ) -> dict[str, Any]:
+    """Start a Redis, the mock backend and three gateways (of ``source``, or of the current
+    tree), measure, and stop them all."""
     stack = Stack(workdir)
     try:
         redis = stack.redis()
@@ -533,6 +542,8 @@ async def replay_measure(port: int, p: dict[str, Any], tag: str) -> dict[str, An
 
 
 def replay_run(workdir: str, p: dict[str, Any], redis: bool, tag: str) -> dict[str, Any]:
+    """Start one gateway (with a Redis of its own if ``redis``) and the mock backend, measure
+    replay before and after the fill, stop them; medians of the repetitions as metrics."""
     stack = Stack(workdir)
     try:
         store = stack.redis() if redis else None
@@ -595,6 +606,8 @@ async def memory_measure(
 def memory_run(
     workdir: str, p: dict[str, Any], size: int, tag: str, overhead: int
 ) -> dict[str, Any]:
+    """Start one Redis-less gateway, publish ``memory_events`` events of ``size`` data bytes,
+    stop it; the RSS per kept event against the event's bytes plus ``overhead``."""
     stack = Stack(workdir)
     try:
         backend = stack.backend()
