@@ -56,7 +56,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from . import eventloop, procstat
-from .runner import fmt, machine_info, render, wait_quiet
+from .runner import fmt, machine_info, render, wait_quiet, write_results
 from .targets import Checkout, Gateway, MockBackend, Redis, redis_binary
 from .wire import HTTPConnection, Sink, SSEStream, get_json, open_stream, open_streams, perf
 
@@ -962,29 +962,22 @@ def run(
     if found:
         print(render(["goal", "measured", "verdict"], found))
         print()
-    out_path = args.json or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)),
-        "results",
-        time.strftime("channels-%Y%m%d-%H%M%S.json"),
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(
-            {
-                "machine": info,
-                "args": {k: v for k, v in vars(args).items()},
-                "entry_overhead": ENTRY_OVERHEAD,
-                "seconds": round(time.monotonic() - started, 1),
-                "medians": {
-                    part: {group: medians(recs) for group, recs in groups.items()}
-                    for part, groups in results.items()
-                },
-                "goals": found,
-                "runs": records,
+    out_path = write_results(
+        args.json,
+        "channels",
+        {
+            "machine": info,
+            "args": vars(args),
+            "entry_overhead": ENTRY_OVERHEAD,
+            "seconds": round(time.monotonic() - started, 1),
+            "medians": {
+                part: {group: medians(recs) for group, recs in groups.items()}
+                for part, groups in results.items()
             },
-            f,
-            indent=1,
-        )
+            "goals": found,
+            "runs": records,
+        },
+    )
     print("results written to %s (%.0f s)" % (out_path, time.monotonic() - started))
     failures = check_failures(records)
     for line in failures:

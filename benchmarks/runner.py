@@ -110,6 +110,20 @@ CHECKS = {
 }
 
 
+def write_results(path: str | None, stem: str, data: dict[str, Any]) -> str:
+    """Write ``data`` as indented JSON to ``path``, or to ``benchmarks/results/<stem>-<time>.json``
+    when ``path`` is None (creating the folder); return the path written."""
+    out_path = path or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "results",
+        time.strftime(stem + "-%Y%m%d-%H%M%S.json"),
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    return out_path
+
+
 def machine_info(uvloop: bool) -> dict[str, Any]:
     info: dict[str, Any] = {
         "nproc": os.cpu_count(),
@@ -826,29 +840,22 @@ def run(args: argparse.Namespace, runner: Runner) -> int:
     for r in profiled:
         print()
         print(profiles.render(r["profile"]))
-    out_path = args.json or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)),
-        "results",
-        time.strftime("run-%Y%m%d-%H%M%S.json"),
+    out_path = write_results(
+        args.json,
+        "run",
+        {
+            "machine": info,
+            "args": vars(args),
+            "baseline": runner.baseline,
+            "baseline_note": runner.baseline_note,
+            "compare": info.get("compare", []),
+            "pinned": runner.server_cpu is not None,
+            "seconds": round(time.monotonic() - started, 1),
+            "medians": medians,
+            "goals": results_goals,
+            "runs": records,
+        },
     )
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(
-            {
-                "machine": info,
-                "args": vars(args),
-                "baseline": runner.baseline,
-                "baseline_note": runner.baseline_note,
-                "compare": info.get("compare", []),
-                "pinned": runner.server_cpu is not None,
-                "seconds": round(time.monotonic() - started, 1),
-                "medians": medians,
-                "goals": results_goals,
-                "runs": records,
-            },
-            f,
-            indent=1,
-        )
     print()
     print("results written to %s (%.0f s)" % (out_path, time.monotonic() - started))
     failed = sum(1 for r in records if "error" in r)

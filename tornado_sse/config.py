@@ -101,9 +101,10 @@ class Settings:
         """Whether processes share one gateway through Redis (``REDIS_URL`` or Sentinel)."""
         return bool(self.redis_url or self.redis_sentinels)
 
-    @property
+    @functools.cached_property
     def retention(self) -> Retention:
-        """How long each channel keeps its events (``HISTORY_*``)."""
+        """How long each channel keeps its events (``HISTORY_*``); made once, so that every
+        part of a gateway shares one policy cache."""
         return Retention(
             size=self.history_size,
             ttl=self.history_ttl_seconds,

@@ -181,11 +181,7 @@ class Gateway:
         assert self.backend is not None
         self._connecting += 1
         try:
-            try:
-                await self.broker.register(conn.token, self._record(conn))
-            except GatewayError as error:
-                self.registry.fail(conn, backend_may_know=False)
-                raise self._broker_trouble(conn, error) from None
+            await self._register(conn)
             outcome = await self.backend.connect(
                 conn.token, conn.request, abandoned=lambda: conn.state is State.CLOSED
             )
@@ -214,11 +210,7 @@ class Gateway:
         """:meth:`connect` for a stream authorised by its JWT: the broker learns the token and
         no callback is sent. The verified JWT stands for the backend's 2xx answer (the connect
         the backend never heard is implied), so from here on it is settled like one."""
-        try:
-            await self.broker.register(conn.token, self._record(conn))
-        except GatewayError as error:
-            self.registry.fail(conn, backend_may_know=False)
-            raise self._broker_trouble(conn, error) from None
+        await self._register(conn)
         self.metrics.connects.labels(OUTCOME_JWT).inc()
         return await self._accepted(conn)
 
@@ -253,9 +245,15 @@ class Gateway:
             self.registry.fail(conn, backend_may_know=True)
             raise self._broker_trouble(conn, error) from None
 
-    def _record(self, conn: Connection) -> bytes:
-        """What the broker keeps of ``conn`` for a survivor to report, if it keeps anything."""
-        return protocol.snapshot_record(conn.request) if self.broker.keeps_records else b""
+    async def _register(self, conn: Connection) -> None:
+        """Make ``conn``'s token reachable through the broker, with the record a survivor would
+        report it from (when the broker keeps one); end it and raise if the broker cannot."""
+        record = protocol.snapshot_record(conn.request) if self.broker.keeps_records else b""
+        try:
+            await self.broker.register(conn.token, record)
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=False)
+            raise self._broker_trouble(conn, error) from None
 
     async def _subscribe(self, conn: Connection) -> None:
         """Have the broker deliver ``conn``'s channels here before the stream opens, so that
