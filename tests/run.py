@@ -22,6 +22,7 @@ SYSTEM_PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
     "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
     "nginx": "nginx",
     "firefox-esr": "firefox-esr",
     "openssl": "openssl",

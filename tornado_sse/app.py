@@ -141,6 +141,7 @@ def make_broker(settings: Settings) -> Broker:
             retention=settings.retention,
             sentinels=settings.redis_sentinels,
             sentinel_master=settings.redis_sentinel_master,
+            cluster=settings.redis_cluster,
         )
     return LocalBroker(settings.retention)
 

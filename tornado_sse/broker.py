@@ -24,7 +24,7 @@ serves a single process; ``tornado_sse.cluster`` holds the Redis one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
@@ -109,8 +109,19 @@ class Broker(Protocol):
         Raises ``BrokerUnavailable`` if it cannot.
         """
 
-    def unregister(self, token: str) -> None:
-        """Forget ``token`` (its stream ended); never waits."""
+    def unregister(self, token: str, report: Callable[[], None] | None = None) -> None:
+        """Forget ``token`` (its stream ended); never waits. ``report`` sends the stream's
+        disconnect callback: the broker calls it once if the end is this instance's to report
+        (exactly once cluster-wide: never when another instance reports it, as
+        ``instance_lost``), possibly later (once Redis can say so)."""
+
+    @property
+    def unreported(self) -> int:
+        """Ended streams whose ``report`` the broker has neither called nor given up yet."""
+
+    async def report_all(self, deadline: float) -> int:
+        """At shutdown: settle every pending ``report`` by ``deadline`` (monotonic) if it can;
+        returns how many are left to another instance."""
 
     def count_open(self, open_streams: int) -> None:
         """This instance has ``open_streams`` streams open now; never waits."""
@@ -237,8 +248,17 @@ class LocalBroker:
     async def register(self, token: str, record: bytes) -> None:
         self._tokens.add(token)
 
-    def unregister(self, token: str) -> None:
+    def unregister(self, token: str, report: Callable[[], None] | None = None) -> None:
         self._tokens.discard(token)
+        if report is not None:
+            report()
+
+    @property
+    def unreported(self) -> int:
+        return 0
+
+    async def report_all(self, deadline: float) -> int:
+        return 0
 
     def count_open(self, open_streams: int) -> None:
         return None

@@ -76,6 +76,7 @@ class Settings:
     redis_url: str | None = None
     redis_sentinels: str | None = None
     redis_sentinel_master: str | None = None
+    redis_cluster: bool = False
     redis_connect_timeout_seconds: float = 10.0
     max_streams_per_user: int = 0
     presence_events: str = ""
@@ -205,11 +206,14 @@ def _http_url(value: Any) -> str | None:
 
 
 def _redis_url(value: Any) -> str | None:
+    """One Redis URL, or several separated by commas (the start-up nodes of a Redis Cluster,
+    allowed only with ``REDIS_CLUSTER``)."""
     url = _optional_text(value)
     if url is None:
         return None
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    for item in url.split(","):
+        if urlsplit(item.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return url
 
 
@@ -379,6 +383,11 @@ SPECS: tuple[_Spec, ...] = (
         "Redis Sentinels (host:port,...) that name the primary; with REDIS_SENTINEL_MASTER",
     ),
     _Spec("redis_sentinel_master", _optional_text, "the primary's name known to the Sentinels"),
+    _Spec(
+        "redis_cluster",
+        _boolean,
+        "REDIS_URL names nodes of a Redis Cluster (comma-separated): sharded pub/sub, Redis 7",
+    ),
     _Spec(
         "redis_connect_timeout_seconds",
         _seconds(0),
@@ -557,6 +566,19 @@ def _check_consistency(settings: Settings) -> None:
         )
     if bool(settings.redis_sentinels) != bool(settings.redis_sentinel_master):
         raise ConfigError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both")
+    if settings.redis_cluster and (settings.redis_sentinels or not settings.redis_url):
+        raise ConfigError(
+            "REDIS_CLUSTER=true needs REDIS_URL (the cluster's nodes) and no REDIS_SENTINELS"
+        )
+    if settings.redis_url and "," in settings.redis_url and not settings.redis_cluster:
+        raise ConfigError(
+            "REDIS_URL names several servers (%r): that is a Redis Cluster's nodes, set "
+            "REDIS_CLUSTER=true" % settings.redis_url
+        )
+    if settings.redis_cluster and any(
+        urlsplit(u.strip()).scheme == "unix" for u in (settings.redis_url or "").split(",")
+    ):
+        raise ConfigError("REDIS_CLUSTER=true needs redis:// or rediss:// node URLs")
     if settings.internal_port is not None and settings.internal_port == settings.port:
         raise ConfigError("INTERNAL_PORT must differ from PORT (both are %d)" % settings.port)
     if settings.processes != 1 and not settings.uses_redis:

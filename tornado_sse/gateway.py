@@ -329,7 +329,17 @@ class Gateway:
         Called once per connection by the registry, after the stream has ended; the callback is
         scheduled and never waited for.
         """
-        self.broker.unregister(conn.token)
+        report = None
+        if self.backend is not None and conn.backend_may_know:
+            backend, reason = self.backend, conn.close_reason or CloseReason.ERROR
+            detail = conn.close_detail
+
+            def report() -> None:
+                backend.disconnect(conn.token, reason, conn.request, detail)
+
+        # The broker calls report once the end is this instance's to report (exactly once
+        # cluster-wide), which may be later, or never if a survivor reports it.
+        self.broker.unregister(conn.token, report)
         if conn.opened_at:
             self.broker.count_open(self.registry.open_count)
         if conn.subscribed:
@@ -351,8 +361,6 @@ class Gateway:
                     duration=round(time.monotonic() - conn.opened_at, 3),
                 ),
             )
-        if self.backend is not None and conn.backend_may_know:
-            self.backend.disconnect(conn.token, reason, conn.request, conn.close_detail)
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
 
@@ -703,13 +711,23 @@ class Gateway:
         done = True
         if self.backend is not None:
             # Connects still in flight report their disconnect when their answer arrives.
-            while self.backend.pending_disconnects or self._connecting:
+            while self.backend.pending_disconnects or self._connecting or self.broker.unreported:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     done = False
+                    if self.broker.unreported:
+                        log.warning(
+                            "Redis unreachable at shutdown: another instance reports the end "
+                            "of these streams (instance_lost)",
+                            extra=fields(streams=self.broker.unreported),
+                        )
                     self._report_undelivered()
                     break
-                if self.backend.pending_disconnects:
+                if self.broker.unreported:
+                    # Ends whose records Redis must release first (it may be unreachable):
+                    # what is not released in time is reported by a survivor, never twice.
+                    await self.broker.report_all(min(deadline, time.monotonic() + 0.5))
+                elif self.backend.pending_disconnects:
                     await self.backend.drain(min(remaining, 0.5))
                 else:
                     await asyncio.sleep(min(remaining, 0.05))

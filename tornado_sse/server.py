@@ -198,9 +198,9 @@ async def _wait_for_broker(app: App, settings: Settings, stop: asyncio.Event) ->
 
 def wait_for_redis(settings: Settings) -> bool:
     """Before binding the shared port of ``--processes``: wait until Redis answers PING, at
-    most ``REDIS_CONNECT_TIMEOUT_SECONDS``; whether it did. (With Sentinel, each process's own
-    link decides.)"""
-    if not settings.redis_url or settings.redis_sentinels:
+    most ``REDIS_CONNECT_TIMEOUT_SECONDS``; whether it did. (With Sentinel or a Redis Cluster,
+    each process's own link decides.)"""
+    if not settings.redis_url or settings.redis_sentinels or settings.redis_cluster:
         return True
     import redis
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,15 +20,20 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from tests.support.ports import unused_port
+from tests.support.ports import unused_port, unused_ports
 from tests.support.process import GatewayProcess, start_gateway
 
 
 class RedisServer:
-    """A redis-server child process on ``port``."""
+    """A redis-server child process on ``port``; with ``cluster_dir``, a Redis Cluster node
+    (its cluster bus on ``bus_port``, its node file in that directory)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, cluster_dir: str | None = None, bus_port: int | None = None
+    ) -> None:
         self.port = port
+        self.cluster_dir = cluster_dir
+        self.bus_port = bus_port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +59,7 @@ class RedisServer:
                 "--protected-mode",
                 "no",
                 *(["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []),
+                *(self._cluster_options() if self.cluster_dir else []),
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -67,10 +75,88 @@ class RedisServer:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
+    def _cluster_options(self) -> list[str]:
+        assert self.cluster_dir is not None and self.bus_port is not None
+        return [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            os.path.join(self.cluster_dir, "nodes-%d.conf" % self.port),
+            "--cluster-port",
+            str(self.bus_port),
+            "--cluster-node-timeout",
+            "2000",
+        ]
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def pause(self) -> None:
+        """Stop the server answering (SIGSTOP) without closing its connections."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+class RedisClusterNodes:
+    """Three Redis Cluster primaries on loopback (no replicas), made one cluster with
+    ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: str) -> None:
+        first = unused_ports(6)
+        self.nodes = [
+            RedisServer(first + i, cluster_dir=directory, bus_port=first + 3 + i) for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        """``REDIS_URL`` of the gateways: two of the three nodes to start from."""
+        return ",".join(node.url.rsplit("/", 1)[0] for node in self.nodes[:2])
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        assert cli, "redis-cli is needed (tests/run.py installs redis-tools)"
+        addresses = ["127.0.0.1:%d" % node.port for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        for node in self.nodes:  # bounded: until every node says the cluster is ok
+            while b"cluster_state:ok" not in self.info(node):
+                assert time.monotonic() < deadline, "the Redis Cluster did not form"
+                time.sleep(0.05)
+
+    @staticmethod
+    def info(node: RedisServer) -> bytes:
+        cli = shutil.which("redis-cli")
+        assert cli
+        return subprocess.run(
+            [cli, "-p", str(node.port), "cluster", "info"], capture_output=True, timeout=10
+        ).stdout
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+@pytest.fixture
+def redis_cluster_nodes(tmp_path: Any) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(str(tmp_path))
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.kill()
 
 
 @pytest.fixture

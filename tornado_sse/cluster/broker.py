@@ -20,7 +20,8 @@ from ..errors import BrokerUnavailable
 from ..history import Retention, Window
 from ..presence import Leave, Snapshot
 from .channels import ChannelBus
-from .directory import TokenDirectory
+from .directory import Report, TokenDirectory
+from .keys import KeySpace
 from .link import RedisLink
 from .presence import PresenceStore
 from .router import Router
@@ -36,14 +37,18 @@ class RedisBroker:
         retention: Retention,
         sentinels: str | None = None,
         sentinel_master: str | None = None,
+        cluster: bool = False,
         prefix: str = "tornado_sse:",
     ) -> None:
+        """``url`` is the Redis URL, or with ``cluster`` the Redis Cluster nodes to start
+        from (URLs, comma-separated)."""
         self.id = uuid.uuid4().hex
-        self.link = RedisLink(url, sentinels=sentinels, master=sentinel_master)
-        self.directory = TokenDirectory(self.link, self.id, prefix)
-        self.router = Router(self.link, self.directory, self.id, prefix)
-        self.channels = ChannelBus(self.link, prefix, retention)
-        self.users = PresenceStore(self.link, self.id, prefix)
+        self.link = RedisLink(url, sentinels=sentinels, master=sentinel_master, cluster=cluster)
+        keys = KeySpace(prefix, cluster=cluster)
+        self.directory = TokenDirectory(self.link, self.id, keys)
+        self.router = Router(self.link, self.directory, self.id, keys)
+        self.channels = ChannelBus(self.link, keys, retention)
+        self.users = PresenceStore(self.link, self.id, keys, lambda: self.directory.dead)
 
     @property
     def ready(self) -> bool:
@@ -84,8 +89,15 @@ class RedisBroker:
     async def register(self, token: str, record: bytes) -> None:
         await self.directory.register(token, record)
 
-    def unregister(self, token: str) -> None:
-        self.directory.unregister(token)
+    def unregister(self, token: str, report: Report | None = None) -> None:
+        self.directory.unregister(token, report)
+
+    @property
+    def unreported(self) -> int:
+        return self.directory.unreported
+
+    async def report_all(self, deadline: float) -> int:
+        return await self.directory.release_all(deadline)
 
     def count_open(self, open_streams: int) -> None:
         self.directory.count_open(open_streams)

@@ -12,6 +12,13 @@ the store was last empty: ids below it are unknown, e.g. after a flush or a rest
 persistence), ``<p>h:<channel>`` (``"<id> <tail>"`` items, oldest first), ``<p>d:<channel>``
 (the highest id trimmed away). Pub/sub channel ``<p>c:<channel>`` carries ``"<id>\\n<tail>"``.
 Events travel and are kept without their ``id:`` line.
+
+In a Redis Cluster the counter and a channel's keys lie in different slots, so a publish is two
+scripts: the first takes the next id from the counter (as above), the second, in the channel's
+slot, raises it above the channel's own last id if need be (``<p>l:<channel>``), keeps and
+publishes the event (``SPUBLISH``); if it raised the id, the counter is raised to it before the
+publish is answered. So ids still increase in publish order per channel, and a publish answered
+before another one begins has the lower id, whichever channels they are on.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Collection
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..history import Retention, Window, id_at
 from ..log import fields
+from .keys import KeySpace
 from .link import RedisLink
 
 log = logging.getLogger("tornado_sse.redis")
@@ -58,6 +67,54 @@ redis.call('SET', KEYS[5], sid, 'EX', 60)
 return sid
 """
 
+# The cluster's first step. KEYS: id counter, epoch. Returns the next id, as PUBLISH_SCRIPT
+# takes it.
+NEXT_ID_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+if now > id then id = now end
+local sid = string.format('%.0f', id)
+redis.call('SET', KEYS[1], sid)
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], sid) end
+return sid
+"""
+
+# The cluster's second step, in the channel's slot. KEYS: history list, dropped key, the
+# channel's last id, this publish's own key. ARGV: tail, size, ttl in ms, pub/sub channel, the
+# id of the first step. Returns the id (the first step's, or one more than the channel's last).
+CHANNEL_PUBLISH_SCRIPT = """
+local done = redis.call('GET', KEYS[4])
+if done then return done end
+local id = tonumber(ARGV[5])
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last >= id then id = last + 1 end
+local sid = string.format('%.0f', id)
+redis.call('SET', KEYS[3], sid, 'PX', math.max(tonumber(ARGV[3]), 3600000))
+local size = tonumber(ARGV[2])
+if size > 0 then
+  local n = redis.call('RPUSH', KEYS[1], sid .. ' ' .. ARGV[1])
+  if n > size then
+    local cut = redis.call('LRANGE', KEYS[1], n - size - 1, n - size - 1)
+    redis.call('SET', KEYS[2], string.match(cut[1], '^(%d+)'))
+    redis.call('LTRIM', KEYS[1], -size, -1)
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+end
+redis.call('SPUBLISH', ARGV[4], sid .. '\\n' .. ARGV[1])
+redis.call('SET', KEYS[4], sid, 'EX', 60)
+return sid
+"""
+
+# KEYS: id counter. ARGV: an id. Raises the counter to the id.
+RAISE_ID_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
 #: Seconds a channel nobody here listens to any more stays subscribed (a reload or a second
 #: tab then costs no round trip), and between two sweeps of such channels.
 UNSUBSCRIBE_AFTER = 1.0
@@ -72,14 +129,16 @@ class ChannelBus:
     """Publishes channel events, reads their history, and keeps this instance subscribed to
     exactly the channels its streams need."""
 
-    def __init__(self, link: RedisLink, prefix: str, retention: Retention) -> None:
+    def __init__(self, link: RedisLink, keys: KeySpace, retention: Retention) -> None:
         self.link = link
         self.retention = retention
-        self.prefix = prefix
-        self._counter = prefix + "event_id"
-        self._epoch = prefix + "epoch"
-        self._pubsub_prefix = prefix + "c:"
+        self.keys = keys
+        self._counter = keys.counter
+        self._epoch = keys.epoch
         self._publish = link.client.register_script(PUBLISH_SCRIPT)
+        self._next_id = link.client.register_script(NEXT_ID_SCRIPT)
+        self._channel_publish = link.client.register_script(CHANNEL_PUBLISH_SCRIPT)
+        self._raise_id = link.client.register_script(RAISE_ID_SCRIPT)
         self._on_publication: OnPublication | None = None
         self._on_gap: OnGap | None = None
         #: Streams of this instance per channel; subscribed (confirmed) channels.
@@ -92,7 +151,7 @@ class ChannelBus:
         self._subscribed_at: dict[str, int] = {}
         #: Live events of channels catching up, held until their catch-up is written.
         self._holding: dict[str, list[tuple[int, bytes]]] = {}
-        link.listen_prefix(self._pubsub_prefix, self._on_event)
+        link.listen_prefix(keys.pubsub_prefix, self._on_event)
         link.on_up(self._resubscribe)
         link.every(UNSUBSCRIBE_AFTER, self._sweep)
 
@@ -110,13 +169,13 @@ class ChannelBus:
     # -- keys ----------------------------------------------------------------------------------
 
     def _list(self, channel: str) -> str:
-        return "%sh:%s" % (self.prefix, channel)
+        return self.keys.history(channel)
 
     def _dropped(self, channel: str) -> str:
-        return "%sd:%s" % (self.prefix, channel)
+        return self.keys.dropped(channel)
 
     def _pubsub(self, channel: str) -> str:
-        return self._pubsub_prefix + channel
+        return self.keys.pubsub(channel)
 
     # -- publishing and history ----------------------------------------------------------------
 
@@ -124,8 +183,10 @@ class ChannelBus:
         """Publish ``tail`` on ``channel`` cluster-wide; returns its id."""
         self.link.require()
         policy = self.retention.policy(channel)
+        if self.link.cluster:
+            return await self._publish_in_cluster(channel, tail)
         try:
-            publish_key = "%spub:%s" % (self.prefix, uuid.uuid4().hex)
+            publish_key = self.keys.published(channel, uuid.uuid4().hex)
             event_id = await self._publish(
                 keys=[
                     self._counter,
@@ -140,20 +201,62 @@ class ChannelBus:
             raise self.link.unavailable(exc) from None
         return int(event_id)
 
+    async def _publish_in_cluster(self, channel: str, tail: bytes) -> int:
+        """:meth:`publish` as the cluster's two steps (see the module docstring)."""
+        policy = self.retention.policy(channel)
+        try:
+            first = int(await self._next_id(keys=[self._counter, self._epoch]))
+            event_id = int(
+                await self._channel_publish(
+                    keys=[
+                        self._list(channel),
+                        self._dropped(channel),
+                        self.keys.last(channel),
+                        self.keys.published(channel, uuid.uuid4().hex),
+                    ],
+                    args=[tail, policy.size, int(policy.ttl * 1000), self._pubsub(channel), first],
+                )
+            )
+            if event_id != first:
+                await self._raise_id(keys=[self._counter], args=[event_id])
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        return event_id
+
+    async def _read_cluster(self, kept: list[str]) -> list[Any]:
+        """What :meth:`window` reads, slot by slot: the time, the counter and epoch (one
+        slot), then each channel's list and dropped key (one slot each)."""
+        client = self.link.client
+        answers: list[Any] = [await client.time()]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(self._counter)
+            pipe.get(self._epoch)
+            answers += await pipe.execute()
+        for channel in kept:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self._list(channel), 0, -1)
+                pipe.get(self._dropped(channel))
+                answers += await pipe.execute()
+        return answers
+
     async def window(self, channels: Collection[str], since: int) -> Window:
         """What the channels' history lists hold after ``since`` (see ``Window``); reads only
         those channels' keys, whatever else the store holds."""
         self.link.require()
         kept = [c for c in channels if self.retention.policy(c).keeps]
         try:
-            async with self.link.client.pipeline(transaction=True) as pipe:
-                pipe.time()
-                pipe.get(self._counter)
-                pipe.get(self._epoch)
-                for channel in kept:
-                    pipe.lrange(self._list(channel), 0, -1)
-                    pipe.get(self._dropped(channel))
-                (seconds, micros), current, epoch, *lists = await pipe.execute()
+            if self.link.cluster:
+                answers = await self._read_cluster(kept)
+            else:
+                async with self.link.client.pipeline(transaction=True) as pipe:
+                    pipe.time()
+                    pipe.get(self._counter)
+                    pipe.get(self._epoch)
+                    for channel in kept:
+                        pipe.lrange(self._list(channel), 0, -1)
+                        pipe.get(self._dropped(channel))
+                    answers = await pipe.execute()
+            (seconds, micros), current, epoch, *lists = answers
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         if current is None or epoch is None:  # the store is empty: no earlier id is known
@@ -180,7 +283,7 @@ class ChannelBus:
 
     def _on_event(self, pubsub_channel: bytes, data: bytes) -> None:
         head, _, tail = data.partition(b"\n")
-        channel = pubsub_channel[len(self._pubsub_prefix) :].decode()
+        channel = self.keys.channel_of(pubsub_channel)
         event_id = int(head)
         held = self._holding.get(channel)
         if held is not None:

@@ -14,7 +14,21 @@ Every instance (one gateway process) has a random id and keeps, with ``<p>`` the
 A token whose holder's key has expired has no holder. When an instance's key has expired
 without a graceful goodbye (SIGKILL, a lost machine), every survivor tries to claim its
 streams with one atomic script: exactly one gets the records and reports those streams ended
-(PROTOCOL 2: ``instance_lost``); the others get nothing.
+(PROTOCOL 2: ``instance_lost``); the others get nothing. The claim marks the dead instance
+``claimed:<id>`` and records it in the ``dead`` sorted set (the presence scripts skip the
+counts of the instances there).
+
+**The exactly-once rule across instances: a stream's end is reported by whoever removes its
+record.** A survivor reports the records it claimed; the instance itself reports a stream only
+once its record is gone from Redis (:meth:`TokenDirectory.release`), and keeps the report
+pending while Redis cannot be reached: sent as soon as the link is back, or, if it never comes
+back before the instance stops, left to the survivor that claims the record. So an instance
+that shuts down (or dies) while Redis is unreachable never reports a stream a survivor reports
+again. A record that is missing although nobody claimed it (Redis lost it) is the instance's to
+report.
+
+Each script touches the keys of one instance only (one hash slot in a Redis Cluster); the
+instances set and the dead set are written by separate commands.
 """
 
 from __future__ import annotations
@@ -22,11 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
 from ..log import fields
+from .keys import KeySpace
 from .link import RedisLink
 
 log = logging.getLogger("tornado_sse.redis")
@@ -42,6 +59,10 @@ RECORDS_TTL = 300
 TOKEN_TTL = 3600
 #: Token keys written per pipeline round trip when re-registering.
 BATCH = 1000
+#: Records taken back per script call when streams end.
+RELEASE_BATCH = 500
+#: Seconds a dead instance stays in the dead set (longer than presence keys live).
+DEAD_KEPT = 7200
 
 # KEYS: token key. ARGV: instance key prefix. The holder's id if it is alive, else nil (and the
 # stale token key is deleted).
@@ -53,62 +74,92 @@ redis.call('DEL', KEYS[1])
 return nil
 """
 
-# KEYS: the dead instance's key, its records hash, its open count, the instances set. ARGV:
-# its id. Its records (token, record, token, record...) for the one caller that claims them;
-# nil if it is alive or someone claimed them already.
+# KEYS: the token key. ARGV: the dead holder's id. Deletes the key if it still names it.
+FORGET_HOLDER_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: the dead instance's key, its records hash, its open count, its claimed mark. ARGV: the
+# mark's ttl. Its records (token, record, token, record...) for the one caller that claims
+# them; nil if it is alive; an empty list if someone claimed them already.
 CLAIM_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[3])
 local records = redis.call('HGETALL', KEYS[2])
 redis.call('DEL', KEYS[2])
+if #records > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[1]) end
 return records
+"""
+
+# KEYS: this instance's records hash, its claimed mark, this batch's key. ARGV: tokens of
+# streams that ended here. Removes their records; returns the tokens whose end this instance
+# reports: those whose record it removed, and those whose record is missing although nobody
+# claimed this instance's records. Run again for the same batch (a reply lost), it returns the
+# same tokens.
+RELEASE_SCRIPT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('SMEMBERS', KEYS[3]) end
+local claimed = redis.call('EXISTS', KEYS[2]) == 1
+local mine = {}
+for _, token in ipairs(ARGV) do
+  if redis.call('HDEL', KEYS[1], token) == 1 or not claimed then table.insert(mine, token) end
+end
+if #mine > 0 then
+  redis.call('SADD', KEYS[3], unpack(mine))
+  redis.call('EXPIRE', KEYS[3], 60)
+end
+return mine
+"""
+
+# KEYS: this instance's key, records hash, open count. A goodbye: with no record left, deletes
+# all three and returns 1; with records left (streams whose end this instance could not take
+# back), deletes only the instance key, so that a survivor claims them now, and returns 0.
+LEAVE_SCRIPT = """
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 0
 """
 
 #: Receives the streams of an instance that died: (token, record) pairs, once cluster-wide.
 OnLost = Callable[[list[tuple[str, bytes]]], None]
+#: Sends the disconnect of one stream that ended here, once its record is released.
+Report = Callable[[], None]
 
 
 class TokenDirectory:
     """The token keys, stream records and liveness of one instance."""
 
-    def __init__(self, link: RedisLink, instance: str, prefix: str) -> None:
+    def __init__(self, link: RedisLink, instance: str, keys: KeySpace) -> None:
         self.link = link
         self.instance = instance
-        self.prefix = prefix
+        self.keys = keys
+        #: Instances found dead (their liveness key expired), this one never among them.
+        self.dead: frozenset[str] = frozenset()
         self._records: dict[str, bytes] = {}
+        #: Reports of streams that ended here, waiting for their records to be released.
+        self._reports: dict[str, Report] = {}
+        self._releasing = False
         self._open = 0
         self._open_written: int | None = None
         self._writing_count = False
         self._on_lost: OnLost | None = None
         self._holder = link.client.register_script(HOLDER_SCRIPT)
+        self._forget_holder = link.client.register_script(FORGET_HOLDER_SCRIPT)
         self._claim = link.client.register_script(CLAIM_SCRIPT)
+        self._release = link.client.register_script(RELEASE_SCRIPT)
+        self._goodbye = link.client.register_script(LEAVE_SCRIPT)
         link.on_up(self._announce)
         link.every(INSTANCE_REFRESH, self._refresh)
         link.every(TOKEN_TTL / 3, self._register_all)
+        link.every(1.0, self._retry_release)
         link.on_close(self._leave)
 
     def start(self, on_lost: OnLost) -> None:
         """Hand the streams of dead instances this instance claims to ``on_lost``."""
         self._on_lost = on_lost
-
-    # -- keys ----------------------------------------------------------------------------------
-
-    def _instance_key(self, instance: str) -> str:
-        return "%sinstance:%s" % (self.prefix, instance)
-
-    def _records_key(self, instance: str) -> str:
-        return "%sstreams:%s" % (self.prefix, instance)
-
-    def _open_key(self, instance: str) -> str:
-        return "%sopen:%s" % (self.prefix, instance)
-
-    def _token_key(self, token: str) -> str:
-        return "%stoken:%s" % (self.prefix, token)
-
-    @property
-    def _instances(self) -> str:
-        return self.prefix + "instances"
 
     # -- tokens --------------------------------------------------------------------------------
 
@@ -117,32 +168,100 @@ class TokenDirectory:
         instance die; raises ``BrokerUnavailable`` if Redis cannot."""
         self.link.require()
         try:
-            async with self.link.client.pipeline(transaction=True) as pipe:
-                pipe.set(self._token_key(token), self.instance, ex=TOKEN_TTL)
-                pipe.hset(self._records_key(self.instance), token, record)
+            # One transaction with one Redis; two slots (so two commands) in a cluster.
+            async with self.link.client.pipeline(transaction=not self.link.cluster) as pipe:
+                pipe.set(self.keys.token(token), self.instance, ex=TOKEN_TTL)
+                pipe.hset(self.keys.records(self.instance), token, record)
                 await pipe.execute()
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         self._records[token] = record
 
-    def unregister(self, token: str) -> None:
-        """Forget ``token`` now; its keys are deleted in the background (or expire)."""
+    def unregister(self, token: str, report: Report | None = None) -> None:
+        """Forget ``token`` now; its keys are deleted in the background (or expire). With
+        ``report``, call it once this instance's record of the stream is released and the end
+        is this instance's to report (see the module docstring): right away with the link up,
+        when it comes back otherwise, never if a survivor claimed the record."""
         self._records.pop(token, None)
+        if report is not None or token not in self._reports:
+            self._reports[token] = report or _nothing
         if self.link.up:
             self.link.spawn(self._forget(token))
+            self.link.spawn(self._retry_release())
 
     async def holder(self, token: str) -> str | None:
         """The id of the live instance holding ``token``, if any (raises ``RedisError``)."""
-        owner = await self._holder(keys=[self._token_key(token)], args=[self._instance_key("")])
-        return owner.decode() if owner is not None else None
+        if not self.link.cluster:
+            owner = await self._holder(keys=[self.keys.token(token)], args=[self.keys.instance("")])
+            return owner.decode() if owner is not None else None
+        # The token's key and its holder's key lie in different slots: two commands.
+        found = await self.link.client.get(self.keys.token(token))
+        if found is None:
+            return None
+        holder = found.decode()
+        if await self.link.client.exists(self.keys.instance(holder)):
+            return holder
+        await self._forget_holder(keys=[self.keys.token(token)], args=[holder])
+        return None
 
     async def _forget(self, token: str) -> None:
         # If this fails the key expires by itself, and lookups check that its holder lives.
         with contextlib.suppress(RedisError):
-            async with self.link.client.pipeline(transaction=False) as pipe:
-                pipe.delete(self._token_key(token))
-                pipe.hdel(self._records_key(self.instance), token)
-                await pipe.execute()
+            await self.link.client.delete(self.keys.token(token))
+
+    async def _retry_release(self) -> None:
+        """:meth:`release_pending` in the background: what fails is retried later."""
+        try:
+            await self.release_pending()
+        except (RedisError, OSError) as exc:
+            log.info("stream records not released yet", extra=fields(error=str(exc)))
+
+    @property
+    def unreported(self) -> int:
+        """Ended streams whose report waits for their record to be released."""
+        return len(self._reports)
+
+    async def release_pending(self) -> None:
+        """Release the records of the streams that ended here and send the reports that are
+        this instance's; those that fail stay pending (raises ``RedisError``/``OSError``)."""
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while self._reports:
+                tokens = list(self._reports)[:RELEASE_BATCH]
+                batch = "%s:%s" % (self.keys.records(self.instance), uuid.uuid4().hex)
+                mine = await self._release(
+                    keys=[
+                        self.keys.records(self.instance),
+                        self.keys.claimed(self.instance),
+                        batch,
+                    ],
+                    args=tokens,
+                )
+                owned = {t.decode() for t in mine}
+                for token in tokens:
+                    report = self._reports.pop(token)
+                    if token in owned:
+                        report()
+                    else:
+                        log.info(
+                            "a stream's end was reported by a survivor",
+                            extra=fields(token=token),
+                        )
+        finally:
+            self._releasing = False
+
+    async def release_all(self, deadline: float) -> int:
+        """At shutdown: try until ``deadline`` (monotonic) to release every pending record
+        and send its report; returns how many are left to a survivor."""
+        while self._reports and time.monotonic() < deadline:
+            try:
+                left = max(deadline - time.monotonic(), 0.01)
+                await asyncio.wait_for(self.release_pending(), left)
+            except (RedisError, OSError, TimeoutError):
+                await asyncio.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+        return len(self._reports)
 
     # -- counts --------------------------------------------------------------------------------
 
@@ -158,7 +277,7 @@ class TokenDirectory:
         try:
             while self._open_written != self._open:
                 value = self._open
-                await self.link.client.set(self._open_key(self.instance), value)
+                await self.link.client.set(self.keys.open(self.instance), value)
                 self._open_written = value
         except RedisError:
             self._open_written = None  # written again at the next refresh
@@ -172,8 +291,8 @@ class TokenDirectory:
             return self._open
         async with self.link.client.pipeline(transaction=False) as pipe:
             for other in others:
-                pipe.exists(self._instance_key(other))
-                pipe.get(self._open_key(other))
+                pipe.exists(self.keys.instance(other))
+                pipe.get(self.keys.open(other))
             answers = await pipe.execute()
         total = self._open
         for alive, count in zip(answers[::2], answers[1::2], strict=True):
@@ -188,48 +307,70 @@ class TokenDirectory:
         have lost (its tokens, their records, its open count)."""
         self._open_written = None
         await self._refresh()
-        await self._register_all()
+        await self._register_all(replace=True)
+        if self._reports:
+            self.link.spawn(self._retry_release())
 
     async def _refresh(self) -> None:
         async with self.link.client.pipeline(transaction=False) as pipe:
-            pipe.set(self._instance_key(self.instance), b"1", ex=INSTANCE_TTL)
-            pipe.sadd(self._instances, self.instance)
-            pipe.expire(self._records_key(self.instance), RECORDS_TTL)
-            pipe.set(self._open_key(self.instance), self._open, ex=RECORDS_TTL)
+            pipe.set(self.keys.instance(self.instance), b"1", ex=INSTANCE_TTL)
+            pipe.sadd(self.keys.instances, self.instance)
+            pipe.expire(self.keys.records(self.instance), RECORDS_TTL)
+            pipe.set(self.keys.open(self.instance), self._open, ex=RECORDS_TTL)
+            pipe.zrem(self.keys.dead, self.instance)  # alive again after a long cut
             await pipe.execute()
         self._open_written = self._open
         await self._claim_dead()
 
-    async def _register_all(self) -> None:
+    async def _register_all(self, replace: bool = False) -> None:
+        """Write every token key and record again; with ``replace``, drop first the records of
+        streams that are no longer here and not waiting for a release (records this instance
+        no longer accounts for; those of streams whose report is pending stay, to be
+        released)."""
         records = list(self._records.items())
+        if replace:
+            held = await self.link.client.hkeys(self.keys.records(self.instance))
+            stale = [
+                token
+                for token in (t.decode() for t in held)
+                if token not in self._records and token not in self._reports
+            ]
+            if stale:
+                await self.link.client.hdel(self.keys.records(self.instance), *stale)
         for start in range(0, len(records), BATCH):
             async with self.link.client.pipeline(transaction=False) as pipe:
                 for token, record in records[start : start + BATCH]:
-                    pipe.set(self._token_key(token), self.instance, ex=TOKEN_TTL)
-                    pipe.hset(self._records_key(self.instance), token, record)
+                    pipe.set(self.keys.token(token), self.instance, ex=TOKEN_TTL)
+                    pipe.hset(self.keys.records(self.instance), token, record)
                 await pipe.execute()
 
     async def _members(self) -> list[str]:
         """The ids in the instances set (live ones, and dead ones nobody claimed yet)."""
-        members = await self.link.client.smembers(self._instances)
+        members = await self.link.client.smembers(self.keys.instances)
         return [m.decode() if isinstance(m, bytes) else m for m in members]
 
     async def _claim_dead(self) -> None:
-        """Claim the streams of every instance whose liveness key has expired."""
+        """Claim the streams of every instance whose liveness key has expired, and learn
+        which instances are dead."""
         for instance in await self._members():
             if instance == self.instance:
                 continue
             flat = await self._claim(
                 keys=[
-                    self._instance_key(instance),
-                    self._records_key(instance),
-                    self._open_key(instance),
-                    self._instances,
+                    self.keys.instance(instance),
+                    self.keys.records(instance),
+                    self.keys.open(instance),
+                    self.keys.claimed(instance),
                 ],
-                args=[instance],
+                args=[RECORDS_TTL],
             )
             if flat is None:
                 continue
+            now_ms = int(time.time() * 1000)
+            async with self.link.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.dead, {instance: now_ms})
+                pipe.srem(self.keys.instances, instance)
+                await pipe.execute()
             lost = [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
             log.warning(
                 "an instance died; reporting its streams",
@@ -238,13 +379,28 @@ class TokenDirectory:
             if lost and self._on_lost is not None:
                 self._on_lost(lost)
             await asyncio.sleep(0)
+        await self._read_dead()
+
+    async def _read_dead(self) -> None:
+        now_ms = int(time.time() * 1000)
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.dead, 0, now_ms - DEAD_KEPT * 1000)
+            pipe.zrange(self.keys.dead, 0, -1)
+            _, members = await pipe.execute()
+        dead = {m.decode() if isinstance(m, bytes) else m for m in members}
+        dead.discard(self.instance)
+        self.dead = frozenset(dead)
 
     async def _leave(self) -> None:
-        """A graceful goodbye: this instance reported its own streams, nobody need claim them.
-        Without the instance key, the others answer 404 for any token key left behind."""
-        async with self.link.client.pipeline(transaction=False) as pipe:
-            pipe.delete(self._instance_key(self.instance))
-            pipe.delete(self._records_key(self.instance))
-            pipe.delete(self._open_key(self.instance))
-            pipe.srem(self._instances, self.instance)
-            await pipe.execute()
+        """A graceful goodbye. Without the instance key, the others answer 404 for any token
+        key left behind. If every record was released, nobody need claim anything; records left
+        (ends this instance could not take back) are claimed by a survivor right away."""
+        keys, me = self.keys, self.instance
+        alone = await self._goodbye(keys=[keys.instance(me), keys.records(me), keys.open(me)])
+        if int(alone) == 1:
+            await self.link.client.srem(keys.instances, self.instance)
+
+
+def _nothing() -> None:
+    """The report of a stream whose end nobody need hear of (its connect never reached the
+    backend): its record is released all the same."""

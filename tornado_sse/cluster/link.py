@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -70,6 +71,160 @@ def connection_pool(url: str, sentinels: str | None, master: str | None) -> Any:
     )
 
 
+def cluster_client(urls: str) -> Any:
+    """redis-py's own Redis Cluster client, started from the nodes ``urls`` names
+    (``redis://host:port``, comma-separated if several; credentials from the first)."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    nodes = []
+    username: str | None = None
+    password: str | None = None
+    for item in urls.split(","):
+        parts = urlsplit(item.strip())
+        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
+        if password is None and parts.password:
+            username, password = unquote(parts.username or "") or None, unquote(parts.password)
+    return RedisCluster(
+        startup_nodes=nodes,
+        max_connections=REDIS_CONNECTIONS,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), COMMAND_RETRIES),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError, OSError],
+        username=username,
+        password=password,
+    )
+
+
+class _Subscription:
+    """The pub/sub connection of one Redis (or Sentinel primary): plain SUBSCRIBE."""
+
+    def __init__(self, client: Any, probe: str) -> None:
+        self._pubsub = client.pubsub()
+        self.probes = [probe]
+
+    async def open(self, channels: list[str]) -> None:
+        await self._pubsub.subscribe(*self.probes, *channels)
+
+    async def subscribe(self, channels: list[str]) -> None:
+        await self._pubsub.subscribe(*channels)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        await self._pubsub.unsubscribe(*channels)
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=timeout)
+        return message
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()
+
+
+class _ShardedSubscription:
+    """Sharded pub/sub over a Redis Cluster (Redis 7 ``SSUBSCRIBE``): one connection per primary
+    that serves a subscribed channel's slot, each read by its own task into one queue, and one
+    probe channel per connection (a name hashed to a slot of that primary), so a silent
+    connection to any node is noticed. An error on any connection fails the whole
+    subscription: the link then starts over on the cluster's current layout."""
+
+    def __init__(self, cluster: Any, probe: str) -> None:
+        self._cluster = cluster
+        self._probe = probe
+        self.probes: list[str] = []
+        self._pubsubs: dict[str, Any] = {}  # node name -> its PubSub
+        self._clients: list[Any] = []
+        self._where: dict[str, str] = {}  # channel -> node name
+        self._readers: list[asyncio.Task[None]] = []
+        self._queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+
+    async def open(self, channels: list[str]) -> None:
+        if self._cluster._initialize:
+            await self._cluster.initialize()
+        else:  # a link that starts over learns the cluster's layout afresh (a failover)
+            await self._cluster.nodes_manager.initialize()
+        for node in self._cluster.get_primaries():
+            await self._node(node)
+        await self.subscribe(channels)
+
+    async def _node(self, node: Any) -> Any:
+        pubsub = self._pubsubs.get(node.name)
+        if pubsub is not None:
+            return pubsub
+        kwargs = node.connection_kwargs
+        client = aioredis.Redis(
+            host=node.host,
+            port=node.port,
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            socket_connect_timeout=2,
+            socket_timeout=None,  # a subscription waits for messages as long as it takes
+        )
+        self._clients.append(client)
+        pubsub = client.pubsub()
+        self._pubsubs[node.name] = pubsub
+        probe = self._probe_for(node.name)
+        await pubsub.ssubscribe(probe)
+        self.probes.append(probe)
+        self._readers.append(asyncio.get_running_loop().create_task(self._read(pubsub)))
+        return pubsub
+
+    def _probe_for(self, node: str) -> str:
+        for n in range(100_000):  # bounded: a third of the names land on each of 3 nodes
+            name = "%s{%d}" % (self._probe, n)
+            if self._cluster.get_node_from_key(name).name == node:
+                return name
+        raise redis_errors.ConnectionError("no probe channel hashes to node %s" % node)
+
+    async def subscribe(self, channels: list[str]) -> None:
+        for channel in channels:  # one SSUBSCRIBE per channel: they may lie in other slots
+            node = self._cluster.get_node_from_key(channel)
+            await (await self._node(node)).ssubscribe(channel)
+            self._where[channel] = node.name
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        for channel in channels:
+            name = self._where.pop(channel, None)
+            if name is not None:
+                await self._pubsubs[name].sunsubscribe(channel)
+
+    async def _read(self, pubsub: Any) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._queue.put_nowait(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the link's loop, which starts over
+            self._queue.put_nowait(exc)
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            if isinstance(item, (RedisError, OSError)):
+                raise item
+            raise redis_errors.ConnectionError(str(item) or type(item).__name__)
+        kind = item["type"]
+        if kind in ("smessage", "ssubscribe", "sunsubscribe"):
+            item = {**item, "type": kind[1:]}
+        return item
+
+    async def aclose(self) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        if self._readers:
+            await asyncio.wait(self._readers, timeout=2.0)
+        for pubsub in self._pubsubs.values():
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        for client in self._clients:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+
 Hook = Callable[[], Awaitable[None]]
 
 
@@ -77,18 +232,29 @@ class RedisLink:
     """The Redis client of one instance and its supervised subscription."""
 
     def __init__(
-        self, url: str, *, sentinels: str | None = None, master: str | None = None
+        self,
+        url: str,
+        *,
+        sentinels: str | None = None,
+        master: str | None = None,
+        cluster: bool = False,
     ) -> None:
-        pool = connection_pool(url, sentinels, master)
-        self.client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+        #: Whether this is a Redis Cluster: sharded pub/sub, and ``client`` is a RedisCluster.
+        self.cluster = cluster
+        if cluster:
+            self.client: Any = cluster_client(url)
+        else:
+            pool = connection_pool(url, sentinels, master)
+            self.client = aioredis.Redis.from_pool(pool)  # closes the pool with the client
         self.up = False
         self._probe_channel = "tornado_sse:probe:%s" % uuid.uuid4().hex
-        self._probe_sent = 0.0  # monotonic time of the probe in flight, 0 if none
+        self._probe_sent = 0.0  # monotonic time of the probes in flight, 0 if none
+        self._probes_out: set[bytes] = set()  # probe channels whose probe has not come back
         self._became_up = asyncio.Event()
         self._listeners: dict[bytes, Callable[[bytes], None]] = {}
         self._prefixed: list[tuple[bytes, Callable[[bytes, bytes], None]]] = []
         self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._pubsub: Any = None
+        self._pubsub: _Subscription | _ShardedSubscription | None = None
         self._on_up: list[Hook] = []
         self._on_down: list[Callable[[], None]] = []
         self._on_close: list[Hook] = []
@@ -161,14 +327,20 @@ class RedisLink:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._confirmations.setdefault(channel.encode(), []).append(waiter)
                 waiters.append(waiter)
-        await pubsub.subscribe(*channels)
+        await pubsub.subscribe(channels)
         if waiters:
             await asyncio.wait_for(asyncio.gather(*waiters), POOL_TIMEOUT)
 
     async def unsubscribe(self, channels: list[str]) -> None:
         """Unsubscribe the live link from ``channels`` (nothing to do while it is down)."""
         if self._pubsub is not None and channels:
-            await self._pubsub.unsubscribe(*channels)
+            await self._pubsub.unsubscribe(channels)
+
+    async def publish(self, channel: str, data: bytes | str) -> int:
+        """Publish ``data`` on ``channel`` (``SPUBLISH`` in a cluster); how many received it."""
+        if self.cluster:
+            return int(await self.client.spublish(channel, data))
+        return int(await self.client.publish(channel, data))
 
     async def wait_up(self, timeout: float) -> bool:
         """Wait until the link is up, at most ``timeout`` seconds; whether it is."""
@@ -199,11 +371,12 @@ class RedisLink:
         """Keep the subscription alive; reconnect with backoff."""
         backoff = BACKOFF_FIRST
         while not self._closing:
-            pubsub = self.client.pubsub()
+            pubsub = self._subscription()
             try:
-                await pubsub.subscribe(self._probe_channel, *self._listeners)
+                await pubsub.open([channel.decode() for channel in self._listeners])
                 self._pubsub = pubsub
                 self._probe_sent = 0.0
+                self._probes_out = set()
                 for hook in self._on_up:
                     await hook()
                 self.up = True
@@ -229,6 +402,11 @@ class RedisLink:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    def _subscription(self) -> _Subscription | _ShardedSubscription:
+        if self.cluster:
+            return _ShardedSubscription(self.client, self._probe_channel)
+        return _Subscription(self.client, self._probe_channel)
+
     def _fail_confirmations(self) -> None:
         for waiters in self._confirmations.values():
             for waiter in waiters:
@@ -238,8 +416,12 @@ class RedisLink:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
-        if kind == "message" and channel == self._probe_channel.encode():
-            self._probe_sent = 0.0  # the subscription carries messages: it is alive
+        if kind == "message" and channel in self._probes_out:
+            self._probes_out.discard(channel)
+            if not self._probes_out:
+                self._probe_sent = 0.0  # every connection carries messages: they are alive
+        elif kind == "message" and channel.startswith(self._probe_channel.encode()):
+            pass  # a probe that came back after the subscription was renewed
         elif kind == "message":
             on_message = self._listeners.get(channel)
             if on_message is not None:
@@ -268,13 +450,16 @@ class RedisLink:
         server that no longer receives publishes, with no error to tell)."""
         if self._probe_sent and now - self._probe_sent > PROBE_TIMEOUT:
             raise redis_errors.ConnectionError("the subscription is silent: no probe came back")
-        if not self._probe_sent:
+        if not self._probe_sent and self._pubsub is not None:
             self._probe_sent = now
-            self.spawn(self._send_probe())
+            probes = list(self._pubsub.probes)
+            self._probes_out = {probe.encode() for probe in probes}
+            self.spawn(self._send_probes(probes))
 
-    async def _send_probe(self) -> None:
-        with contextlib.suppress(RedisError, OSError):  # a probe that cannot go out is lost
-            await self.client.publish(self._probe_channel, b"probe")
+    async def _send_probes(self, probes: list[str]) -> None:
+        for probe in probes:
+            with contextlib.suppress(RedisError, OSError):  # a probe that cannot go out is lost
+                await self.publish(probe, b"probe")
 
     async def _listen(self, pubsub: Any) -> None:
         last_run = [time.monotonic()] * len(self._periodic)

@@ -11,10 +11,16 @@ Keys (``<p>`` is the prefix; ``<i>`` an instance id, ``<u>`` a user id, ``''`` f
 - ``<p>pa:<channel>``: hash ``<u>`` -> ``j`` (their join was announced and they are there) or
   ``l<ms>`` (their last stream there ended at that Redis time: a leave is due after the delay).
 
-Each instance's counts are live only while its instance key (``<p>instance:<i>``, kept by
-:class:`~tornado_sse.cluster.directory.TokenDirectory`: 15 s without a refresh) exists: the
-scripts skip the counts of dead instances and reads delete them, so a crashed instance's users
-are gone from presence within that TTL, and their leaves are decided by the next read or sweep.
+Each instance's counts are live until the instance is found dead (its instance key, kept by
+:class:`~tornado_sse.cluster.directory.TokenDirectory`, expires 15 s without a refresh, and the
+next look for dead instances, every 5 s, puts it in the dead set, which every script is given):
+the scripts skip the counts of dead instances and reads delete them, so a crashed instance's
+users are gone from presence within about 20 s, and their leaves are decided by the next read
+or sweep.
+
+Each script touches one slot of a Redis Cluster (see :mod:`~tornado_sse.cluster.keys`): in a
+cluster, the user's part of an enter or exit (the limit and the user's count) and each channel's
+part run as separate calls of the same script.
 Every key expires :data:`KEY_TTL` after its last write, refreshed by the living instances that
 count streams there; after the link comes back each instance writes its counts again.
 """
@@ -23,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
 from ..errors import TooManyStreams
 from ..presence import Leave, Member, Snapshot
+from .keys import KeySpace
 from .link import RedisLink
 
 T = TypeVar("T")
@@ -37,21 +44,17 @@ T = TypeVar("T")
 #: Seconds a presence or user key lives after its last write (refreshed every third of it).
 KEY_TTL = 3600
 
-# Shared by every script. ARGV[1]: this instance, ARGV[2]: the instance key prefix, ARGV[3]:
-# the key TTL in ms. KEYS after the first come in fours per channel: members, instances, info,
-# announced.
+# Shared by every script. ARGV[1]: this instance, ARGV[2]: the dead instances (separated by
+# spaces), ARGV[3]: the key TTL in ms. KEYS after the first come in fours per channel:
+# members, instances, info, announced.
 _COMMON = """
-local me, instance_prefix, ttl = ARGV[1], ARGV[2], ARGV[3]
+local me, ttl = ARGV[1], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local alive = {}
+local dead = {}
+for i in string.gmatch(ARGV[2], '%S+') do dead[i] = true end
 local function live(i)
-  local a = alive[i]
-  if a == nil then
-    a = i == me or redis.call('EXISTS', instance_prefix .. i) == 1
-    alive[i] = a
-  end
-  return a
+  return i == me or not dead[i]
 end
 local function total(members, instances, user)
   local n = 0
@@ -235,11 +238,18 @@ return holders
 class PresenceStore:
     """The presence records of one instance in Redis (see the module docstring)."""
 
-    def __init__(self, link: RedisLink, instance: str, prefix: str) -> None:
+    def __init__(
+        self,
+        link: RedisLink,
+        instance: str,
+        keys: KeySpace,
+        dead: Callable[[], Collection[str]],
+    ) -> None:
+        """``dead()`` names the instances found dead, whose counts no longer count."""
         self.link = link
         self.instance = instance
-        self.prefix = prefix
-        self._instance_prefix = prefix + "instance:"
+        self.keyspace = keys
+        self._dead = dead
         client = link.client
         self._enter = client.register_script(ENTER_SCRIPT)
         self._exit = client.register_script(EXIT_SCRIPT)
@@ -255,14 +265,42 @@ class PresenceStore:
     # -- keys ----------------------------------------------------------------------------------
 
     def _user_key(self, user: str) -> str:
-        return "%su:%s" % (self.prefix, user)
+        return self.keyspace.user(user)
 
     def _channel_keys(self, channel: str) -> list[str]:
-        p = self.prefix
-        return [p + "p:" + channel, p + "pn:" + channel, p + "pi:" + channel, p + "pa:" + channel]
+        return self.keyspace.presence(channel)
 
     def _args(self) -> list[Any]:
-        return [self.instance, self._instance_prefix, KEY_TTL * 1000]
+        return [self.instance, " ".join(self._dead()), KEY_TTL * 1000]
+
+    async def _split(
+        self,
+        script: Any,
+        user: str | None,
+        channels: Sequence[str],
+        user_args: list[Any],
+        channel_args: list[Any],
+        flags: list[str],
+    ) -> list[Any]:
+        """In a cluster: run ``script`` once for the user's part (``user_args``, no channel),
+        then once per channel (``channel_args``, the user's part off), each in its own slot;
+        the answers joined as one call over every key would give them (the first item, then
+        the indexes of the channels reported). The parts that succeeded before a failure are
+        undone by :meth:`_restore` when the link comes back."""
+        first: list[Any] = [1]
+        if user is not None:
+            first = list(await script(keys=[self._user_key(user)], args=user_args))
+            if first and int(first[0]) == 0 and script is self._enter:
+                return first  # over the limit: no channel counted
+        found = [] if script is self._exit else first[:1]
+        for index, channel in enumerate(channels, start=1):
+            keys = self._channel_keys(channel)
+            answer = await script(keys=[keys[0], *keys], args=channel_args + [flags[index - 1]])
+            if script is self._exit:
+                found += [index for _ in answer]
+            else:
+                found += [index for _ in answer[1:]]
+        return found
 
     def _keys(self, user: str | None, channels: Iterable[str]) -> list[str]:
         keys = [self._user_key(user or "")]
@@ -287,9 +325,19 @@ class PresenceStore:
         flags = ["1" if c in announce else "0" for c in channels]
         args = self._args() + [user or "", -1 if limit is None else limit, info_text, *flags]
         try:
-            result = await self._run(
-                lambda: self._enter(keys=self._keys(user, channels), args=args)
-            )
+            if self.link.cluster:
+                user_args = args[:3] + [user or "", -1 if limit is None else limit, info_text]
+                channel_args = args[:3] + [user or "", -1, info_text]
+                counted = user if limit is not None else None
+                result = await self._run(
+                    lambda: self._split(
+                        self._enter, counted, channels, user_args, channel_args, flags
+                    )
+                )
+            else:
+                result = await self._run(
+                    lambda: self._enter(keys=self._keys(user, channels), args=args)
+                )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         if int(result[0]) == 0:
@@ -314,7 +362,23 @@ class PresenceStore:
         flags = ["1" if c in announce else "0" for c in channels]
         args = self._args() + [user or "", "1" if stream else "0", *flags]
         try:
-            due = await self._run(lambda: self._exit(keys=self._keys(user, channels), args=args))
+            if self.link.cluster:
+                user_args = args[:5]
+                channel_args = args[:4] + ["0"]
+                due = await self._run(
+                    lambda: self._split(
+                        self._exit,
+                        user if stream else None,
+                        channels,
+                        user_args,
+                        channel_args,
+                        flags,
+                    )
+                )
+            else:
+                due = await self._run(
+                    lambda: self._exit(keys=self._keys(user, channels), args=args)
+                )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return [channels[int(i) - 1] for i in due]

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from ..errors import BrokerUnavailable, GatewayError, TokenNotFound, from_wire
 from ..log import fields
 from .directory import TokenDirectory
+from .keys import KeySpace
 from .link import POOL_TIMEOUT, RedisLink
 
 log = logging.getLogger("tornado_sse.redis")
@@ -47,12 +48,12 @@ class Router:
     """Request and reply between instances, for sends to tokens."""
 
     def __init__(
-        self, link: RedisLink, directory: TokenDirectory, instance: str, prefix: str
+        self, link: RedisLink, directory: TokenDirectory, instance: str, keys: KeySpace
     ) -> None:
         self.link = link
         self.directory = directory
         self.instance = instance
-        self.prefix = prefix
+        self.keys = keys
         self._deliver: Deliver | None = None
         self._answer_ask: Answer | None = None
         self._waiting: dict[str, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
@@ -64,7 +65,7 @@ class Router:
         link.on_down(self._fail_waiting)
 
     def _channel(self, instance: str) -> str:
-        return "%sinstance:%s" % (self.prefix, instance)
+        return self.keys.instance(instance)
 
     def start(self, deliver: Deliver, answer: Answer | None = None) -> None:
         """Deliver sends routed to this instance with ``deliver``; answer questions with
@@ -134,7 +135,7 @@ class Router:
         self._waiting[rid] = reply
         message = {**message, "rid": rid, "from": self.instance}
         try:
-            receivers = await self.link.client.publish(self._channel(owner), json.dumps(message))
+            receivers = await self.link.publish(self._channel(owner), json.dumps(message))
             if receivers == 0:
                 raise BrokerUnavailable("the instance holding this token is not listening")
             return await asyncio.wait_for(reply, REPLY_TIMEOUT)
@@ -189,7 +190,7 @@ class Router:
 
     async def _answer(self, instance: str, answer: dict[str, Any]) -> None:
         try:
-            await self.link.client.publish(self._channel(instance), json.dumps(answer))
+            await self.link.publish(self._channel(instance), json.dumps(answer))
         except RedisError as exc:
             log.warning("cannot answer a routed send", extra=fields(error=str(exc)))
 
