@@ -311,3 +311,56 @@ async def test_a_sentinel_failover_keeps_streams_and_delivers_publishes(
         await b.stop()
         sentinel.stop()
         replica.kill()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_shutdown_while_redis_is_unreachable_leaves_each_end_to_one_survivor(
+    cluster, backend, redis_server
+):
+    a, b = await cluster(2, SHUTDOWN_TIMEOUT_SECONDS="2")
+    streams = [await open_with_token(a, backend, "/sse/going/%d" % i) for i in range(5)]
+    tokens = {token for _, token in streams}
+    redis_server.pause()
+    try:
+        a.signal(signal.SIGTERM)
+        for stream, _ in streams:  # the streams end at once, Redis or not
+            await stream.read_to_end(timeout=10)
+            stream.close()
+        await a.wait(15)
+    finally:
+        redis_server.resume()
+    # a could not release its records: b reports every stream, once, as instance_lost.
+    await backend.wait_for(
+        lambda: {d.token for d in backend.of("disconnect")} >= tokens, timeout=40
+    )
+    later, token = await open_with_token(b, backend, "/sse/later")
+    later.close()
+    await backend.wait_for_calls("disconnect", token=token, timeout=10)
+    for token in tokens:
+        (disconnect,) = backend.of("disconnect", token)
+        assert disconnect.body["detail"] == "instance_lost"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_shutdown_during_a_short_redis_stall_reports_its_own_streams_once(
+    cluster, backend, redis_server
+):
+    a, b = await cluster(2, SHUTDOWN_TIMEOUT_SECONDS="10")
+    streams = [await open_with_token(a, backend, "/sse/going/%d" % i) for i in range(5)]
+    tokens = {token for _, token in streams}
+    redis_server.pause()
+    try:
+        a.signal(signal.SIGTERM)
+        for stream, _ in streams:
+            await stream.read_to_end(timeout=10)
+            stream.close()
+        assert backend.of("disconnect") == []  # not before Redis says whose they are
+    finally:
+        redis_server.resume()
+    await backend.wait_for(
+        lambda: {d.token for d in backend.of("disconnect")} >= tokens, timeout=15
+    )
+    assert await a.wait(15) == 0
+    for token in tokens:
+        (disconnect,) = backend.of("disconnect", token)
+        assert disconnect.body["detail"] == "shutdown"
