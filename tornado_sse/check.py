@@ -18,6 +18,11 @@ recognisable tokens (:data:`PROBE_TOKENS`, request URL :data:`PROBE_URL`):
    backend that authenticates its users refuses an anonymous stream) is ``ok``; an accepted
    probe is followed by its ``disconnect``.
 A file descriptor limit too low for ``MAX_CONNECTIONS`` is a ``WARN``.
+
+Redis: with ``REDIS_SENTINELS``, the Sentinels must name a primary for
+``REDIS_SENTINEL_MASTER`` and that primary must answer ``PING``; with ``REDIS_CLUSTER``, a
+node must answer ``CLUSTER INFO`` with state ok and all 16384 slots assigned (failing slots are a
+``WARN``); otherwise Redis at ``REDIS_URL`` must answer ``PING``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ PROBE_DETAIL = "check"
 
 DESCRIPTION = (
     "Check the settings, then probe the backend at CALLBACK_URL with signed callbacks as the "
-    "gateway sends them, and Redis at REDIS_URL. Each line is ok, WARN or FAIL; the exit status "
+    "gateway sends them, and Redis at REDIS_URL (the primary the Sentinels name, or the Redis "
+    "Cluster's state). Each line is ok, WARN or FAIL; the exit status "
     "is 0 without FAIL, 1 with one, 2 for an invalid setting."
 )
 
@@ -236,6 +242,83 @@ async def _probe_redis(url: str, timeout: float) -> str | None:
         await client.aclose()
 
 
+async def _probe_sentinels(sentinels: str, master: str, timeout: float) -> tuple[str, str]:
+    """Ask the Sentinels for ``master``'s primary and PING it: a label and a line."""
+    from redis.asyncio.sentinel import Sentinel
+
+    hosts = []
+    for item in sentinels.split(","):
+        host, _, port = item.strip().rpartition(":")
+        hosts.append((host, int(port)))
+    sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        host, port = await sentinel.discover_master(master)
+    except Exception as exc:  # any failure is an answer here
+        return "FAIL", "the Sentinels name no primary for %r: %s" % (master, exc)
+    client = sentinel.master_for(master, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        await client.ping()
+    except Exception as exc:
+        return "FAIL", "the primary %s:%s the Sentinels name does not answer: %s" % (
+            host,
+            port,
+            exc,
+        )
+    finally:
+        await client.aclose()
+        for one in sentinel.sentinels:
+            await one.aclose()
+    return "ok", "the Sentinels name %s:%s as primary of %r, and it answers PING" % (
+        host,
+        port,
+        master,
+    )
+
+
+#: Slots of a Redis Cluster.
+CLUSTER_SLOTS = 16384
+
+
+async def _probe_cluster(urls: str, timeout: float) -> tuple[str, str]:
+    """Ask a node of the Redis Cluster ``urls`` names for ``CLUSTER INFO``: ok when the state
+    is ok and every slot is served, WARN when slots are failing, FAIL otherwise."""
+    import redis.asyncio as aioredis
+
+    problems = []
+    for url in urls.split(","):
+        client = aioredis.from_url(
+            url.strip(), socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+        try:
+            info = await client.cluster("INFO")
+        except Exception as exc:  # try the next node
+            problems.append("%s: %s" % (url.strip(), str(exc) or type(exc).__name__))
+            continue
+        finally:
+            await client.aclose()
+        if isinstance(info, (bytes, str)):
+            text = info.decode() if isinstance(info, bytes) else info
+            info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        state = str(info.get("cluster_state"))
+        assigned = int(info.get("cluster_slots_assigned", 0))
+        ok = int(info.get("cluster_slots_ok", 0))
+        failing = int(info.get("cluster_slots_pfail", 0)) + int(info.get("cluster_slots_fail", 0))
+        known = int(info.get("cluster_known_nodes", 0))
+        if state != "ok" or assigned < CLUSTER_SLOTS:
+            return "FAIL", (
+                "the Redis Cluster is not usable: state %s, %d of %d slots assigned"
+                % (state, assigned, CLUSTER_SLOTS)
+            )
+        if failing:
+            return "WARN", "the Redis Cluster is ok but %d slots are failing" % failing
+        return "ok", "the Redis Cluster is ok: %d of %d slots served, %d nodes" % (
+            ok,
+            CLUSTER_SLOTS,
+            known,
+        )
+    return "FAIL", "no node of the Redis Cluster answers: %s" % "; ".join(problems)
+
+
 def _descriptor_report(settings: Settings) -> tuple[str, str]:
     """The file descriptor limit against what ``MAX_CONNECTIONS`` needs: a label and a line."""
     limit, needed = descriptor_limit(), descriptors_needed(settings)
@@ -272,10 +355,19 @@ def run_checks(settings: Settings, out: TextIO = sys.stdout) -> bool:
         good = False
     else:
         good = check_backend(settings, say) and good
-    if settings.redis_url:
-        problem = asyncio.run(
-            _probe_redis(settings.redis_url, min(settings.callback_timeout_seconds, 5.0))
+    timeout = min(settings.callback_timeout_seconds, 5.0)
+    if settings.redis_sentinels and settings.redis_sentinel_master:
+        label, line = asyncio.run(
+            _probe_sentinels(settings.redis_sentinels, settings.redis_sentinel_master, timeout)
         )
+        say(label, line)
+        good = good and label != "FAIL"
+    elif settings.redis_cluster and settings.redis_url:
+        label, line = asyncio.run(_probe_cluster(settings.redis_url, timeout))
+        say(label, line)
+        good = good and label != "FAIL"
+    elif settings.redis_url:
+        problem = asyncio.run(_probe_redis(settings.redis_url, timeout))
         if problem is None:
             say("ok", "Redis at REDIS_URL answers PING")
         else:

@@ -5,6 +5,7 @@ behave as one gateway. The fake backend answers each connect from its path, as i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -138,3 +139,29 @@ async def test_a_killed_instance_on_a_redis_cluster_is_reported_once_by_the_surv
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_readyz_on_a_redis_cluster_says_503_while_a_node_is_stalled(
+    redis_cluster_nodes, gateway, backend
+):
+    backend.answer_for = by_path
+    gw = gateway(redis_url=redis_cluster_nodes.url, redis_cluster=True)
+    await ready(gw)
+    node = redis_cluster_nodes.nodes[2]
+    node.pause()
+    try:
+        for _ in range(300):  # bounded: the probe of that node's connection times out
+            if (await gw.get("/readyz")).code == 503:
+                break
+            await asyncio.sleep(0.05)
+        body = json.loads((await gw.get("/readyz")).body)
+        assert body["reasons"] == ["the broker (Redis) is unreachable"], body
+    finally:
+        node.resume()
+    await ready(gw)
+    assert (await gw.get("/readyz")).code == 200
+    stream = await gw.open("/sse/ann/room.0+room.1+room.2/1")
+    for channel in ("room.0", "room.1", "room.2"):
+        await publish(gw, channel, channel)
+    assert [e.data for e in await stream.wait_events(3)] == ["room.0", "room.1", "room.2"]
