@@ -29,6 +29,7 @@ from .errors import (
     CloseDetail,
     CloseReason,
     GatewayError,
+    InvalidRequest,
     JWTExpired,
     Outcome,
     RateLimited,
@@ -355,6 +356,32 @@ class Gateway:
             self.backend.disconnect(conn.token, reason, conn.request, conn.close_detail)
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
+
+    async def answer_body(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON body that the decoded ``/internal/send`` body ``body``
+        gets: one send (an object), or a batch (an array, applied in order, each item
+        answered with the status and body it would have got alone). Anything else is 400
+        ``INVALID_JSON``. The one place that decides a send's result, for HTTP and the
+        publish socket alike; it raises nothing."""
+        if isinstance(body, list):
+            results = []
+            for item in body:
+                status, answer = await self._answer_item(item)
+                results.append({"status": status, "body": answer})
+            return 200, {"results": results}
+        if not isinstance(body, dict):
+            error = InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
+            return error.status, error.to_dict()
+        return await self._answer_item(body)
+
+    async def _answer_item(self, item: Any) -> tuple[int, dict[str, Any]]:
+        """Validate and deliver one send: its HTTP status and JSON body."""
+        try:
+            request = protocol.validate_send(item)
+            answer = await self.answer(request)
+        except GatewayError as error:
+            return error.status, error.to_dict()
+        return 200, answer
 
     async def answer(self, request: SendRequest) -> dict[str, Any]:
         """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
