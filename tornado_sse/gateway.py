@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
@@ -59,6 +59,14 @@ EXPIRY_RECHECK_SECONDS = 1.0
 #: ``outcome`` labels of the connects metric for streams that send no connect callback.
 OUTCOME_JWT, OUTCOME_JWT_INVALID, OUTCOME_JWT_EXPIRED = "jwt", "jwt_invalid", "jwt_expired"
 OUTCOME_RATE_LIMITED = "rate_limited"
+
+
+class PublishSocket(Protocol):
+    """An open publish socket (``GET /internal/ws``), as the gateway sees it: something to end
+    when the gateway shuts down."""
+
+    def shut_down(self) -> None:
+        """End the socket because the gateway is shutting down."""
 
 
 class Gateway:
@@ -111,6 +119,8 @@ class Gateway:
         self._expiries = ExpiryQueue()
         self._expiry_timer: asyncio.TimerHandle | None = None
         registry.on_ended = self.connection_ended
+        self._sockets: set[PublishSocket] = set()
+        metrics.open_sockets.set_function(lambda: len(self._sockets))
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -354,6 +364,21 @@ class Gateway:
             )
         if self.backend is not None and conn.backend_may_know:
             self.backend.disconnect(conn.token, reason, conn.request, conn.close_detail)
+
+    # -- publish sockets ------------------------------------------------------------------------
+
+    def socket_opened(self, sock: PublishSocket) -> None:
+        """A publish socket opened: it is ended by :meth:`shutdown`."""
+        self._sockets.add(sock)
+
+    def socket_closed(self, sock: PublishSocket) -> None:
+        """A publish socket closed, for whatever reason (called once per socket)."""
+        self._sockets.discard(sock)
+
+    @property
+    def open_sockets(self) -> int:
+        """How many publish sockets are open."""
+        return len(self._sockets)
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
 
@@ -723,10 +748,13 @@ class Gateway:
         self.draining = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.stop()
+        sockets = list(self._sockets)
+        for sock in sockets:
+            sock.shut_down()
         count = self.registry.close_all(
             CloseReason.SERVER_CLOSED, CloseDetail.SHUTDOWN, last_frame=self.retry_frame
         )
-        log.info("draining", extra=fields(streams=count))
+        log.info("draining", extra=fields(streams=count, sockets=len(sockets)))
         done = True
         if self.backend is not None:
             # Connects still in flight report their disconnect when their answer arrives.
