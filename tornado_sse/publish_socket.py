@@ -120,7 +120,12 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         log.info("publish socket opened", extra=fields(peer=self.request.remote_ip))
 
     async def on_message(self, message: str | bytes) -> None:
-        """Apply one message and answer it; Tornado reads the next only once this returns."""
+        """Apply one message and answer it; Tornado reads the next only once this returns.
+
+        A message that comes after the gateway began to close the socket is not applied: it
+        could not be answered."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
         if isinstance(message, bytes):
             self._close(CLOSE_UNSUPPORTED_DATA, "binary", "text messages only (JSON)")
             return
