@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
@@ -59,6 +59,15 @@ EXPIRY_RECHECK_SECONDS = 1.0
 #: ``outcome`` labels of the connects metric for streams that send no connect callback.
 OUTCOME_JWT, OUTCOME_JWT_INVALID, OUTCOME_JWT_EXPIRED = "jwt", "jwt_invalid", "jwt_expired"
 OUTCOME_RATE_LIMITED = "rate_limited"
+
+
+#: The HTTP status and JSON body a send body gets (:meth:`Gateway.answer_body`).
+Answered = tuple[int, dict[str, Any]]
+
+
+async def settled(answered: Answered | Awaitable[Answered]) -> Answered:
+    """The answer of :meth:`Gateway.answer_body`, awaited if it has to be."""
+    return answered if isinstance(answered, tuple) else await answered
 
 
 class PublishSocket(Protocol):
@@ -382,31 +391,61 @@ class Gateway:
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
 
-    async def answer_body(self, body: Any) -> tuple[int, dict[str, Any]]:
+    def answer_body(self, body: Any) -> Answered | Awaitable[Answered]:
         """The HTTP status and JSON body that the decoded ``/internal/send`` body ``body``
         gets: one send (an object), or a batch (an array, applied in order, each item
         answered with the status and body it would have got alone). Anything else is 400
         ``INVALID_JSON``. The one place that decides a send's result, for HTTP and the
-        publish socket alike; it raises nothing."""
+        publish socket alike; it raises nothing.
+
+        The answer comes at once, as a tuple, when no send in ``body`` had to wait (a token
+        this process holds, or a refusal); otherwise as an awaitable of it, which the caller
+        awaits (:func:`settled`). So the publish socket answers a run of such sends without a
+        task or a turn of the event loop for each.
+        """
         if isinstance(body, list):
-            results = []
-            for item in body:
-                status, answer = await self._answer_item(item)
-                results.append({"status": status, "body": answer})
-            return 200, {"results": results}
+            return self._answer_batch(body, [])
         if not isinstance(body, dict):
             error = InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
             return error.status, error.to_dict()
-        return await self._answer_item(body)
+        return self._answer_item(body)
 
-    async def _answer_item(self, item: Any) -> tuple[int, dict[str, Any]]:
-        """Validate and deliver one send: its HTTP status and JSON body."""
+    def _answer_batch(
+        self, items: list[Any], results: list[dict[str, Any]]
+    ) -> Answered | Awaitable[Answered]:
+        """Answer ``items[len(results):]`` in order, after the ``results`` of the others."""
+        for item in items[len(results) :]:
+            answered = self._answer_item(item)
+            if not isinstance(answered, tuple):
+                return self._finish_batch(items, results, answered)
+            results.append({"status": answered[0], "body": answered[1]})
+        return 200, {"results": results}
+
+    async def _finish_batch(
+        self, items: list[Any], results: list[dict[str, Any]], waiting: Awaitable[Answered]
+    ) -> Answered:
+        status, answer = await waiting
+        results.append({"status": status, "body": answer})
+        return await settled(self._answer_batch(items, results))
+
+    def _answer_item(self, item: Any) -> Answered | Awaitable[Answered]:
+        """Validate and deliver one send: its HTTP status and JSON body (at once, or to be
+        awaited when it must wait for the broker)."""
         try:
             request = protocol.validate_send(item)
-            answer = await self.answer(request)
+            if request.token is not None and self.registry.get(request.token) is not None:
+                if request.unknown:
+                    self._warn_unknown_keys(request.unknown)
+                return 200, {"status": self._send_here(request)}
         except GatewayError as error:
             return error.status, error.to_dict()
-        return 200, answer
+        return self._answer_later(request)
+
+    async def _answer_later(self, request: SendRequest) -> Answered:
+        try:
+            return 200, await self.answer(request)
+        except GatewayError as error:
+            return error.status, error.to_dict()
 
     async def answer(self, request: SendRequest) -> dict[str, Any]:
         """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
@@ -445,10 +484,17 @@ class Gateway:
                 await self.broker.publish(request.channel, tail)
             return "ok"
         assert request.token is not None
-        frame = protocol.encode(request.event) if request.event is not None else None
         if self.registry.get(request.token) is not None:
-            return self.registry.send(request.token, frame, request.close)
+            return self._send_here(request)
+        frame = protocol.encode(request.event) if request.event is not None else None
         return await self.broker.route(request.token, frame, request.close)
+
+    def _send_here(self, request: SendRequest) -> str:
+        """Deliver a token send to the stream this process holds: ``"ok"`` or ``"buffered"``;
+        raises ``BufferFull``."""
+        assert request.token is not None
+        frame = protocol.encode(request.event) if request.event is not None else None
+        return self.registry.send(request.token, frame, request.close)
 
     def _warn_unknown_keys(self, keys: tuple[str, ...]) -> None:
         """Log each unknown key of a send the first time this process sees it (at most

@@ -34,7 +34,7 @@ from .errors import (
     code_for_status,
     error_json,
 )
-from .gateway import Gateway
+from .gateway import Gateway, settled
 from .log import fields
 from .writer import ChunkEncoder, SocketWriter
 
@@ -355,7 +355,7 @@ class SendHandler(InternalHandler):
 
     async def handle(self, body: Any) -> None:
         """Answer the decoded JSON ``body`` (read whole and within ``MAX_BODY_BYTES``)."""
-        status, answer = await self.gateway.answer_body(body)
+        status, answer = await settled(self.gateway.answer_body(body))
         self.write_json(answer, status)
 
 

@@ -25,6 +25,7 @@ import collections
 import logging
 import time
 from asyncio import Future
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from .errors import (
     ShuttingDown,
     WebSocketVersionUnsupported,
 )
+from .gateway import Answered
 from .handlers import InternalHandler
 from .log import fields
 
@@ -119,26 +121,32 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         self.gateway.socket_opened(self)
         log.info("publish socket opened", extra=fields(peer=self.request.remote_ip))
 
-    async def on_message(self, message: str | bytes) -> None:
-        """Apply one message and answer it; Tornado reads the next only once this returns.
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Apply one message and answer it. A send that must wait (for the broker) is
+        answered by the coroutine returned, which Tornado awaits before it reads the next
+        message; the others are answered here and then.
 
         A message that comes after the gateway began to close the socket is not applied: it
         could not be answered."""
         if self.ws_connection is None or self.ws_connection.is_closing():
-            return
+            return None
         if isinstance(message, bytes):
             self._close(CLOSE_UNSUPPORTED_DATA, "binary", "text messages only (JSON)")
-            return
+            return None
         ref = None
         try:
             ref, body = protocol.split_ref(protocol.decode_json(message))
         except GatewayError as error:
-            status, answer = error.status, error.to_dict()
+            answered: Answered | Awaitable[Answered] = (error.status, error.to_dict())
         else:
-            status, answer = await self.gateway.answer_body(body)
-        self._messages += 1
-        self._count(status)
-        self._answer(protocol.encode_socket_answer(ref, status, answer))
+            answered = self.gateway.answer_body(body)
+        if isinstance(answered, tuple):
+            self._answer(ref, answered)
+            return None
+        return self._answer_later(ref, answered)
+
+    async def _answer_later(self, ref: Any, waiting: Awaitable[Answered]) -> None:
+        self._answer(ref, await waiting)
 
     def _count(self, status: int) -> None:
         counter = self._counters.get(status)
@@ -148,11 +156,15 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
             )
         counter.inc()
 
-    def _answer(self, text: str) -> None:
-        """Write one answer, unless the socket is closing; close the socket when the answers
-        it has not accepted yet are over the bound."""
+    def _answer(self, ref: Any, answered: Answered) -> None:
+        """Count and write one answer, unless the socket is closing; close the socket when
+        the answers it has not accepted yet are over the bound."""
+        status, body = answered
+        self._messages += 1
+        self._count(status)
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed while the send was applied: nobody is left to tell
+        text = protocol.encode_socket_answer(ref, status, body)
         unwritten = self._unwritten
         while unwritten and unwritten[0][0].done():  # they are written in order
             done, size = unwritten.popleft()
