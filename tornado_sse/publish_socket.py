@@ -164,18 +164,18 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         self._count(status)
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed while the send was applied: nobody is left to tell
-        text = protocol.encode_socket_answer(ref, status, body)
+        data = protocol.encode_socket_answer(ref, status, body).encode("utf-8")
         unwritten = self._unwritten
         while unwritten and unwritten[0][0].done():  # they are written in order
             done, size = unwritten.popleft()
             self._unwritten_bytes -= size
             _retrieve(done)  # a failed write is the socket's end, seen in on_close
         try:
-            future = self.write_message(text)
+            future = self.write_message(data)  # bytes of a text message (binary=False)
         except WebSocketClosedError:
             return
-        unwritten.append((future, len(text)))
-        self._unwritten_bytes += len(text)
+        unwritten.append((future, len(data)))
+        self._unwritten_bytes += len(data)
         if self._unwritten_bytes > self._limit:
             log.warning(
                 "publish socket closed: its answers are not read",
@@ -206,7 +206,7 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
                 messages=self._messages,
                 code=self.close_code,
                 by=self._closed_by,
-                duration=round(time.monotonic() - self._opened_at, 3) if self._opened_at else 0,
+                duration=round(time.monotonic() - self._opened_at, 3),
             ),
         )
 
