@@ -404,29 +404,42 @@ class Gateway:
         task or a turn of the event loop for each.
         """
         if isinstance(body, list):
-            return self._answer_batch(body, [])
+            return self._answer_batch(body)
         if not isinstance(body, dict):
             error = InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
             return error.status, error.to_dict()
         return self._answer_item(body)
 
-    def _answer_batch(
+    def _answer_batch(self, items: list[Any]) -> Answered | Awaitable[Answered]:
+        results: list[dict[str, Any]] = []
+        waiting = self._settle_batch(items, results)
+        if waiting is None:
+            return 200, {"results": results}
+        return self._finish_batch(items, results, waiting)
+
+    def _settle_batch(
         self, items: list[Any], results: list[dict[str, Any]]
-    ) -> Answered | Awaitable[Answered]:
-        """Answer ``items[len(results):]`` in order, after the ``results`` of the others."""
-        for item in items[len(results) :]:
-            answered = self._answer_item(item)
+    ) -> Awaitable[Answered] | None:
+        """Answer ``items`` after the ``len(results)`` answered already, in order, while they
+        settle at once; the awaitable answer of the first one that waits, or None at the end."""
+        for k in range(len(results), len(items)):
+            answered = self._answer_item(items[k])
             if not isinstance(answered, tuple):
-                return self._finish_batch(items, results, answered)
+                return answered
             results.append({"status": answered[0], "body": answered[1]})
-        return 200, {"results": results}
+        return None
 
     async def _finish_batch(
-        self, items: list[Any], results: list[dict[str, Any]], waiting: Awaitable[Answered]
+        self,
+        items: list[Any],
+        results: list[dict[str, Any]],
+        waiting: Awaitable[Answered] | None,
     ) -> Answered:
-        status, answer = await waiting
-        results.append({"status": status, "body": answer})
-        return await settled(self._answer_batch(items, results))
+        while waiting is not None:  # bounded: each turn answers one more item
+            status, answer = await waiting
+            results.append({"status": status, "body": answer})
+            waiting = self._settle_batch(items, results)
+        return 200, {"results": results}
 
     def _answer_item(self, item: Any) -> Answered | Awaitable[Answered]:
         """Validate and deliver one send: its HTTP status and JSON body (at once, or to be

@@ -350,3 +350,14 @@ async def test_metrics_count_open_sockets_and_messages_by_status(gateway):
     assert await read_metric(gw.base_url, name, status="404") == 2
     conn.close()
     await wait_for_metric(gw.base_url, "tornado_sse_open_publish_sockets", lambda v: v == 0)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_batch_of_3000_sends_that_each_wait_is_answered_whole(gateway):
+    gw = gateway()
+    conn = await connect(gw.port)
+    batch = [{"channel": "news", "event": {"data": str(i)}} for i in range(3000)]
+    answer = await exchange(conn, batch)
+    assert answer["status"] == 200
+    assert [r["status"] for r in answer["body"]["results"]] == [200] * 3000
+    conn.close()
