@@ -66,6 +66,11 @@ class Context:
     def has_batches(self) -> bool:
         return self.gateway
 
+    @property
+    def has_socket(self) -> bool:
+        """Whether the target has a publish socket (``/internal/ws``)."""
+        return self.gateway
+
     # -- addressing ------------------------------------------------------------------------------
 
     def stream_path(self, i: int | str, channel: str | None = None, auth: bool = False) -> str:

@@ -49,7 +49,7 @@ GATEWAY, NCHAN = "tornado_sse", "nchan"
 SIZED = ("connections", "jwt", "fanout")
 
 #: Scenarios that attach the profiler to the gateway when ``--profile`` is given.
-PROFILED = ("connections", "jwt", "unicast", "fanout", "heartbeat")
+PROFILED = ("connections", "jwt", "unicast", "socket", "fanout", "heartbeat")
 
 #: Load-side CPU (percent of one core) from which a run counts as load-bound, and from which
 #: it is worth a note.
@@ -76,6 +76,13 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
         ("latency_p90_ms", "latency p90 at 500/s (ms)", "lower"),
         ("latency_p99_ms", "latency p99 at 500/s (ms)", "lower"),
         ("cpu_us_per_op", "server CPU per accepted send (us)", "lower"),
+    ],
+    "socket": [
+        ("sends_per_s", "single sends/s over the publish socket", "higher"),
+        ("latency_p50_ms", "socket latency p50 at 500/s (ms)", "lower"),
+        ("latency_p90_ms", "socket latency p90 at 500/s (ms)", "lower"),
+        ("latency_p99_ms", "socket latency p99 at 500/s (ms)", "lower"),
+        ("cpu_us_per_op", "server CPU per accepted socket send (us)", "lower"),
     ],
     "batch": [
         ("events_per_s", "events/s in batches", "higher"),
@@ -104,6 +111,7 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
 CHECKS = {
     "jwt": ["no_connect_callbacks"],
     "unicast": ["exactly_once_in_order", "all_delivered"],
+    "socket": ["exactly_once_in_order", "all_delivered"],
     "batch": ["exactly_once_in_order", "all_delivered"],
     "fanout": ["exactly_once_in_order", "all_delivered"],
     "churn": ["disconnects_match"],
@@ -432,8 +440,8 @@ class Runner:
             for size in sizes:
                 for run in range(1, args.runs + 1):
                     for target in targets:
-                        if scenario == "batch" and target == NCHAN:
-                            continue  # nchan has no batch publish: nothing to run
+                        if scenario in ("batch", "socket") and target == NCHAN:
+                            continue  # nchan has no batch publish, no socket: nothing to run
                         jobs.append((scenario, size, run, target, params))
         if args.interleave:
             # By size, then run, then scenario; the servers keep alternating within (stable).
@@ -738,6 +746,20 @@ def goals(medians: dict[str, Any]) -> list[dict[str, Any]]:
     v = get("unicast", None, GATEWAY, "sends_per_s")
     if v is not None:
         add(">= 4,000 single sends/s", "%s/s" % fmt(v), v >= 4000)
+    s, h = (get(name, None, GATEWAY, "sends_per_s") for name in ("socket", "unicast"))
+    if s is not None and h:
+        add(
+            "single sends/s over the socket >= 10x over HTTP",
+            "%s/s vs %s/s (%.1fx)" % (fmt(s), fmt(h), s / h),
+            s >= 10 * h,
+        )
+    s, h = (get(name, None, GATEWAY, "latency_p99_ms") for name in ("socket", "unicast"))
+    if s is not None and h is not None:
+        add(
+            "p99 at 500 sends/s over the socket <= over HTTP",
+            "%.2f ms vs %.2f ms" % (s, h),
+            s <= h,
+        )
     v = get("batch", None, GATEWAY, "events_per_s")
     if v is not None:
         add(">= 20,000 events/s through batches", "%s/s" % fmt(v), v >= 20000)

@@ -8,6 +8,7 @@ the mock backend, CPU windows) and its parameters, and returning ``{"metrics": {
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from tornado_sse.client import mint_jwt
 
 from . import procstat
 from .context import Context, finish
-from .wire import HTTPConnection, Sink, SSEStream, open_stream, open_streams, perf
+from .wire import HTTPConnection, Sink, SSEStream, WSConnection, open_stream, open_streams, perf
 
 Result = dict[str, Any]
 
@@ -55,6 +56,12 @@ PARAMS: dict[str, dict[str, Any]] = {
         "heartbeat": 15,
         "bound": 90,
     },
+    "socket": {
+        "full": {"sizes": [100], "window": 256, "duration": 5.0, "rate": 500, "lat_duration": 5.0},
+        "smoke": {"sizes": [20], "window": 64, "duration": 1.0, "rate": 500, "lat_duration": 1.0},
+        "heartbeat": 15,
+        "bound": 90,
+    },
     "batch": {
         "full": {"sizes": [100], "conns": 4, "batch": 100, "duration": 5.0},
         "smoke": {"sizes": [20], "conns": 2, "batch": 50, "duration": 1.0},
@@ -81,13 +88,14 @@ PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 
-ORDER = ["connections", "jwt", "unicast", "batch", "fanout", "heartbeat", "churn"]
+ORDER = ["connections", "jwt", "unicast", "socket", "batch", "fanout", "heartbeat", "churn"]
 
 #: What ``size`` means in each scenario (for the table).
 SIZE_MEANS = {
     "connections": "streams",
     "jwt": "streams",
     "unicast": "streams",
+    "socket": "streams",
     "batch": "streams",
     "fanout": "subscribers",
     "heartbeat": "streams",
@@ -389,6 +397,125 @@ async def unicast(
     }
 
 
+async def socket(
+    ctx: Context, size: int, window: int, duration: float, rate: int, lat_duration: float
+) -> Result:
+    """``unicast`` over one publish socket: the same single sends (one message each, the body
+    ``/internal/send`` takes), at most ``window`` of them unanswered; closed-loop sends/s, then
+    latency at a fixed rate."""
+    if not ctx.has_socket:
+        return {"skipped": "nchan has no publish socket"}
+    sink = Sink()
+    paths = [ctx.stream_path(i) for i in range(size)]
+    streams = await _open_or_fail(ctx, paths, 100, sink)
+    keys = await ctx.unicast_keys(paths)
+    sent: list[list[int]] = [[] for _ in range(size)]
+    counter = itertools.count()
+    errors: dict[int, int] = {}
+    accepted = 0
+    ws = await WSConnection(ctx.host, ctx.port).connect()
+    #: The sends written and not yet answered, oldest first: (stream, seq).
+    unanswered: collections.deque[tuple[int, int]] = collections.deque()
+    room = asyncio.Semaphore(window)
+
+    def message(i: int, seq: int) -> bytes:
+        return ctx.unicast_request(keys[i], seq)[1]
+
+    async def read_answers(total: int | None) -> None:
+        """Count answers, in order, until ``total`` (or until cancelled)."""
+        nonlocal accepted
+        got = 0
+        while total is None or got < total:
+            answer = await ws.receive()
+            i, seq = unanswered.popleft()
+            room.release()
+            got += 1
+            status = int(answer[answer.index(b'"status":') + 9 :][:3])
+            if status == 200:
+                sent[i].append(seq)
+                accepted += 1
+            else:
+                sent_at.pop(seq, None)
+                errors[status] = errors.get(status, 0) + 1
+
+    sent_at: dict[int, float] = {}
+
+    async def closed_loop() -> int:
+        written = 0
+        for i in itertools.cycle(range(size)):
+            if perf() >= t_end:
+                return written
+            await room.acquire()
+            seq = next(counter)
+            unanswered.append((i, seq))
+            ws.send(message(i, seq))
+            written += 1
+            if written % 64 == 0:
+                await ws.drain()
+        return written
+
+    await ctx.profile_start()
+    cpu_window = ctx.cpu_window()
+    t0 = perf()
+    t_end = t0 + duration
+    reader = asyncio.ensure_future(read_answers(None))
+    await closed_loop()
+    for _ in range(window):  # every send written has been answered once all room is back
+        await asyncio.wait_for(room.acquire(), 15)
+    elapsed = perf() - t0
+    cpu = cpu_window.stop()
+    reader.cancel()
+    for _ in range(window):
+        room.release()
+    throughput_accepted = accepted
+    delivered_all = await sink.wait_for(accepted, 15)
+
+    # Latency at a fixed rate: send j is written at t0 + j / rate, to stream j % size.
+    lag = 0.0
+    total = int(rate * lat_duration)
+    reader = asyncio.ensure_future(read_answers(total))
+    lat_window = ctx.cpu_window()
+    start = perf()
+    for j in range(total):
+        delay = start + j / rate - perf()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            lag = max(lag, -delay)
+        i, seq = j % size, next(counter)
+        unanswered.append((i, seq))
+        sent_at[seq] = perf()
+        ws.send(message(i, seq))
+    await asyncio.wait_for(reader, 15)
+    lat_cpu = lat_window.stop()
+    delivered_all = await sink.wait_for(accepted, 15) and delivered_all
+    await ctx.profile_stop()
+    ws.close()
+    latencies = []
+    for stream in streams:
+        for value, at in zip(stream.events, stream.times, strict=True):
+            t = sent_at.get(value)
+            if t is not None:
+                latencies.append((at - t) * 1000)
+    checks = order_check(sent, streams)
+    checks.update({"errors": errors, "all_delivered": delivered_all, "schedule_lag_ms": lag * 1e3})
+    close_all(streams)
+    return {
+        "metrics": {
+            "sends_per_s": throughput_accepted / elapsed,
+            "cpu_us_per_op": cpu_us_per_op(cpu, throughput_accepted),
+            "latency_p50_ms": percentile(latencies, 50),
+            "latency_p90_ms": percentile(latencies, 90),
+            "latency_p99_ms": percentile(latencies, 99),
+            "latency_max_ms": max(latencies) if latencies else float("nan"),
+            "latency_samples": len(latencies),
+        },
+        "checks": checks,
+        "cpu": cpu,
+        "cpu_latency_phase": lat_cpu,
+    }
+
+
 async def batch(ctx: Context, size: int, conns: int, batch: int, duration: float) -> Result:
     """JSON-array batches of token sends: events/s accepted, then delivery checked."""
     if not ctx.has_batches:
@@ -612,6 +739,7 @@ RUNNERS: dict[str, Callable[..., Awaitable[Result]]] = {
     "connections": connections,
     "jwt": jwt,
     "unicast": unicast,
+    "socket": socket,
     "batch": batch,
     "fanout": fanout,
     "heartbeat": heartbeat,

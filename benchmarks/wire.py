@@ -1,4 +1,5 @@
-"""Raw HTTP/1.1 on asyncio: SSE streams as protocols, keep-alive request connections.
+"""Raw HTTP/1.1 on asyncio: SSE streams as protocols, keep-alive request connections, and the
+publish socket.
 
 Kept minimal on purpose: the load generator must cost far less CPU per event than the server
 under test, so there is no HTTP library in the way.
@@ -7,8 +8,11 @@ under test, so there is no HTTP library in the way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
+
+from tornado_sse_client import websocket
 
 perf = time.perf_counter
 
@@ -344,6 +348,58 @@ class HTTPConnection:
             self.close()
             self._writer = None
         return status, data
+
+
+class WSConnection:
+    """One publish socket (``/internal/ws``): text messages written without waiting, answers
+    read in order. Framing by :mod:`tornado_sse_client.websocket` (client frames masked)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._frames = websocket.FrameReader()
+        self._answers: collections.deque[bytes] = collections.deque()
+
+    async def connect(self, path: str = "/internal/ws") -> WSConnection:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        key = websocket.handshake_key()
+        host = "%s:%d" % (self.host, self.port)
+        writer.write(websocket.handshake_request(path, host, key, {}))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head[9:12] != b"101":
+            writer.close()
+            raise RuntimeError("the publish socket answered %r" % head[:40])
+        self._reader, self._writer = reader, writer
+        return self
+
+    def send(self, text: bytes) -> None:
+        """Write one text message (UTF-8 bytes); it leaves as the socket takes it."""
+        assert self._writer is not None
+        self._writer.write(websocket.encode_frame(websocket.OP_TEXT, text))
+
+    async def drain(self) -> None:
+        assert self._writer is not None
+        await self._writer.drain()
+
+    async def receive(self) -> bytes:
+        """The payload of the next text message; ``ConnectionError`` once the socket ends."""
+        assert self._reader is not None
+        while not self._answers:
+            piece = await self._reader.read(262144)
+            if not piece:
+                raise ConnectionError("the publish socket ended")
+            for message in self._frames.feed(piece):
+                if message.opcode == websocket.OP_TEXT:
+                    self._answers.append(message.payload)
+                elif message.opcode == websocket.OP_CLOSE:
+                    raise ConnectionError("the publish socket was closed (%s)" % message.code)
+        return self._answers.popleft()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 async def get_json(host: str, port: int, path: str) -> object:

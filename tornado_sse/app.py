@@ -32,6 +32,7 @@ from .handlers import (
 from .jwt_auth import verifier_for
 from .metrics import Metrics
 from .ops import HealthHandler, MetricsHandler, ReadyHandler, log_request
+from .publish_socket import PublishSocketHandler
 from .registry import Registry
 from .writer import ChunkEncoder
 
@@ -45,6 +46,7 @@ HANDLERS: dict[str, type] = {
     "presence": PresenceHandler,
     "subscribe": SubscriptionHandler,
     "unsubscribe": UnsubscriptionHandler,
+    "socket": PublishSocketHandler,
     "metrics": MetricsHandler,
     "stats": StatsHandler,
     "dashboard": DashboardHandler,

@@ -75,8 +75,11 @@ class AsyncGateway(aio.AsyncGateway):
         *,
         http_client: AsyncHTTPClient | None = None,
         keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+        transport: str = "http",
     ) -> None:
-        super().__init__(url, secret, timeout, keepalive_seconds=keepalive_seconds)
+        super().__init__(
+            url, secret, timeout, keepalive_seconds=keepalive_seconds, transport=transport
+        )
         self._http_client = http_client
 
     async def _exchange(

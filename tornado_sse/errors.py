@@ -141,6 +141,38 @@ class Unauthorized(GatewayError):
         super().__init__("a valid 'Authorization: Bearer <INTERNAL_SECRET>' is required")
 
 
+class NotAWebSocket(GatewayError):
+    """A request for the publish socket that is not a WebSocket opening handshake (400)."""
+
+    status = 400
+    code = "INVALID_UPGRADE"
+
+    def __init__(self, why: str) -> None:
+        super().__init__("this endpoint only opens a WebSocket: %s" % why)
+
+
+class CrossOriginRefused(GatewayError):
+    """A publish socket opened by a page of another origin (a browser's ``Origin``) (403):
+    the internal API is for servers, and a page must not push events through it."""
+
+    status = 403
+    code = "CROSS_ORIGIN_REFUSED"
+
+    def __init__(self) -> None:
+        super().__init__("the internal API does not take WebSockets from pages of other origins")
+
+
+class WebSocketVersionUnsupported(GatewayError):
+    """A WebSocket handshake of another version than 13 (RFC 6455) (426); the answer carries
+    ``Sec-WebSocket-Version: 13``."""
+
+    status = 426
+    code = "UPGRADE_REQUIRED"
+
+    def __init__(self) -> None:
+        super().__init__("only WebSocket version 13 (RFC 6455) is spoken")
+
+
 class InvalidJWT(GatewayError):
     """A stream's ``jwt`` does not verify: signature, algorithm, audience, issuer or a claim
     (401). ``message`` says which, in words of ours: never the token, never a library's text."""
@@ -368,6 +400,7 @@ _STATUS_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    426: "UPGRADE_REQUIRED",
     431: "REQUEST_HEADER_FIELDS_TOO_LARGE",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",

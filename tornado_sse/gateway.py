@@ -14,8 +14,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
@@ -29,6 +29,7 @@ from .errors import (
     CloseDetail,
     CloseReason,
     GatewayError,
+    InvalidRequest,
     JWTExpired,
     Outcome,
     RateLimited,
@@ -58,6 +59,23 @@ EXPIRY_RECHECK_SECONDS = 1.0
 #: ``outcome`` labels of the connects metric for streams that send no connect callback.
 OUTCOME_JWT, OUTCOME_JWT_INVALID, OUTCOME_JWT_EXPIRED = "jwt", "jwt_invalid", "jwt_expired"
 OUTCOME_RATE_LIMITED = "rate_limited"
+
+
+#: The HTTP status and JSON body a send body gets (:meth:`Gateway.answer_body`).
+Answered = tuple[int, dict[str, Any]]
+
+
+async def settled(answered: Answered | Awaitable[Answered]) -> Answered:
+    """The answer of :meth:`Gateway.answer_body`, awaited if it has to be."""
+    return answered if isinstance(answered, tuple) else await answered
+
+
+class PublishSocket(Protocol):
+    """An open publish socket (``GET /internal/ws``), as the gateway sees it: something to end
+    when the gateway shuts down."""
+
+    def shut_down(self) -> None:
+        """End the socket because the gateway is shutting down."""
 
 
 class Gateway:
@@ -110,6 +128,8 @@ class Gateway:
         self._expiries = ExpiryQueue()
         self._expiry_timer: asyncio.TimerHandle | None = None
         registry.on_ended = self.connection_ended
+        self._sockets: set[PublishSocket] = set()
+        metrics.open_sockets.set_function(lambda: len(self._sockets))
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -362,7 +382,91 @@ class Gateway:
                 ),
             )
 
+    # -- publish sockets ------------------------------------------------------------------------
+
+    def socket_opened(self, sock: PublishSocket) -> None:
+        """A publish socket opened: it is ended by :meth:`shutdown`."""
+        self._sockets.add(sock)
+
+    def socket_closed(self, sock: PublishSocket) -> None:
+        """A publish socket closed, for whatever reason (called once per socket)."""
+        self._sockets.discard(sock)
+
+    @property
+    def open_sockets(self) -> int:
+        """How many publish sockets are open."""
+        return len(self._sockets)
+
     # -- sends (BrokerHandler) ----------------------------------------------------------------
+
+    def answer_body(self, body: Any) -> Answered | Awaitable[Answered]:
+        """The HTTP status and JSON body that the decoded ``/internal/send`` body ``body``
+        gets: one send (an object), or a batch (an array, applied in order, each item
+        answered with the status and body it would have got alone). Anything else is 400
+        ``INVALID_JSON``. The one place that decides a send's result, for HTTP and the
+        publish socket alike; it raises nothing.
+
+        The answer comes at once, as a tuple, when no send in ``body`` had to wait (a token
+        this process holds, or a refusal); otherwise as an awaitable of it, which the caller
+        awaits (:func:`settled`). So the publish socket answers a run of such sends without a
+        task or a turn of the event loop for each.
+        """
+        if isinstance(body, list):
+            return self._answer_batch(body)
+        if not isinstance(body, dict):
+            error = InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
+            return error.status, error.to_dict()
+        return self._answer_item(body)
+
+    def _answer_batch(self, items: list[Any]) -> Answered | Awaitable[Answered]:
+        results: list[dict[str, Any]] = []
+        waiting = self._settle_batch(items, results)
+        if waiting is None:
+            return 200, {"results": results}
+        return self._finish_batch(items, results, waiting)
+
+    def _settle_batch(
+        self, items: list[Any], results: list[dict[str, Any]]
+    ) -> Awaitable[Answered] | None:
+        """Answer ``items`` after the ``len(results)`` answered already, in order, while they
+        settle at once; the awaitable answer of the first one that waits, or None at the end."""
+        for k in range(len(results), len(items)):
+            answered = self._answer_item(items[k])
+            if not isinstance(answered, tuple):
+                return answered
+            results.append({"status": answered[0], "body": answered[1]})
+        return None
+
+    async def _finish_batch(
+        self,
+        items: list[Any],
+        results: list[dict[str, Any]],
+        waiting: Awaitable[Answered] | None,
+    ) -> Answered:
+        while waiting is not None:  # bounded: each turn answers one more item
+            status, answer = await waiting
+            results.append({"status": status, "body": answer})
+            waiting = self._settle_batch(items, results)
+        return 200, {"results": results}
+
+    def _answer_item(self, item: Any) -> Answered | Awaitable[Answered]:
+        """Validate and deliver one send: its HTTP status and JSON body (at once, or to be
+        awaited when it must wait for the broker)."""
+        try:
+            request = protocol.validate_send(item)
+            if request.token is not None and self.registry.get(request.token) is not None:
+                if request.unknown:
+                    self._warn_unknown_keys(request.unknown)
+                return 200, {"status": self._send_here(request)}
+        except GatewayError as error:
+            return error.status, error.to_dict()
+        return self._answer_later(request)
+
+    async def _answer_later(self, request: SendRequest) -> Answered:
+        try:
+            return 200, await self.answer(request)
+        except GatewayError as error:
+            return error.status, error.to_dict()
 
     async def answer(self, request: SendRequest) -> dict[str, Any]:
         """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
@@ -401,10 +505,17 @@ class Gateway:
                 await self.broker.publish(request.channel, tail)
             return "ok"
         assert request.token is not None
-        frame = protocol.encode(request.event) if request.event is not None else None
         if self.registry.get(request.token) is not None:
-            return self.registry.send(request.token, frame, request.close)
+            return self._send_here(request)
+        frame = protocol.encode(request.event) if request.event is not None else None
         return await self.broker.route(request.token, frame, request.close)
+
+    def _send_here(self, request: SendRequest) -> str:
+        """Deliver a token send to the stream this process holds: ``"ok"`` or ``"buffered"``;
+        raises ``BufferFull``."""
+        assert request.token is not None
+        frame = protocol.encode(request.event) if request.event is not None else None
+        return self.registry.send(request.token, frame, request.close)
 
     def _warn_unknown_keys(self, keys: tuple[str, ...]) -> None:
         """Log each unknown key of a send the first time this process sees it (at most
@@ -704,10 +815,13 @@ class Gateway:
         self.draining = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.stop()
+        sockets = list(self._sockets)
+        for sock in sockets:
+            sock.shut_down()
         count = self.registry.close_all(
             CloseReason.SERVER_CLOSED, CloseDetail.SHUTDOWN, last_frame=self.retry_frame
         )
-        log.info("draining", extra=fields(streams=count))
+        log.info("draining", extra=fields(streams=count, sockets=len(sockets)))
         done = True
         if self.backend is not None:
             # Connects still in flight report their disconnect when their answer arrives.

@@ -25,7 +25,6 @@ from .errors import (
     HeadersTooLarge,
     InvalidChannel,
     InvalidLimit,
-    InvalidRequest,
     InvalidSince,
     InvalidUser,
     NotFound,
@@ -35,7 +34,7 @@ from .errors import (
     code_for_status,
     error_json,
 )
-from .gateway import Gateway
+from .gateway import Gateway, settled
 from .log import fields
 from .writer import ChunkEncoder, SocketWriter
 
@@ -356,29 +355,8 @@ class SendHandler(InternalHandler):
 
     async def handle(self, body: Any) -> None:
         """Answer the decoded JSON ``body`` (read whole and within ``MAX_BODY_BYTES``)."""
-        if isinstance(body, list):
-            results = []
-            for item in body:
-                status, answer = await self._send_one(item)
-                results.append({"status": status, "body": answer})
-            self.write_json({"results": results})
-            return
-        if not isinstance(body, dict):
-            self.send_gateway_error(
-                InvalidRequest("INVALID_JSON", "the body must be a JSON object or array")
-            )
-            return
-        status, answer = await self._send_one(body)
+        status, answer = await settled(self.gateway.answer_body(body))
         self.write_json(answer, status)
-
-    async def _send_one(self, item: Any) -> tuple[int, dict[str, Any]]:
-        """Validate and deliver one send: its HTTP status and JSON body."""
-        try:
-            request = protocol.validate_send(item)
-            answer = await self.gateway.answer(request)
-        except GatewayError as error:
-            return error.status, error.to_dict()
-        return 200, answer
 
 
 class SubscriptionHandler(SendHandler):

@@ -87,6 +87,22 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        self.socket_messages = Counter(
+            "tornado_sse_socket_messages",
+            "Publish socket messages answered, by the HTTP status of the answer.",
+            ["status"],
+            registry=r,
+        )
+        self.open_sockets = Gauge(
+            "tornado_sse_open_publish_sockets", "Publish sockets open now.", registry=r
+        )
+        self.socket_closes = Counter(
+            "tornado_sse_publish_socket_closes",
+            "Publish sockets closed by the gateway, by why (too_big, not_reading, binary, "
+            "shutdown).",
+            ["why"],
+            registry=r,
+        )
         self.requests_receiving = Gauge(
             "tornado_sse_requests_receiving",
             "Connections still sending a request (head or declared body); they take places "

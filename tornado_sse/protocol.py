@@ -154,19 +154,37 @@ def encode_retry(milliseconds: int) -> bytes:
 # Validation of /internal/send
 
 
-def decode_json(raw: bytes) -> Any:
-    """Decode a JSON request body, or raise ``INVALID_JSON``.
+def decode_json(raw: bytes | str) -> Any:
+    """Decode a JSON request body (or the text of a publish socket message), or raise
+    ``INVALID_JSON``.
 
     Rejects bytes that are not UTF-8, the non-standard constants ``NaN`` and ``Infinity``, and
     strings holding lone surrogates (they cannot be written to a UTF-8 stream).
     """
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text, parse_constant=_reject_constant)
         _check_unicode(value)
     except (UnicodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest("INVALID_JSON", "body is not valid JSON: %s" % _short(exc)) from None
     return value
+
+
+def split_ref(message: Any) -> tuple[Any, Any]:
+    """``(ref, body)`` of a decoded publish socket message (wire contract 4.5): an object
+    loses its top-level ``"ref"`` (any JSON value; ``None`` when absent), which is no part of
+    the send; an array (a batch) or anything else carries none and is returned whole."""
+    if isinstance(message, dict) and "ref" in message:
+        return message.pop("ref"), message
+    return None, message
+
+
+def encode_socket_answer(ref: Any, status: int, body: dict[str, Any]) -> str:
+    """The text of the answer to one publish socket message: ``{"ref", "status", "body"}``,
+    compact JSON, ``ref`` as it came (``null`` when it had none)."""
+    return json.dumps(
+        {"ref": ref, "status": status, "body": body}, separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def _reject_constant(name: str) -> Any:

@@ -40,6 +40,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/internal/presence", "presence", internal=True),
     Route("/internal/subscribe", "subscribe", internal=True),
     Route("/internal/unsubscribe", "unsubscribe", internal=True),
+    Route("/internal/ws", "socket", internal=True),
     Route("/metrics", "metrics", internal=True),
 )
 

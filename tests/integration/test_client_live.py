@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.clients import KINDS
+from tests.support.clients import LIVE_KINDS
 from tests.support.helpers import open_with_token
 from tests.support.ports import unused_port
 from tornado_sse.client import (
@@ -26,7 +26,7 @@ from tornado_sse.client import (
 # --- successful calls -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind, clients):
     gw = gateway()
@@ -37,7 +37,7 @@ async def test_send_writes_an_event_with_name_and_id(gateway, backend, kind, cli
     assert (event.type, event.data, event.last_event_id) == ("update", "line 1\nline 2", "17")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room.7"]}')
@@ -53,7 +53,7 @@ async def test_publish_reaches_every_subscriber_of_the_channel(gateway, backend,
         assert event.last_event_id.isdigit()  # the gateway's id for channel events
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend, kind, clients):
     gw = gateway()
@@ -72,7 +72,7 @@ async def test_close_ends_the_stream_and_then_the_token_is_gone(gateway, backend
         await api.close(other_token)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
@@ -98,7 +98,7 @@ async def test_batch_answers_each_item_as_if_alone(gateway, backend, kind, clien
     assert await api.batch([]) == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_connections_lists_the_open_streams(gateway, backend, kind, clients):
     backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
@@ -119,7 +119,7 @@ async def test_connections_lists_the_open_streams(gateway, backend, kind, client
 # --- every typed error, for real ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_history_lists_a_channels_kept_events_and_pages_with_since(
     gateway, backend, kind, clients
@@ -145,7 +145,7 @@ async def test_history_lists_a_channels_kept_events_and_pages_with_since(
     assert dropped["complete"] is False  # e0 was dropped
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_unknown_token_raises_token_not_found(gateway, kind, clients):
     gw = gateway()
@@ -156,7 +156,7 @@ async def test_unknown_token_raises_token_not_found(gateway, kind, clients):
     assert caught.value.message
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_channel_with_a_space_raises_invalid_request(gateway, kind, clients):
     gw = gateway()
@@ -169,7 +169,7 @@ async def test_channel_with_a_space_raises_invalid_request(gateway, kind, client
     assert (caught.value.status, caught.value.code) == (400, "INVALID_EVENT_NAME_TYPE")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kind, clients):
     gw = gateway(internal_secret="s")
@@ -187,7 +187,7 @@ async def test_wrong_or_missing_secret_raises_unauthorized(gateway, backend, kin
     assert event.data == "allowed"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend, kind, clients):
     gw = gateway(max_pending_events=1)
@@ -216,7 +216,7 @@ async def test_sends_beyond_the_pending_limit_raise_buffer_full(gateway, backend
     assert [e.data for e in events] == ["welcome", "live"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_closed_port_raises_gateway_unavailable(kind, clients):
     api = clients(kind, "http://127.0.0.1:%d" % unused_port())

@@ -11,14 +11,14 @@ import json
 import pytest
 
 from tests.support.backend import Answer
-from tests.support.clients import KINDS
+from tests.support.clients import LIVE_KINDS
 from tests.support.helpers import open_with_token
 from tornado_sse.client import InvalidRequest, TokenNotFound, send_item, subscription_body
 
 ANN = Answer(body=json.dumps({"user": "ann", "info": {"n": 1}, "channels": ["room"]}).encode())
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(
     gateway, backend, kind, clients
@@ -35,7 +35,7 @@ async def test_send_to_user_and_close_user_reach_every_stream_of_the_user(
     assert await api.send_to_user("ann", "again") == 0
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_presence_connections_and_history_of_a_channel(gateway, backend, kind, clients):
     backend.connect_answer = ANN
@@ -56,7 +56,7 @@ async def test_presence_connections_and_history_of_a_channel(gateway, backend, k
     assert (await api.history("room", since=since))["events"] == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", LIVE_KINDS)
 @pytest.mark.gen_test(timeout=20)
 async def test_subscribe_and_unsubscribe_a_token_or_a_user(gateway, backend, kind, clients):
     backend.connect_answer = ANN

@@ -1,7 +1,8 @@
 """Both clients of :mod:`tornado_sse_client` behind one awaitable face.
 
-Tests of the clients run each case twice, with the blocking :class:`Gateway` and with
-:class:`AsyncGateway`. The blocking one is called in an executor thread, as a WSGI backend
+Tests against a live gateway run each case four times: with the blocking :class:`Gateway` and with
+:class:`AsyncGateway`, each over HTTP and over the publish socket (``transport="ws"``, kinds
+``sync-ws`` and ``async-ws``). The blocking one is called in an executor thread, as a WSGI backend
 would call it, so that the test's IOLoop keeps serving the gateway (or the fake) meanwhile.
 The ``clients`` fixture (tests/conftest.py) makes them with :class:`Clients`, which closes
 their kept-alive connections at the end of the test.
@@ -15,8 +16,10 @@ from typing import Any
 
 from tornado_sse.client import AsyncGateway, Gateway
 
-#: The two kinds of client, as ``kind`` of :func:`awaitable_client`.
+#: The kinds of client over HTTP, as ``kind`` of :func:`awaitable_client`.
 KINDS = ["sync", "async"]
+#: Every kind of client, the publish socket's too: for tests against a live gateway.
+LIVE_KINDS = [*KINDS, "sync-ws", "async-ws"]
 
 
 class InThread:
@@ -37,11 +40,14 @@ class InThread:
 
 def awaitable_client(kind: str, url: str, secret: str | None = None, timeout: float = 5.0) -> Any:
     """A client of ``url`` whose methods are all awaited the same way: for ``kind`` ``"sync"`` a
-    :class:`Gateway` in :class:`InThread`, for ``"async"`` an :class:`AsyncGateway`. The caller
-    awaits its ``close_idle()`` before the event loop ends."""
-    if kind == "sync":
-        return InThread(Gateway(url, secret=secret, timeout=timeout))
-    return AsyncGateway(url, secret=secret, timeout=timeout)
+    :class:`Gateway` in :class:`InThread`, for ``"async"`` an :class:`AsyncGateway`; a ``-ws``
+    suffix makes it send over the publish socket. The caller awaits its ``close_idle()``
+    before the event loop ends."""
+    base, _, ws = kind.partition("-")
+    transport = "ws" if ws else "http"
+    if base == "sync":
+        return InThread(Gateway(url, secret=secret, timeout=timeout, transport=transport))
+    return AsyncGateway(url, secret=secret, timeout=timeout, transport=transport)
 
 
 class Clients:

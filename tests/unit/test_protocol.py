@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.sse_parser import ParsedEvent, SSEParser, parse
+from tornado_sse import protocol
 from tornado_sse.errors import InvalidRequest
 from tornado_sse.protocol import (
     HEARTBEAT,
@@ -793,3 +794,27 @@ def test_disconnect_body_keeps_non_ascii_as_utf8() -> None:
         b'"request":{"url":"/sse/\xc3\xbc","headers":{"h":"\xe6\x97\xa5"}},'
         b'"detail":"slow_consumer"}'
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The publish socket (4.5)
+
+
+@pytest.mark.parametrize(
+    ("message", "ref", "body"),
+    [
+        ({"token": "t", "ref": 7}, 7, {"token": "t"}),
+        ({"token": "t", "ref": None}, None, {"token": "t"}),
+        ({"token": "t", "ref": {"a": [1]}}, {"a": [1]}, {"token": "t"}),
+        ({"token": "t"}, None, {"token": "t"}),
+        ([{"token": "t", "ref": 1}], None, [{"token": "t", "ref": 1}]),  # a batch has none
+        ("text", None, "text"),
+    ],
+)
+def test_split_ref_takes_the_ref_off_an_object_only(message, ref, body):
+    assert protocol.split_ref(message) == (ref, body)
+
+
+def test_socket_answer_is_compact_json_in_a_fixed_order():
+    text = protocol.encode_socket_answer("ü", 404, {"error": {"code": "X", "message": "m"}})
+    assert text == '{"ref":"ü","status":404,"body":{"error":{"code":"X","message":"m"}}}'

@@ -8,26 +8,34 @@ of the connection. That is all the internal API needs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import importlib.util
+import itertools
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import GatewayUnavailable
+from . import websocket
+from .errors import GatewayClientError, GatewayUnavailable
 from .keepalive import DEFAULT_KEEPALIVE_SECONDS, MAX_IDLE_CONNECTIONS, reusable
 from .messages import (
     SEND_PATH,
+    SOCKET_PATH,
     SUBSCRIBE_PATH,
     UNSUBSCRIBE_PATH,
     BatchResult,
     base_url,
     batch_results,
+    check_transport,
+    close_error,
     connections_answer,
     connections_path,
     decode_response,
     encode_json,
+    error_for,
     history_answer,
     history_path,
     presence_answer,
@@ -35,9 +43,13 @@ from .messages import (
     request_headers,
     send_item,
     send_status,
+    socket_answer,
+    socket_message,
+    socket_url,
     streams_answer,
     subscription_body,
 )
+from .websocket import FrameReader, ProtocolError
 
 #: Largest answer read, head and body together; a bigger one is an error, not a memory hog.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -176,11 +188,204 @@ class _Connection:
             await self.writer.wait_closed()
 
 
+class _Link:
+    """One open WebSocket to the publish socket: text messages out and in, in order."""
+
+    close_code: int | None = None
+    close_reason: str = ""
+
+    async def send(self, text: str) -> None:
+        """Write ``text`` (the write is queued at once, in call order)."""
+        raise NotImplementedError
+
+    async def receive(self) -> str | None:
+        """The next text message, or ``None`` once the socket is closed (see
+        :attr:`close_code`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the socket."""
+        raise NotImplementedError
+
+
+class _TornadoLink(_Link):
+    """A :class:`_Link` on Tornado's ``websocket_connect``."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, url: str, headers: dict[str, str], ssl_context: Any) -> _TornadoLink:
+        from tornado.httpclient import HTTPClientError, HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        request = HTTPRequest(url, headers=headers, ssl_options=ssl_context)
+        try:
+            conn = await websocket_connect(request)
+        except HTTPClientError as exc:
+            if exc.code == 599 or exc.response is None:
+                raise GatewayUnavailable(str(exc)) from exc
+            raise error_for(exc.code, exc.response.body) from exc
+        return cls(conn)
+
+    async def send(self, text: str) -> None:
+        await self._conn.write_message(text)
+
+    async def receive(self) -> str | None:
+        message = await self._conn.read_message()
+        if message is None:
+            self.close_code, self.close_reason = (
+                self._conn.close_code,
+                self._conn.close_reason or "",
+            )
+            return None
+        if isinstance(message, bytes):
+            raise ProtocolError("a binary message")
+        return str(message)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _StreamLink(_Link):
+    """A :class:`_Link` on asyncio streams and :mod:`tornado_sse_client.websocket`, when
+    Tornado is not installed."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._frames = FrameReader()
+        self._messages: collections.deque[websocket.Message] = collections.deque()
+
+    @classmethod
+    async def open(
+        cls, host: str, port: int, host_header: str, target: str, headers: dict[str, str], tls: Any
+    ) -> _StreamLink:
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls, limit=MAX_HEAD_BYTES)
+        try:
+            key = websocket.handshake_key()
+            writer.write(websocket.handshake_request(target, host_header, key, headers))
+            answer = await _read_upgrade(reader)
+            if answer.status != 101:
+                raise error_for(answer.status, answer.body)
+            websocket.check_accept(answer.headers, key)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        return cls(reader, writer)
+
+    async def send(self, text: str) -> None:
+        self._writer.write(websocket.encode_text(text))
+        await self._writer.drain()
+
+    async def receive(self) -> str | None:
+        while True:  # bounded by what the peer sends
+            while self._messages:
+                message = self._messages.popleft()
+                if message.opcode == websocket.OP_TEXT:
+                    return message.text
+                if message.opcode == websocket.OP_PING:
+                    self._writer.write(websocket.encode_frame(websocket.OP_PONG, message.payload))
+                elif message.opcode == websocket.OP_CLOSE:
+                    self.close_code, self.close_reason = message.code, message.reason
+                    self.close()
+                    return None
+                elif message.opcode == websocket.OP_BINARY:
+                    raise ProtocolError("a binary message")
+            piece = await self._reader.read(65536)
+            if not piece:
+                return None
+            self._messages.extend(self._frames.feed(piece))
+
+    def close(self) -> None:
+        if not self._writer.is_closing():
+            with contextlib.suppress(RuntimeError, OSError):
+                self._writer.write(websocket.encode_close())
+            self._writer.close()
+
+
+async def _read_upgrade(reader: asyncio.StreamReader) -> Answer:
+    """The answer to an opening handshake: a ``101`` head alone, or a whole refusal."""
+    version, status, headers = _parse_head(await _read_head(reader))
+    if status == 101:
+        return Answer(status, headers, b"", True)
+    length = headers.get("content-length", "0").strip()
+    size = min(int(length), MAX_HEAD_BYTES) if length.isdigit() else 0
+    return Answer(status, headers, await reader.readexactly(size), False)
+
+
+class _Socket:
+    """The publish socket of one event loop, shared by every call on it: each call writes its
+    message at once (pipelining) and the answers, which come in the order the messages went,
+    are handed to the calls in that order by one reading task."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+        self.loop = asyncio.get_running_loop()
+        #: Set once the socket is unusable: the error each later call gets.
+        self.broken: GatewayClientError | None = None
+        self._waiting: collections.deque[asyncio.Future[str]] = collections.deque()
+        self._reading = self.loop.create_task(self._read())
+
+    async def call(self, text: str) -> str:
+        """Send the message ``text``; the text of its answer."""
+        if self.broken is not None:
+            raise self.broken
+        answer = self.loop.create_future()
+        self._waiting.append(answer)
+        try:
+            await self.link.send(text)
+        except (OSError, RuntimeError) as exc:
+            self._break(GatewayUnavailable(str(exc) or type(exc).__name__))
+        except GatewayClientError as exc:
+            self._break(exc)
+        return await answer
+
+    async def _read(self) -> None:
+        error: GatewayClientError | None = None
+        try:
+            while True:  # bounded by the socket's life
+                text = await self.link.receive()
+                if text is None:
+                    break
+                if not self._waiting:
+                    error = GatewayUnavailable("an answer nobody asked for")
+                    break
+                answer = self._waiting.popleft()
+                if not answer.done():  # its call may have timed out
+                    answer.set_result(text)
+        except (OSError, ProtocolError, EOFError, RuntimeError) as exc:
+            error = GatewayUnavailable(str(exc) or type(exc).__name__)
+        self._break(error or close_error(self.link.close_code, self.link.close_reason))
+
+    def _break(self, error: GatewayClientError) -> None:
+        if self.broken is None:
+            self.broken = error
+        self.link.close()
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(self.broken)
+
+    def close(self) -> None:
+        """Close the socket; calls still waiting fail."""
+        self._break(GatewayUnavailable("the client closed its publish socket"))
+        self._reading.cancel()
+
+
+#: Whether Tornado is installed (its ``websocket_connect`` then carries ``transport="ws"``).
+HAVE_TORNADO = importlib.util.find_spec("tornado") is not None
+
+
 class AsyncGateway:
     """The coroutine twin of :class:`~tornado_sse_client.Gateway`, standard library only.
 
     Same arguments, methods, results and errors. ``timeout`` bounds each call as a whole,
-    connecting included. Connections are kept alive and reused by later calls on the same
+    connecting included. With ``transport="ws"`` the sends go over one publish socket per
+    event loop (on Tornado's ``websocket_connect`` when Tornado is installed, else on asyncio
+    streams); concurrent calls are pipelined on it, and each gets its own answer. A send is
+    never written twice: when the socket fails before its answer came, the call raises
+    ``GatewayUnavailable``. Connections are kept alive and reused by later calls on the same
     event loop while idle for less than ``keepalive_seconds``. Redirects are not followed.
 
     ``await close_idle()`` (or leaving an ``async with`` block) closes the idle connections,
@@ -195,10 +400,12 @@ class AsyncGateway:
         *,
         keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
+        transport: str = "http",
     ) -> None:
         self.url = base_url(url)
         self.secret = secret
         self.timeout = timeout
+        self.transport = check_transport(transport)
         self.keepalive_seconds = keepalive_seconds
         parts = urlsplit(self.url)
         self._prefix = parts.path
@@ -211,6 +418,8 @@ class AsyncGateway:
         if parts.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
         self._idle: list[_Connection] = []
+        self._socket: asyncio.Future[_Socket] | None = None
+        self._refs = itertools.count(1)
 
     async def send(
         self,
@@ -283,7 +492,11 @@ class AsyncGateway:
         return history_answer(await self._call("GET", history_path(channel, since, limit), None))
 
     async def close_idle(self) -> None:
-        """Close this client's idle connections; it stays usable."""
+        """Close this client's idle connections and its publish socket; it stays usable."""
+        opening, self._socket = self._socket, None
+        if opening is not None and opening.done() and not opening.cancelled():
+            if opening.exception() is None:
+                opening.result().close()
         idle, self._idle = self._idle, []
         loop = asyncio.get_running_loop()
         for conn in idle:
@@ -299,7 +512,68 @@ class AsyncGateway:
         await self.close_idle()
 
     async def _post(self, value: Any) -> Any:
+        if self.transport == "ws":
+            return await self._socket_call(value)
         return await self._call("POST", SEND_PATH, encode_json(value))
+
+    async def _socket_call(self, value: Any) -> Any:
+        """Send ``value`` over the publish socket (opened if need be) and return its answer's
+        body, or raise the error it got."""
+        ref = next(self._refs) if isinstance(value, dict) else None
+        text = socket_message(value, ref or 0)
+        try:
+            async with asyncio.timeout(self.timeout):
+                sock = await self._open_socket()
+                answer = await sock.call(text)
+        except TimeoutError:
+            raise GatewayUnavailable("no answer within %g s" % self.timeout) from None
+        except (OSError, EOFError, asyncio.LimitOverrunError, BadAnswer, ProtocolError) as exc:
+            raise GatewayUnavailable(str(exc) or type(exc).__name__) from exc
+        try:
+            return socket_answer(answer, ref)
+        except GatewayUnavailable:
+            sock.close()  # an answer that is not one: the socket is out of step
+            raise
+
+    async def _open_socket(self) -> _Socket:
+        """This event loop's publish socket, opened by the first call that needs it (the
+        others wait for that one) and again after it broke."""
+        loop = asyncio.get_running_loop()
+        opening = self._socket
+        if opening is not None and opening.get_loop() is loop:
+            if not opening.done():
+                return await asyncio.shield(opening)
+            if not opening.cancelled() and opening.exception() is None:
+                sock = opening.result()
+                if sock.broken is None:
+                    return sock
+        opening = self._socket = loop.create_future()
+        try:
+            sock = _Socket(await self._connect_link())
+        except BaseException as exc:
+            if self._socket is opening:
+                self._socket = None
+            if isinstance(exc, Exception):
+                opening.set_exception(exc)
+                opening.exception()  # retrieved: the callers that wait get it, or nobody
+            else:
+                opening.cancel()
+            raise
+        opening.set_result(sock)
+        return sock
+
+    async def _connect_link(self) -> _Link:
+        headers = request_headers(self.secret, json_body=False)
+        if HAVE_TORNADO:
+            return await _TornadoLink.open(socket_url(self.url), headers, self._ssl)
+        return await _StreamLink.open(
+            self._host,
+            self._port,
+            self._host_header,
+            self._prefix + SOCKET_PATH,
+            headers,
+            self._ssl,
+        )
 
     async def _call(self, method: str, path: str, body: bytes | None) -> Any:
         headers = request_headers(self.secret, json_body=body is not None)

@@ -28,6 +28,10 @@ HISTORY_PATH = "/internal/history"
 PRESENCE_PATH = "/internal/presence"
 SUBSCRIBE_PATH = "/internal/subscribe"
 UNSUBSCRIBE_PATH = "/internal/unsubscribe"
+SOCKET_PATH = "/internal/ws"
+
+#: The transports a client sends by: an HTTP request per call, or the publish socket.
+TRANSPORTS = ("http", "ws")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,3 +261,54 @@ def history_answer(answer: Any) -> dict[str, Any]:
     if not isinstance(answer, dict) or not isinstance(answer.get("events"), list):
         raise GatewayClientError(f"unexpected answer to history: {answer!r}", status=200)
     return answer
+
+
+def check_transport(transport: str) -> str:
+    """``transport`` if it is one of :data:`TRANSPORTS`, else ``ValueError``."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be 'http' or 'ws', not {transport!r}")
+    return transport
+
+
+def socket_url(url: str) -> str:
+    """The ``ws://`` (``wss://``) URL of the publish socket of the gateway at ``url``."""
+    return "ws" + base_url(url)[4:] + SOCKET_PATH
+
+
+def socket_message(value: Any, ref: int) -> str:
+    """The text of one publish socket message: ``value`` (a send object or a batch array) as
+    compact JSON, an object with ``"ref": ref`` added (a copy: ``value`` is not changed)."""
+    if isinstance(value, dict):
+        value = {**value, "ref": ref}
+    return encode_json(value).decode("utf-8")
+
+
+def socket_answer(text: str, ref: int | None) -> Any:
+    """The decoded body of a 2xx answer on the publish socket, which must carry ``ref``
+    (``None`` for a batch); raises the :func:`error_for` error of its status otherwise, or a
+    :class:`GatewayUnavailable` when the answer is not one (the socket is then unusable)."""
+    try:
+        answer = json.loads(text)
+        status, body, got = answer["status"], answer["body"], answer["ref"]
+    except (ValueError, TypeError, KeyError):
+        raise GatewayUnavailable(f"not an answer of the publish socket: {text[:100]!r}") from None
+    if got != ref or not isinstance(status, int):
+        raise GatewayUnavailable(f"answer out of order (ref {got!r}, expected {ref!r})")
+    if not 200 <= status < 300:
+        raise error_for(status, body)
+    return body
+
+
+def close_error(code: int | None, reason: str) -> GatewayClientError:
+    """The error of a call whose publish socket was closed before its answer came: 1009 (the
+    message was over the gateway's ``MAX_BODY_BYTES``) is the 413 ``PAYLOAD_TOO_LARGE`` the
+    same send over HTTP would get; any other end is :class:`GatewayUnavailable` (the send may
+    or may not have been applied)."""
+    if code == 1009:
+        return GatewayClientError(
+            "the message is larger than the gateway's MAX_BODY_BYTES",
+            status=413,
+            code="PAYLOAD_TOO_LARGE",
+        )
+    why = f"the publish socket was closed ({code}{': ' + reason if reason else ''})"
+    return GatewayUnavailable(why if code is not None else "the publish socket was closed")
