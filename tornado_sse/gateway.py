@@ -356,6 +356,15 @@ class Gateway:
 
     # -- sends (BrokerHandler) ----------------------------------------------------------------
 
+    async def answer_item(self, item: Any) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON body of one send as ``/internal/send`` takes it (a decoded
+        JSON value, validated here): what it gets alone, and as an item of a batch."""
+        try:
+            request = protocol.validate_send(item)
+            return 200, await self.answer(request)
+        except GatewayError as error:
+            return error.status, error.to_dict()
+
     async def answer(self, request: SendRequest) -> dict[str, Any]:
         """The JSON answer of one validated send: ``{"status": ...}``, and for a user send the
         number of streams it reached, cluster-wide; raises a ``GatewayError``."""

@@ -53,7 +53,7 @@ def http_server(
         acceptor=acceptor or Acceptor(metrics=gateway.metrics),
         # The bound of the routes whose bodies Tornado buffers. The send handler lifts it for
         # its own requests: it counts the body itself, answers 413 in JSON and then discards
-        # the rest for a bounded time (handlers.SendHandler), where this bound would cut the
+        # the rest for a bounded time (json_post.JSONPost), where this bound would cut the
         # connection without an answer.
         max_body_size=settings.max_body_bytes + 64 * 1024,
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
