@@ -24,7 +24,6 @@ coroutine per step). The contract is the one every internal endpoint keeps (PROT
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
@@ -38,7 +37,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
-from . import protocol
+from . import eager, protocol
 from .errors import (
     GatewayError,
     InvalidRequest,
@@ -110,7 +109,7 @@ class JSONPost(httputil.HTTPMessageDelegate):
         self._discarded = 0
         self._linger_timer: object | None = None
         self._closed = False
-        self._task: asyncio.Future[None] | None = None
+        self._task: Future[None] | None = None
         self._written: Future[None] | None = None
 
     # -- Tornado's HTTPMessageDelegate -------------------------------------------------------
@@ -149,7 +148,7 @@ class JSONPost(httputil.HTTPMessageDelegate):
         if self._lingering:
             self._end_linger(drained=True)  # the refused body has been read to its end
             return
-        self._task = asyncio.ensure_future(self._respond(bytes(self._body)))
+        self._task = eager.start(self._respond(bytes(self._body)))
 
     def on_connection_close(self) -> None:
         self._closed = True
