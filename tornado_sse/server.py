@@ -59,10 +59,10 @@ def http_server(
         # Heads up to twice MAX_HEADER_BYTES are read and answered 431 in JSON by the app;
         # beyond that Tornado drops the connection without reading more.
         max_header_size=2 * settings.max_header_bytes,
-        # Tornado's header timeout: the wait for a complete head, which on a kept-alive
-        # connection includes the idle time since the previous request.
-        idle_connection_timeout=settings.header_timeout_seconds,
-        # The wait for the whole declared body, from the end of the head.
+        # The wait for a complete head, which on a kept-alive connection includes the idle
+        # time since the previous request, and for the whole declared body, from the end of
+        # the head (listener.Deadlines).
+        header_timeout=settings.header_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
     )
 
