@@ -34,6 +34,7 @@ from email.utils import formatdate
 from typing import Any
 
 from tornado import httputil
+from tornado.concurrent import future_add_done_callback
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
@@ -109,6 +110,8 @@ class JSONPost(httputil.HTTPMessageDelegate):
         self._discarded = 0
         self._linger_timer: object | None = None
         self._closed = False
+        self._version = "HTTP/1.1"
+        self._keep_alive = True
         self._task: Future[None] | None = None
         self._written: Future[None] | None = None
 
@@ -121,6 +124,8 @@ class JSONPost(httputil.HTTPMessageDelegate):
     ) -> None:
         assert isinstance(start_line, httputil.RequestStartLine)
         self._method = start_line.method
+        self._version = start_line.version
+        self._keep_alive = keeps_alive(start_line, headers)
         # This delegate enforces MAX_BODY_BYTES and the linger bounds itself, discarding what it
         # does not keep; Tornado's own limit would cut the connection without an answer.
         self._connection.set_max_body_size(sys.maxsize)
@@ -185,7 +190,8 @@ class JSONPost(httputil.HTTPMessageDelegate):
             )
             status, value = 500, error_dict("INTERNAL_ERROR", "Internal Server Error")
         self._write(status, protocol.dumps(value))
-        self._connection.finish()
+        if self._written is not None:
+            future_add_done_callback(self._written, lambda _: self._connection.finish())
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer ``error`` now, before the body has been read, then linger (module doc)."""
@@ -207,27 +213,46 @@ class JSONPost(httputil.HTTPMessageDelegate):
             IOLoop.current().remove_timeout(self._linger_timer)
             self._linger_timer = None
         if drained and self._written is not None:
-            self._connection.finish()
-            self._written.add_done_callback(lambda _: self._connection.close())
+            future_add_done_callback(self._written, lambda _: self._connection.close())
         else:
             self._connection.close()
 
     def _write(self, status: int, body: bytes, *, close: bool = False) -> None:
-        """Write the whole answer (head and body), count it and log it."""
+        """Write the whole answer (head and body) in one piece, count it and log it; then
+        finish the request on the connection once the bytes are out (``finish``), or leave
+        that to the lingering close."""
         self._gateway.count_request(self._route, status)
         log_access(status, self._method, self._route, time.monotonic() - self._started)
         if self._closed:
             return
-        headers = httputil.HTTPHeaders()
-        headers["Content-Type"] = "application/json"
-        headers["Content-Length"] = str(len(body))
-        headers["Date"] = self._date.now()
-        if close:
-            headers["Connection"] = "close"
-        start_line = httputil.ResponseStartLine(
-            "HTTP/1.1", status, httputil.responses.get(status, "Unknown")
+        connection = b""
+        if close or not self._keep_alive:
+            connection = b"Connection: close\r\n" if self._version == "HTTP/1.1" else b""
+        elif self._version == "HTTP/1.0":
+            connection = b"Connection: Keep-Alive\r\n"
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+            status,
+            httputil.responses.get(status, "Unknown").encode("latin-1"),
+            len(body),
         )
-        self._written = self._connection.write_headers(start_line, headers, body)
+        self._written = self._connection.stream.write(
+            b"%sDate: %s\r\n%s\r\n%s" % (head, self._date.now().encode("latin-1"), connection, body)
+        )
+
+
+def keeps_alive(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> bool:
+    """Whether Tornado's HTTP/1 connection keeps the connection open after answering this
+    request (its rule: HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with
+    ``Connection: keep-alive`` and a framed body or none)."""
+    connection = (headers.get("Connection") or "").lower()
+    if start_line.version == "HTTP/1.1":
+        return connection != "close"
+    framed = (
+        "Content-Length" in headers
+        or headers.get("Transfer-Encoding", "").lower() == "chunked"
+        or start_line.method in ("HEAD", "GET")
+    )
+    return framed and connection == "keep-alive"
 
 
 def answer_send(gateway: Gateway) -> PostAnswer:
