@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import importlib.util
 import logging
 import os
@@ -358,5 +359,22 @@ def run(main: Coroutine[Any, Any, int], settings: Settings) -> int:
         import uvloop
 
         factory = uvloop.new_event_loop
+    tune_garbage_collector()
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+#: The cyclic garbage collector's thresholds in a gateway process (Python's are 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Collect cyclic garbage less often than Python's defaults, which suit short-lived
+    scripts: every stream held is hundreds of long-lived objects, and the collector walked all
+    of them again and again while streams were being opened (a third of a connect's CPU with
+    10,000 streams held, measured with the collector off). Young garbage still goes within
+    ``GC_THRESHOLDS[0]`` allocations; what start-up built for good is frozen out of every
+    collection (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
