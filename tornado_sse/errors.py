@@ -218,6 +218,16 @@ class PayloadTooLarge(GatewayError):
         super().__init__("the body is larger than MAX_BODY_BYTES (%d bytes)" % limit)
 
 
+class MethodNotAllowed(GatewayError):
+    """A method the endpoint does not serve (405)."""
+
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+    def __init__(self) -> None:
+        super().__init__("Method Not Allowed")
+
+
 class UnsupportedMediaType(GatewayError):
     """A request body that is declared as something other than JSON (415)."""
 

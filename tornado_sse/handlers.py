@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-import sys
 from typing import Any, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
-from tornado.ioloop import IOLoop
-from tornado.web import HTTPError, RequestHandler, stream_request_body
+from tornado.web import HTTPError, RequestHandler
 
 from . import history, protocol, routes
 from .connection import Connection
@@ -28,19 +25,15 @@ from .errors import (
     InvalidSince,
     InvalidUser,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
-    UnsupportedMediaType,
     code_for_status,
     error_json,
 )
-from .gateway import Gateway, settled
+from .gateway import Gateway
 from .log import fields
 from .writer import ChunkEncoder, SocketWriter
 
 log = logging.getLogger("tornado_sse.handlers")
-
-_JSON_TYPE_RE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 
 
 class JSONErrorMixin(RequestHandler):
@@ -237,149 +230,6 @@ class InternalHandler(JSONErrorMixin):
             return
         if not protocol.bearer_matches(self.request.headers.get("Authorization"), secret):
             raise Unauthorized()
-
-
-#: After refusing a request before its body was read, :class:`SendHandler` reads and discards
-#: what the client still sends for at most this many seconds...
-LINGER_SECONDS = 5.0
-#: ...and at most this many bytes (more than the largest body a backend sends by mistake),
-#: then closes the connection.
-LINGER_MAX_BYTES = 256 * 1024 * 1024
-
-
-@stream_request_body
-class SendHandler(InternalHandler):
-    """``POST /internal/send``: one send, or a JSON array of them (a batch).
-
-    The body is counted as it arrives. A request refused before its body was read (401, 415,
-    413) is answered at once, and its connection closed only after a lingering close
-    (:meth:`_refuse`), so the answer reaches the client whatever the body's size.
-    """
-
-    SUPPORTED_METHODS = ("POST",)  # any other method is 405 before a body is awaited
-
-    _body: bytearray
-    _lingering = False
-    _discarded = 0
-    _linger_timer: object | None = None
-
-    def prepare(self) -> None:
-        # This handler enforces MAX_BODY_BYTES and the linger bounds itself, discarding what
-        # it does not keep; Tornado's own limit would cut the connection without an answer.
-        self._http.set_max_body_size(sys.maxsize)
-        self._body = bytearray()
-        try:
-            super().prepare()
-            limit = self.gateway.settings.max_body_bytes
-            length = self.request.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                raise PayloadTooLarge(limit)
-            content_type = self.request.headers.get("Content-Type")
-            if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
-                raise UnsupportedMediaType()
-        except GatewayError as error:
-            self._refuse(error)
-
-    def data_received(self, chunk: bytes) -> None:
-        if self._lingering:
-            self._discarded += len(chunk)
-            if self._discarded > LINGER_MAX_BYTES:
-                self._end_linger(drained=False)
-            return
-        self._body += chunk
-        limit = self.gateway.settings.max_body_bytes
-        if len(self._body) > limit:
-            self._body = bytearray()
-            self._refuse(PayloadTooLarge(limit))
-
-    def _refuse(self, error: GatewayError) -> None:
-        """Answer ``error`` now, before the body has been read, then linger: read and discard
-        what the client still sends until the body ends, the client leaves, or
-        :data:`LINGER_SECONDS` or :data:`LINGER_MAX_BYTES` run out; then close.
-
-        Closing at once would leave unread bytes in the kernel, which then answers the client
-        with a TCP reset, and a reset destroys the answer in the client's receive buffer before
-        the client has read it (RFC 9112 9.6; nginx's lingering close). The answer says
-        ``Connection: close``: the rest of the body is never parsed as a next request.
-        """
-        log.debug("request refused", extra=fields(status=error.status, code=error.code))
-        self._lingering = True
-        # Tornado would write "100 Continue" after this final answer; a client that asked
-        # for it now knows not to send the body at all.
-        self.request.headers.pop("Expect", None)
-        body = error.to_json()
-        self.set_status(error.status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Content-Length", len(body))
-        self.set_header("Connection", "close")
-        self.write(body)
-        self.flush()
-        self._linger_timer = IOLoop.current().call_later(
-            LINGER_SECONDS, self._end_linger, drained=False
-        )
-
-    def _end_linger(self, *, drained: bool) -> None:
-        """End a lingering close: finish the refused request (it is logged) and close the
-        connection; once the answer is written when the whole body was read (``drained``),
-        at once otherwise (a bound ran out, or the client left)."""
-        if not self._lingering:
-            return
-        self._lingering = False
-        if self._linger_timer is not None:
-            IOLoop.current().remove_timeout(self._linger_timer)
-            self._linger_timer = None
-        written = self.finish()
-        if drained:
-            written.add_done_callback(lambda _: self._http.close())
-        else:
-            self._http.close()
-
-    def on_connection_close(self) -> None:
-        self._end_linger(drained=False)
-        super().on_connection_close()
-
-    @property
-    def _http(self) -> HTTP1Connection:
-        return cast(HTTP1Connection, self.request.connection)
-
-    async def post(self) -> None:
-        if self._lingering:
-            self._end_linger(drained=True)  # the refused body has been read to its end
-            return
-        try:
-            body = protocol.decode_json(bytes(self._body))
-        except GatewayError as error:
-            self.send_gateway_error(error)
-            return
-        await self.handle(body)
-
-    async def handle(self, body: Any) -> None:
-        """Answer the decoded JSON ``body`` (read whole and within ``MAX_BODY_BYTES``)."""
-        status, answer = await settled(self.gateway.answer_body(body))
-        self.write_json(answer, status)
-
-
-class SubscriptionHandler(SendHandler):
-    """``POST /internal/subscribe`` (``add``) and ``/internal/unsubscribe``: change the
-    channels of a live stream, or of every stream of a user, without a reconnect. Bodies are
-    read and bounded as for ``/internal/send``."""
-
-    add = True
-
-    async def handle(self, body: Any) -> None:
-        try:
-            request = protocol.validate_subscription(body)
-            answer = await self.gateway.change_subscription(request, self.add)
-        except GatewayError as error:
-            self.send_gateway_error(error)
-            return
-        self.write_json(answer)
-
-
-class UnsubscriptionHandler(SubscriptionHandler):
-    """``POST /internal/unsubscribe`` (see :class:`SubscriptionHandler`)."""
-
-    add = False
 
 
 class ConnectionsHandler(InternalHandler):

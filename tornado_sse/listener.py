@@ -8,10 +8,11 @@ what it leaves out:
   socket and memory while the gateway cannot see them as streams. :class:`GatewayHTTPServer`
   counts them in :attr:`Registry.receiving <tornado_sse.registry.Registry.receiving>`, where
   they take places under ``MAX_CONNECTIONS`` (the metric ``tornado_sse_requests_receiving``).
-  ``HEADER_TIMEOUT_SECONDS`` bounds the wait for a head (Tornado's ``idle_connection_timeout``,
-  which also bounds the idle time of a kept-alive connection between requests) and
-  ``BODY_TIMEOUT_SECONDS`` the wait for a declared body (Tornado's ``body_timeout``); past
-  either the connection is closed.
+  ``HEADER_TIMEOUT_SECONDS`` bounds the wait for a head (which on a kept-alive connection
+  includes its idle time since the previous request) and ``BODY_TIMEOUT_SECONDS`` the wait for
+  a declared body, from the end of the head; past either the connection is closed
+  (:class:`Deadlines`: one timer for all connections, where Tornado's own timeouts schedule one
+  per request).
 - **Out of file descriptors, accepting pauses instead of spinning.** Tornado's accept loop
   raises ``OSError(EMFILE)`` out of the IOLoop handler, which logs a traceback and runs again at
   once, for as long as a connection waits in the listen backlog. The :class:`Acceptor` stops
@@ -42,7 +43,7 @@ from typing import Any
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import IOStream
 
 from .config import Settings
@@ -314,6 +315,71 @@ class Acceptor:
         return shed
 
 
+class Deadlines:
+    """When each connection still receiving a request must have received it, and a sweep that
+    closes the connections past their deadline.
+
+    The sweep runs every ``interval`` seconds while any deadline is set, so a connection is
+    closed at most ``interval`` after its deadline.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._at: dict[IOStream, float] = {}
+        self._timer: PeriodicCallback | None = None
+
+    def set(self, stream: IOStream, seconds: float) -> None:
+        """``stream`` must have received what it is receiving within ``seconds``."""
+        self._at[stream] = time.monotonic() + seconds
+        if self._timer is None:
+            self._timer = PeriodicCallback(self._sweep, self.interval * 1000)
+            self._timer.start()
+
+    def clear(self, stream: IOStream) -> None:
+        """``stream`` has nothing more to receive for now (idempotent)."""
+        self._at.pop(stream, None)
+
+    def sweep(self) -> int:
+        """Close every connection past its deadline; returns how many."""
+        now = time.monotonic()
+        late = [stream for stream, at in self._at.items() if at <= now]
+        for stream in late:
+            del self._at[stream]
+            stream.close()
+        if not self._at:
+            self.stop()
+        return len(late)
+
+    def _sweep(self) -> None:
+        self.sweep()
+
+    def stop(self) -> None:
+        """Stop the sweep (it starts again with the next deadline)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+
+class NoDelayStream(IOStream):
+    """An IOStream whose socket keeps ``TCP_NODELAY`` on, as nginx's ``tcp_nodelay`` does.
+
+    Every write of the gateway is a whole answer or a whole stream frame, so nothing is gained
+    by letting the kernel hold a small segment back (Nagle's algorithm, up to a delayed ACK
+    of 40 ms for an event frame); Tornado turns the option on and off again around each
+    answer, two system calls per request, which this stream skips.
+    """
+
+    def __init__(self, connection: socket.socket, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        try:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket), or the peer already left: nothing to tune
+
+    def set_nodelay(self, value: bool) -> None:
+        """Keep ``TCP_NODELAY`` on (class docstring)."""
+
+
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTP server, accepting through an :class:`Acceptor` and counting the requests
     still being received in ``registry.receiving``.
@@ -330,17 +396,31 @@ class GatewayHTTPServer(HTTPServer):
         *,
         registry: Registry,
         acceptor: Acceptor,
+        header_timeout: float,
+        body_timeout: float,
         **kwargs: Any,
     ) -> None:
         super().initialize(request_callback, **kwargs)
         self.registry = registry
         self.acceptor = acceptor
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.deadlines = Deadlines(min(1.0, max(0.01, min(header_timeout, body_timeout) / 10)))
         self._receiving: set[IOStream] = set()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = self.acceptor.add(sock, self._handle_connection)
+
+    def _handle_connection(self, connection: socket.socket, address: Any) -> None:
+        if self.ssl_options is not None:
+            super()._handle_connection(connection, address)
+            return
+        stream = NoDelayStream(
+            connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size
+        )
+        self.handle_stream(stream, address)
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         self.acceptor.idle(stream)
@@ -350,9 +430,11 @@ class GatewayHTTPServer(HTTPServer):
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
+        # Called before each request's head is read: the head's deadline starts now.
         delegate = super().start_request(server_conn, request_conn)
         stream = server_conn.stream  # type: ignore[attr-defined]
         self.acceptor.idle(stream)
+        self.deadlines.set(stream, self.header_timeout)
         return _TrackedRequest(delegate, self, stream)
 
     def on_close(self, server_conn: object) -> None:
@@ -360,6 +442,11 @@ class GatewayHTTPServer(HTTPServer):
         assert isinstance(server_conn, HTTP1ServerConnection)
         self.receiving(server_conn.stream, False)
         self.acceptor.busy(server_conn.stream)
+        self.deadlines.clear(server_conn.stream)
+
+    def stop(self) -> None:
+        super().stop()
+        self.deadlines.stop()
 
     def receiving(self, stream: IOStream, now: bool) -> None:
         """Mark whether ``stream`` is receiving a request (idempotent)."""
@@ -389,6 +476,7 @@ class _TrackedRequest(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Any:
         self._server.receiving(self._stream, True)
+        self._server.deadlines.set(self._stream, self._server.body_timeout)
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
@@ -397,6 +485,7 @@ class _TrackedRequest(httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         self._server.receiving(self._stream, False)
         self._server.acceptor.busy(self._stream)
+        self._server.deadlines.clear(self._stream)
         self._delegate.finish()
 
     def on_connection_close(self) -> None:

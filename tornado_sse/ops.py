@@ -39,7 +39,7 @@ class MetricsHandler(InternalHandler):
 
 
 def log_request(handler: RequestHandler) -> None:
-    """The access log: one line per request, without the query string (it may hold secrets).
+    """The access log of requests served by a ``RequestHandler`` (:func:`log_access`).
 
     Also counts internal API requests by route and status. Streams are logged by the gateway
     when they open and close, so they are left out here unless they failed.
@@ -52,14 +52,19 @@ def log_request(handler: RequestHandler) -> None:
         gateway.count_request(label, status)
     if status < 400 and label is None:
         return
+    log_access(status, handler.request.method, path, handler.request.request_time())
+
+
+def log_access(status: int, method: str | None, path: str, seconds: float) -> None:
+    """One access log line for a request: at INFO, WARNING from 400, ERROR from 500. ``path``
+    never holds the query string (it may hold secrets)."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
     access_log.log(
         level,
         "request",
         extra=fields(
-            status=status,
-            method=handler.request.method,
-            path=path,
-            duration_ms=round(1000.0 * handler.request.request_time(), 1),
+            status=status, method=method, path=path, duration_ms=round(1000.0 * seconds, 1)
         ),
     )

@@ -29,7 +29,7 @@ from tests.support.internal import RawResponse, error_code, read_response
 from tests.support.process import run_command, start_gateway
 from tests.support.raw_http import read_head, request_head
 from tests.support.sse_client import SSEStream
-from tornado_sse.handlers import LINGER_MAX_BYTES, LINGER_SECONDS
+from tornado_sse.json_post import LINGER_MAX_BYTES, LINGER_SECONDS
 
 MB = 1000 * 1000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -557,3 +558,84 @@ async def test_batch_publishes_to_channels_in_order(gateway, backend):
     assert [e.data for e in events] == list("abcde")
     ids = [int(e.last_event_id) for e in events]
     assert ids == sorted(set(ids))
+
+
+# --------------------------------------------------------------------------------------------
+# Connection handling of the answer: kept alive as HTTP/1.1 and HTTP/1.0 say, pipelining in
+# order, and closed when the client asks.
+
+
+async def _post_raw(writer, version: str, body: bytes, connection: str | None) -> None:
+    head = "POST /internal/send %s\r\nHost: x\r\nContent-Type: application/json\r\n" % version
+    head += "Content-Length: %d\r\n" % len(body)
+    if connection is not None:
+        head += "Connection: %s\r\n" % connection
+    writer.write(head.encode() + b"\r\n" + body)
+    await writer.drain()
+
+
+async def _read_answer(reader) -> tuple[bytes, dict[str, str], bytes]:
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    headers: dict[str, str] = {}
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+    return status_line, headers, body
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "version, connection, kept, header",
+    [
+        ("HTTP/1.1", None, True, None),
+        ("HTTP/1.1", "close", False, "close"),
+        ("HTTP/1.0", None, False, None),
+        ("HTTP/1.0", "keep-alive", True, "Keep-Alive"),
+    ],
+)
+async def test_the_answer_keeps_the_connection_alive_as_the_request_asks(
+    gateway, version, connection, kept, header
+):
+    gw = gateway()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        body = json.dumps({"channel": "c", "event": {"data": "x"}}).encode()
+        await _post_raw(writer, version, body, connection)
+        status_line, headers, answer = await _read_answer(reader)
+        assert status_line.startswith(b"HTTP/1.1 200 "), status_line
+        assert json.loads(answer) == {"status": "ok"}
+        assert headers["content-type"] == "application/json"
+        assert "date" in headers
+        assert headers.get("connection") == header
+        if kept:
+            await _post_raw(writer, version, body, connection)
+            status_line, _, answer = await _read_answer(reader)
+            assert status_line.startswith(b"HTTP/1.1 200 ") and json.loads(answer)["status"] == "ok"
+        else:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+    finally:
+        writer.close()
+
+
+@pytest.mark.gen_test
+async def test_pipelined_sends_are_answered_in_order(gateway, backend):
+    gw = gateway()
+    stream, token = await open_with_token(gw, backend, "/sse/p")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        bodies = [
+            json.dumps({"token": token, "event": {"data": str(i)}}).encode() for i in range(20)
+        ] + [json.dumps({"token": UNKNOWN}).encode()]
+        for body in bodies:  # all written before the first answer is read
+            await _post_raw(writer, "HTTP/1.1", body, None)
+        answers = [await _read_answer(reader) for _ in bodies]
+        assert [json.loads(a[2]) for a in answers[:20]] == [{"status": "ok"}] * 20
+        assert answers[20][0].startswith(b"HTTP/1.1 404 ")
+        events = await stream.wait_events(20)
+        assert [e.data for e in events] == [str(i) for i in range(20)]
+    finally:
+        writer.close()
