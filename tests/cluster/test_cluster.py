@@ -195,7 +195,7 @@ async def test_processes_2_share_the_port_and_route_through_redis(cluster, backe
         for stream, _ in streams:
             stream.close()
     gw.signal(signal.SIGTERM)
-    assert await gw.wait(30) == 0
+    assert await gw.wait(30) == 0, "\n".join(gw.log[-40:])
     disconnects = await backend.wait_for_calls("disconnect", 8)
     assert {c.token for c in disconnects} == {t for _, t in streams}
 
