@@ -78,6 +78,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_ns(pid: int) -> int:
+    """CPU time of ``pid`` and of every process below it (a gateway started with
+    ``--processes N`` serves from its children), in nanoseconds; see :func:`cpu_ns`."""
+    total, todo, seen = 0, [pid], set()
+    while todo and len(seen) < 1000:  # bounded: a process tree, not a fork bomb
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += cpu_ns(current)
+        todo.extend(children(current))
+    return total
+
+
 def cpu_ns(pid: int) -> int:
     """CPU time of ``pid`` (all its threads) in nanoseconds, from ``schedstat`` when the kernel
     has it (exact), else from the tick counters of ``stat``."""
@@ -111,7 +125,7 @@ class CPUWindow:
 
     def start(self) -> None:
         self._t0 = time.monotonic()
-        self._ns = {k: cpu_ns(p) for k, p in self.pids.items()}
+        self._ns = {k: tree_cpu_ns(p) for k, p in self.pids.items()}
         self._ns["self"] = time.process_time_ns()
         self._machine = machine_ticks()
 
@@ -119,7 +133,7 @@ class CPUWindow:
         """Raw deltas (``*_ns``, ``wall_s``, machine ticks) and percentages, see :func:`rates`."""
         raw: dict[str, float] = {"wall_s": max(time.monotonic() - self._t0, 1e-9)}
         for k, p in self.pids.items():
-            raw[k + "_ns"] = cpu_ns(p) - self._ns[k]
+            raw[k + "_ns"] = tree_cpu_ns(p) - self._ns[k]
         raw["self_ns"] = time.process_time_ns() - self._ns["self"]
         busy, total = machine_ticks()
         raw["machine_busy_ticks"] = busy - self._machine[0]

@@ -1,8 +1,8 @@
 """One process against two (``--processes 2`` over Redis), same load, interleaved runs.
 
 ``python -m benchmarks.scaleout`` starts a ``redis-server`` on a free loopback port, then for
-each run measures, one after the other, the ``fanout`` and ``unicast`` scenarios of
-``python -m benchmarks`` against three gateway set-ups:
+each run measures, one after the other, the ``connections``, ``fanout``, ``unicast`` and
+``socket`` scenarios of ``python -m benchmarks`` against three gateway set-ups:
 
 - ``1 process``: the default, no Redis;
 - ``1 process + Redis``: the same process with ``REDIS_URL`` (the cost of the broker alone);
@@ -33,12 +33,21 @@ SETUPS: dict[str, list[str]] = {
     "2 processes + Redis": ["REDIS_URL={redis}", "PROCESSES=2"],
 }
 
-#: (scenario|size key, metric, label) shown in the table.
+#: The scenarios measured in each set-up.
+SCENARIOS = "connections,fanout,unicast,socket"
+
+#: (scenario, metric, label) shown in the table. The CPU figures are the gateway's processes
+#: together (all of them with ``PROCESSES=2``), Redis not included.
 SHOWN = [
+    ("connections", "cpu_us_per_op", "gateway CPU per connect incl. callback (us)"),
     ("fanout", "deliveries_per_s", "fan-out deliveries/s"),
     ("fanout", "time_to_last_ms", "publish to last subscriber (ms)"),
+    ("fanout", "cpu_us_per_op", "gateway CPU per delivered event (us)"),
     ("unicast", "latency_p99_ms", "send latency p99 at 500/s (ms)"),
     ("unicast", "sends_per_s", "single sends/s"),
+    ("unicast", "cpu_us_per_op", "gateway CPU per accepted send (us)"),
+    ("socket", "sends_per_s", "single sends/s over the publish socket"),
+    ("socket", "cpu_us_per_op", "gateway CPU per accepted socket send (us)"),
 ]
 
 
@@ -50,7 +59,7 @@ def measure(setup: list[str], redis_url: str, sizes: str, smoke: bool) -> dict[s
             "-m",
             "benchmarks",
             "--scenarios",
-            "fanout,unicast",
+            SCENARIOS,
             "--sizes",
             sizes,
             "--runs",
@@ -72,7 +81,9 @@ def measure(setup: list[str], redis_url: str, sizes: str, smoke: bool) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaleout", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
-    parser.add_argument("--sizes", default="10000", help="fan-out subscribers (default 10000)")
+    parser.add_argument(
+        "--sizes", default="10000", help="fan-out subscribers and streams opened (default 10000)"
+    )
     parser.add_argument("--smoke", action="store_true", help="small sizes, a few seconds")
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args(argv)
