@@ -319,6 +319,45 @@ async def test_presence_is_written_again_when_redis_lost_it(redis_server):
 
 
 @pytest.mark.gen_test(timeout=20)
+async def test_a_dead_instances_streams_leave_the_listing_and_their_leaves_are_decided(
+    redis_server,
+):
+    from tornado_sse.cluster.broker import RedisBroker
+
+    brokers = [RedisBroker(redis_server.url, retention=Retention(size=10, ttl=60.0)) for _ in "ab"]
+    for broker in brokers:
+        broker.start(RecordingHandler())
+    a, b = brokers
+    try:
+        await until(lambda: a.ready and b.ready)
+        await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
+        await b.enter("ann", None, ["room"], announce=["room"], limit=0)
+        await a.enter("bob", {"n": 2}, ["room"], announce=["room"], limit=0)
+        await a.enter(None, None, ["room"], announce=(), limit=0)
+        await b.enter(None, None, ["room"], announce=(), limit=0)
+        # a dies: its instance key expires (the directory stops refreshing it).
+        await a.close()
+        client = aioredis.from_url(redis_server.url)
+        await client.delete("tornado_sse:instance:" + a.id)
+        await client.aclose()
+        first = await b.presence("room", 0.05)
+        assert first.to_json("room")["users"] == [{"user": "ann", "info": {"n": 1}, "streams": 1}]
+        assert first.anonymous == 1 and first.leaves == ()  # bob's leave waits for the delay
+        leaves: list[Any] = []
+
+        async def decided() -> bool:
+            leaves.extend((await b.presence("room", 0.05)).leaves)
+            return bool(leaves)
+
+        await until(decided)
+        assert [(x.user, x.info) for x in leaves] == [("bob", {"n": 2})]
+        assert (await b.presence("room", 0.05)).leaves == ()  # decided once
+    finally:
+        for broker in brokers:
+            await broker.close()
+
+
+@pytest.mark.gen_test(timeout=20)
 async def test_a_join_is_decided_once_for_two_streams_on_two_instances(make_pair):
     a, _, b, _ = await make_pair()
     first = await a.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
