@@ -47,6 +47,7 @@ from tornado_sse.app import make_app
 from tornado_sse.config import Settings
 
 from . import procstat
+from .context import Context
 from .targets import Gateway, MockBackend, Redis
 from .wire import get_json, open_stream
 
@@ -136,11 +137,19 @@ async def presence_latency(redis_url: str | None, members: int) -> dict[str, flo
 
 
 async def connect_run(
-    workdir: str, redis: Redis | None, connects: int, variant: str, run: int, pin: bool
+    workdir: str,
+    redis: Redis | None,
+    connects: int,
+    variant: str,
+    run: int,
+    pin: bool,
+    profile: str | None = None,
 ) -> dict[str, float]:
     """One run: ``connects`` streams, 50 connects in flight, each closed as soon as it is open
     (so this measures the connect and its bookkeeping, not held streams), against a fresh
-    gateway process. Returns ``connects_per_s`` and ``cpu_us_per_connect`` (the gateway's)."""
+    gateway process. Returns ``connects_per_s`` and ``cpu_us_per_connect`` (the gateway's).
+    With ``profile`` (a file name), ``py-spy record`` samples the gateway meanwhile (raw
+    collapsed stacks, 1000 Hz; see :mod:`benchmarks.profile`)."""
     if redis is not None:
         redis.command("FLUSHALL")
     backend = MockBackend(workdir, 1 if pin else None)
@@ -172,6 +181,19 @@ async def connect_run(
                     bad.append(stream.status)
                 stream.close()
 
+        profiler = None
+        if profile is not None:
+            profiler = Context(
+                {
+                    "target": "tornado_sse",
+                    "port": gateway.port,
+                    "pid": gateway.pid,
+                    "backend_port": backend.port,
+                    "backend_pid": backend.pid,
+                    "profile": {"out": profile, "rate": 1000},
+                }
+            )
+            await profiler.profile_start()
         cpu0 = procstat.cpu_ns(gateway.pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(50)))
@@ -181,6 +203,8 @@ async def connect_run(
         await settled(backend.port, connects)
         await asyncio.sleep(LEAVE_DELAY + 0.3)  # the leaves are checked and published
         cpu = procstat.cpu_ns(gateway.pid) - cpu0
+        if profiler is not None:
+            await profiler.profile_stop()
         return {"connects_per_s": connects / elapsed, "cpu_us_per_connect": cpu / 1000 / connects}
     finally:
         gateway.stop()
@@ -212,6 +236,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if pin:
         os.sched_setaffinity(0, {1})  # the load side's CPU; the gateway gets CPU 0
     workdir = tempfile.mkdtemp(prefix="bench-presence-")
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     for kind in kinds:
         redis = Redis(workdir, None) if kind == "redis" else None
         try:
@@ -222,8 +248,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
             for run in range(args.runs):  # interleaved
                 for variant in VARIANTS:
+                    profile = None
+                    if args.profile:
+                        profile = os.path.join(
+                            args.profile, "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
+                        )
                     runs[variant].append(
-                        await connect_run(workdir, redis, args.connects, variant, run, pin)
+                        await connect_run(workdir, redis, args.connects, variant, run, pin, profile)
                     )
             figures: dict[str, Any] = {"presence": latency, "runs": runs}
             for metric in ("connects_per_s", "cpu_us_per_connect"):
@@ -311,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--broker", choices=["local", "redis", "both"], default="both")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="attach py-spy to the gateway in each connect run, one profile per run in DIR "
+        "(it takes CPU of its own: the figures of such runs are not comparable with others)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv)
     results = asyncio.run(main_async(args))
