@@ -4,7 +4,8 @@ Run as ``python -m benchmarks.backend --port P`` (a process of its own). Routes:
 
 - ``POST /callback``: the gateway's callbacks. ``connect`` answers 200 with
   ``{"channels": [...]}`` taken from the ``ch`` query parameter of the stream URL
-  (comma-separated), else from ``--channels`` (neither: ``{}``), and remembers
+  (comma-separated), else from ``--channels`` (neither: ``{}``), plus ``"user": U`` and
+  ``"info": {"name": U}`` when the URL has a ``user=U`` parameter, and remembers
   ``url -> token``; ``disconnect`` is counted, with duplicates and unknown tokens counted
   apart, and by reason and by ``reason/detail``.
 - With ``--hello-url URL`` (the gateway's ``/internal/send``), each connect is answered only
@@ -149,12 +150,18 @@ def handle(method: str, target: str, body: bytes) -> tuple[int, bytes]:
             STATE.connects += 1
             STATE.live[token] = url
             STATE.by_url[url] = token
-            channels = parse_qs(urlsplit(url).query).get("ch")
+            query_args = parse_qs(urlsplit(url).query)
+            answer: dict[str, object] = {}
+            channels = query_args.get("ch")
             if channels:
-                return 200, json.dumps({"channels": channels[0].split(",")}).encode()
-            if SETTINGS.channels:
-                return 200, json.dumps({"channels": SETTINGS.channels}).encode()
-            return 200, b"{}"
+                answer["channels"] = channels[0].split(",")
+            elif SETTINGS.channels:
+                answer["channels"] = SETTINGS.channels
+            user = query_args.get("user")
+            if user:
+                answer["user"] = user[0]
+                answer["info"] = {"name": user[0]}
+            return 200, json.dumps(answer).encode()
         STATE.disconnects += 1
         STATE.reasons[msg.get("reason", "?")] += 1
         STATE.reason_details["%s/%s" % (msg.get("reason", "?"), msg.get("detail") or "-")] += 1

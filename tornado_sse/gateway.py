@@ -668,9 +668,10 @@ class Gateway:
             )
         return listed
 
-    async def presence_of(self, channel: str) -> dict[str, Any]:
-        """``/internal/presence``: who holds streams on ``channel``, cluster-wide."""
-        return (await self.presence.snapshot(channel)).to_json(channel)
+    async def presence_of(self, channel: str) -> bytes:
+        """``/internal/presence``: who holds streams on ``channel``, cluster-wide, as the
+        answer's compact JSON body (encoded by the broker's read, not per user here)."""
+        return (await self.presence.snapshot(channel)).body(channel)
 
     async def history(self, channel: str, since: int | None, limit: int) -> dict[str, Any]:
         """``/internal/history``: the channel's kept events after ``since`` (all kept ones

@@ -92,9 +92,14 @@ class JSONErrorMixin(RequestHandler):
 
     def write_json(self, value: Any, status: int = 200) -> None:
         """Answer ``status`` with ``value`` as compact JSON."""
+        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        self.write_encoded(body, status)
+
+    def write_encoded(self, body: bytes, status: int = 200) -> None:
+        """Answer ``status`` with ``body``, JSON encoded already."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        self.finish(body)
 
 
 class PublicHandler(JSONErrorMixin):
@@ -257,7 +262,7 @@ class PresenceHandler(InternalHandler):
         channel = self.get_query_argument("channel", "")
         if not protocol.is_valid_channel(channel):
             raise InvalidChannel()
-        self.write_json(await self.gateway.presence_of(channel))
+        self.write_encoded(await self.gateway.presence_of(channel))
 
 
 class HistoryHandler(InternalHandler):

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as quote
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
@@ -64,20 +66,55 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A channel's presence: its users (sorted by id), the streams without a user, and the
-    leaves the broker decided while it looked (crashed instances' users), to be announced."""
+    """A channel's presence, as the broker read it.
 
-    users: tuple[Member, ...] = ()
+    ``users_json`` is the ``users`` array of ``GET /internal/presence`` already encoded (compact
+    JSON, one ``{"user": ..., "info": ..., "streams": n}`` per user, sorted by user id): a
+    channel of thousands of users is answered without building an object per user.
+    ``anonymous`` counts the streams without a user; ``leaves`` are the leaves the broker
+    decided while it looked (crashed instances' users), to be announced.
+    """
+
+    users_json: str = "[]"
     anonymous: int = 0
     leaves: tuple[Leave, ...] = field(default=())
 
+    @property
+    def users(self) -> tuple[Member, ...]:
+        """The users as records (decodes ``users_json``; for callers that need the values)."""
+        return tuple(
+            Member(entry["user"], entry["streams"], entry["info"])
+            for entry in json.loads(self.users_json)
+        )
+
+    def body(self, channel: str) -> bytes:
+        """The body of ``GET /internal/presence`` (PROTOCOL 8) as compact JSON, UTF-8."""
+        return (
+            '{"channel":%s,"users":%s,"anonymous":%d}'
+            % (protocol.compact_json(channel), self.users_json, self.anonymous)
+        ).encode()
+
     def to_json(self, channel: str) -> dict[str, Any]:
-        """The body of ``GET /internal/presence`` (PROTOCOL 8)."""
-        return {
-            "channel": channel,
-            "users": [{"user": m.user, "info": m.info, "streams": m.streams} for m in self.users],
-            "anonymous": self.anonymous,
-        }
+        """The body of ``GET /internal/presence``, decoded."""
+        value: dict[str, Any] = json.loads(self.body(channel))
+        return value
+
+
+def users_json(entries: Iterable[tuple[str, int, str | None]]) -> str:
+    """The ``users`` array of a :class:`Snapshot` from ``(user, streams, info)`` triples sorted
+    by user, where ``info`` is the user's info already as compact JSON (``None``: none)."""
+    return "[%s]" % ",".join(
+        '{"user":%s,"info":%s,"streams":%d}' % (quote(user), info or "null", streams)
+        for user, streams, info in entries
+    )
+
+
+def decode_info(text: str | bytes | None) -> dict[str, Any] | None:
+    """An info kept as compact JSON (empty or ``None``: none) as a value."""
+    if not text:
+        return None
+    value = json.loads(text)
+    return value if isinstance(value, dict) else None
 
 
 def matches(globs: Collection[str], channel: str) -> bool:
@@ -101,7 +138,9 @@ class Ledger:
         self.clock = clock
         self._streams: dict[str, int] = {}
         self._members: dict[str, dict[str | None, int]] = {}
-        self._info: dict[str, dict[str, dict[str, Any] | None]] = {}
+        #: Per channel, per user: their info as compact JSON (``None``: none), encoded once
+        #: when it is counted, not at every read.
+        self._info: dict[str, dict[str, str | None]] = {}
         #: Per channel, per announced user: ``None`` while they hold a stream there, else the
         #: time their last stream there ended.
         self._announced: dict[str, dict[str, float | None]] = {}
@@ -126,6 +165,7 @@ class Ledger:
             if limit > 0 and held >= limit:
                 raise TooManyStreams(limit)
             self._streams[user] = held + 1
+        info_text = protocol.compact_json(info) if info is not None else None
         joins = []
         for channel in channels:
             members = self._members.setdefault(channel, {})
@@ -133,8 +173,8 @@ class Ledger:
             if user is None:
                 continue
             known = self._info.setdefault(channel, {})
-            if info is not None or user not in known:
-                known[user] = info
+            if info_text is not None or user not in known:
+                known[user] = info_text
             if channel in announce:
                 announced = self._announced.setdefault(channel, {})
                 if user not in announced:
@@ -188,17 +228,17 @@ class Ledger:
             self._announced.pop(channel, None)
         info = self._info.get(channel, {}).get(user)
         self._forget_info(channel, user)
-        return Leave(channel, user, info)
+        return Leave(channel, user, decode_info(info))
 
     def snapshot(self, channel: str) -> Snapshot:
         """Who holds streams on ``channel`` now."""
         members = self._members.get(channel, {})
         info = self._info.get(channel, {})
-        users = tuple(
-            Member(user, count, info.get(user))
-            for user, count in sorted((u, c) for u, c in members.items() if u is not None)
+        users = sorted(user for user in members if user is not None)
+        return Snapshot(
+            users_json=users_json((user, members[user], info.get(user)) for user in users),
+            anonymous=members.get(None, 0),
         )
-        return Snapshot(users=users, anonymous=members.get(None, 0))
 
     def streams_of(self, user: str) -> int:
         """How many streams ``user`` holds."""

@@ -9,11 +9,13 @@ two brokers sharing a real redis-server. A third broker adds itself to ``BROKERS
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
@@ -268,6 +270,95 @@ async def test_presence_counts_streams_per_user_with_info_and_anonymous_ones(mak
         {"user": "ann", "info": {"name": "Ann"}, "streams": 1}
     ]
     assert (await a.presence("room", 5.0)).anonymous == 0
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_presence_encodes_any_user_id_and_info_and_lists_users_by_id(make_pair):
+    a, _, b, _ = await make_pair()
+    users = ["b", 'a"q', "a\\z", "a/b", "a", "a!"]
+    for n, user in enumerate(users):
+        await (a if n % 2 else b).enter(
+            user, {"n": n, "name": "Zoë"}, ["room"], announce=(), limit=0
+        )
+    await a.enter("a", None, ["room"], announce=(), limit=0)  # no info: the known one stays
+    body = json.loads((await b.presence("room", 5.0)).body("room"))
+    assert body["users"] == [
+        {
+            "user": user,
+            "info": {"n": users.index(user), "name": "Zoë"},
+            "streams": 1 + (user == "a"),
+        }
+        for user in sorted(users)
+    ]
+    await b.exit("a", ["room"], announce=(), stream=True)
+    snapshot = await a.presence("room", 5.0)
+    assert [(m.user, m.streams) for m in snapshot.users] == [(u, 1) for u in sorted(users)]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_presence_is_written_again_when_redis_lost_it(redis_server):
+    from tornado_sse.cluster.broker import RedisBroker
+
+    broker = RedisBroker(redis_server.url, retention=Retention(size=10, ttl=60.0))
+    broker.start(RecordingHandler())
+    try:
+        await until(lambda: broker.ready)
+        await broker.enter("ann", {"name": "Ann"}, ["room"], announce=(), limit=0)
+        await broker.enter("ann", None, ["room"], announce=(), limit=0)
+        await broker.enter(None, None, ["room"], announce=(), limit=0)
+        client = aioredis.from_url(redis_server.url)
+        await client.flushall()
+        await client.aclose()
+        await broker.users._restore()  # what the link runs when it is back
+        snapshot = await broker.presence("room", 5.0)
+        # The counts come back; the info lived only in Redis.
+        assert snapshot.to_json("room")["users"] == [{"user": "ann", "info": None, "streams": 2}]
+        assert snapshot.anonymous == 1
+    finally:
+        await broker.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_dead_instances_streams_leave_the_listing_and_their_leaves_are_decided(
+    redis_server,
+):
+    from tornado_sse.cluster.broker import RedisBroker
+
+    brokers = [RedisBroker(redis_server.url, retention=Retention(size=10, ttl=60.0)) for _ in "ab"]
+    for broker in brokers:
+        broker.start(RecordingHandler())
+    a, b = brokers
+    try:
+        await until(lambda: a.ready and b.ready)
+        await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
+        await b.enter("ann", None, ["room"], announce=["room"], limit=0)
+        await a.enter("bob", {"n": 2}, ["room"], announce=["room"], limit=0)
+        await a.enter(None, None, ["room"], announce=(), limit=0)
+        await b.enter(None, None, ["room"], announce=(), limit=0)
+        # a dies as a crash leaves it: its presence counts stay, its instance key is gone, and
+        # it is still a member of the instances (a graceful close would have left them).
+        await a.close()
+        client = aioredis.from_url(redis_server.url)
+        await client.delete("tornado_sse:instance:" + a.id)
+        await client.sadd("tornado_sse:instances", a.id)
+        await client.aclose()
+        # b finds a dead on its next look for dead instances (every few seconds).
+        await until(lambda: a.id in b.directory.dead, timeout=12)
+        first = await b.presence("room", 0.05)
+        assert first.to_json("room")["users"] == [{"user": "ann", "info": {"n": 1}, "streams": 1}]
+        assert first.anonymous == 1 and first.leaves == ()  # bob's leave waits for the delay
+        leaves: list[Any] = []
+
+        async def decided() -> bool:
+            leaves.extend((await b.presence("room", 0.05)).leaves)
+            return bool(leaves)
+
+        await until(decided)
+        assert [(x.user, x.info) for x in leaves] == [("bob", {"n": 2})]
+        assert (await b.presence("room", 0.05)).leaves == ()  # decided once
+    finally:
+        for broker in brokers:
+            await broker.close()
 
 
 @pytest.mark.gen_test(timeout=20)

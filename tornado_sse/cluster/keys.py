@@ -111,5 +111,5 @@ class KeySpace:
         return self._name("u", "u", user)
 
     def presence(self, channel: str) -> list[str]:
-        """Members, instances, infos and announced states of ``channel``."""
-        return [self._name(kind, "c", channel) for kind in ("p", "pn", "pi", "pa")]
+        """Members, instances, infos, announced states and the listing of ``channel``."""
+        return [self._name(kind, "c", channel) for kind in ("p", "pn", "pi", "pa", "pl")]

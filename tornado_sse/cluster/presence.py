@@ -9,14 +9,19 @@ Keys (``<p>`` is the prefix; ``<i>`` an instance id, ``<u>`` a user id, ``''`` f
 - ``<p>pn:<channel>``: set of the instances that have counted streams on the channel;
 - ``<p>pi:<channel>``: hash ``<u>`` -> the user's info (compact JSON);
 - ``<p>pa:<channel>``: hash ``<u>`` -> ``j`` (their join was announced and they are there) or
-  ``l<ms>`` (their last stream there ended at that Redis time: a leave is due after the delay).
+  ``l<ms>`` (their last stream there ended at that Redis time: a leave is due after the delay);
+- ``<p>pl:<channel>``: the channel's listing, a sorted set (all scores 0, so ordered by member)
+  of ``<u>\\0<entry>``, one per user holding streams there, where ``<entry>`` is the user's
+  object of the presence answer already encoded (``{"user":...,"info":...,"streams":n}``).
+  Every script that changes a user's count or info there writes their entry again, so that a
+  read joins the entries in order and does no work per user.
 
 Each instance's counts are live until the instance is found dead (its instance key, kept by
 :class:`~tornado_sse.cluster.directory.TokenDirectory`, expires 15 s without a refresh, and the
 next look for dead instances, every 5 s, puts it in the dead set, which every script is given):
-the scripts skip the counts of dead instances and reads delete them, so a crashed instance's
-users are gone from presence within about 20 s, and their leaves are decided by the next read
-or sweep.
+the scripts skip the counts of dead instances and reads delete them (and write the entries of
+their users again), so a crashed instance's users are gone from presence within about 20 s,
+and their leaves are decided by the next read or sweep.
 
 Each script touches one slot of a Redis Cluster (see :mod:`~tornado_sse.cluster.keys`): in a
 cluster, the user's part of an enter or exit (the limit and the user's count) and each channel's
@@ -34,8 +39,9 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from .. import protocol
 from ..errors import TooManyStreams
-from ..presence import Leave, Member, Snapshot
+from ..presence import Leave, Snapshot, decode_info
 from .keys import KeySpace
 from .link import RedisLink
 
@@ -45,12 +51,13 @@ T = TypeVar("T")
 KEY_TTL = 3600
 
 # Shared by every script. ARGV[1]: this instance, ARGV[2]: the dead instances (separated by
-# spaces), ARGV[3]: the key TTL in ms. KEYS after the first come in fours per channel:
-# members, instances, info, announced.
+# spaces), ARGV[3]: the key TTL in ms. KEYS after the first come in fives per channel: members,
+# instances, info, announced, listing.
 _COMMON = """
 local me, ttl = ARGV[1], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local find, sub, NUL = string.find, string.sub, string.char(0)
 local dead = {}
 for i in string.gmatch(ARGV[2], '%S+') do dead[i] = true end
 local function live(i)
@@ -63,9 +70,31 @@ local function total(members, instances, user)
   end
   return n
 end
+local function quoted(text)
+  return '"' .. (string.gsub(text, '["\\\\]', '\\\\%0')) .. '"'
+end
+local function shown(info)
+  if not info or info == '' then return 'null' end
+  return info
+end
+-- Write the user's entry of the channel's listing again, from their live streams there and
+-- their info; no entry when they hold none. Returns their streams there.
+local function list(members, instances, infos, listing, user)
+  local old = redis.call('ZRANGEBYLEX', listing, '[' .. user .. NUL, '(' .. user .. '\\1',
+    'LIMIT', 0, 1)
+  if old[1] then redis.call('ZREM', listing, old[1]) end
+  local n = total(members, instances, user)
+  if n > 0 then
+    local entry = '{"user":' .. quoted(user) .. ',"info":' .. shown(redis.call('HGET', infos, user))
+      .. ',"streams":' .. n .. '}'
+    redis.call('ZADD', listing, 0, user .. NUL .. entry)
+    redis.call('PEXPIRE', listing, ttl)
+  end
+  return n
+end
 """
 
-# KEYS[1]: the user hash, then fours. ARGV[4]: user ('' anonymous), ARGV[5]: limit (-1: not a
+# KEYS[1]: the user hash, then fives. ARGV[4]: user ('' anonymous), ARGV[5]: limit (-1: not a
 # new stream), ARGV[6]: info ('' none), ARGV[7..]: '1' where the channel announces. Returns
 # {0} over the limit, else {1, indexes of the channels where this is the user's join}.
 ENTER_SCRIPT = (
@@ -89,9 +118,9 @@ if user ~= '' and limit >= 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 local result = {1}
-for c = 1, (#KEYS - 1) / 4 do
-  local members, instances = KEYS[4 * c - 2], KEYS[4 * c - 1]
-  local infos, announced = KEYS[4 * c], KEYS[4 * c + 1]
+for c = 1, (#KEYS - 1) / 5 do
+  local members, instances = KEYS[5 * c - 3], KEYS[5 * c - 2]
+  local infos, announced, listing = KEYS[5 * c - 1], KEYS[5 * c], KEYS[5 * c + 1]
   redis.call('HINCRBY', members, me .. ':' .. user, 1)
   redis.call('SADD', instances, me)
   redis.call('PEXPIRE', members, ttl)
@@ -101,6 +130,7 @@ for c = 1, (#KEYS - 1) / 4 do
       redis.call('HSET', infos, user, info)
       redis.call('PEXPIRE', infos, ttl)
     end
+    list(members, instances, infos, listing, user)
     if ARGV[6 + c] == '1' then
       if not redis.call('HGET', announced, user) then table.insert(result, c) end
       redis.call('HSET', announced, user, 'j')
@@ -123,12 +153,12 @@ if user ~= '' and ARGV[5] == '1' then
   if redis.call('HINCRBY', KEYS[1], me, -1) <= 0 then redis.call('HDEL', KEYS[1], me) end
 end
 local due = {}
-for c = 1, (#KEYS - 1) / 4 do
-  local members, instances = KEYS[4 * c - 2], KEYS[4 * c - 1]
-  local infos, announced = KEYS[4 * c], KEYS[4 * c + 1]
+for c = 1, (#KEYS - 1) / 5 do
+  local members, instances = KEYS[5 * c - 3], KEYS[5 * c - 2]
+  local infos, announced, listing = KEYS[5 * c - 1], KEYS[5 * c], KEYS[5 * c + 1]
   local field = me .. ':' .. user
   if redis.call('HINCRBY', members, field, -1) <= 0 then redis.call('HDEL', members, field) end
-  if user ~= '' and total(members, instances, user) == 0 then
+  if user ~= '' and list(members, instances, infos, listing, user) == 0 then
     if ARGV[5 + c] == '1' and redis.call('HGET', announced, user) then
       redis.call('HSET', announced, user, 'l' .. now)
       table.insert(due, c)
@@ -141,7 +171,7 @@ return due
 """
 )
 
-# KEYS: one four. ARGV[4]: user, ARGV[5]: delay in ms. Returns {1, info} when the leave is to
+# KEYS: one five. ARGV[4]: user, ARGV[5]: delay in ms. Returns {1, info} when the leave is to
 # be announced now (and forgets it), else {0}.
 SETTLE_SCRIPT = (
     _COMMON
@@ -159,60 +189,87 @@ return {1, info}
 """
 )
 
-# KEYS: one four. ARGV[4]: leave delay in ms. Drops the counts of dead instances; returns one
-# JSON text (one string to parse, not thousands of replies):
-# [anonymous, [[user, streams, info], ...], [[user, info] of the leaves decided now, ...]].
+# KEYS: one five. ARGV[4]: leave delay in ms. First drops the counts of dead instances (and
+# writes the listing entries of their users again: a user left with no stream there is marked
+# gone now); then returns {anonymous, users, leaves}. users is the "users" array of the presence
+# answer as JSON text, the listing's entries in their order (by user id) joined, so that
+# neither this script nor the gateway does work per user; leaves is the JSON text
+# [[user, info], ...] of the leaves decided now.
 PRESENCE_SCRIPT = (
     _COMMON
     + """
-local members, instances, infos, announced = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local members, instances, infos, announced, listing = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local delay = tonumber(ARGV[4])
+local dead = {}
+local died = false
 for _, i in ipairs(redis.call('SMEMBERS', instances)) do
-  if not live(i) then redis.call('SREM', instances, i) end
-end
-local all = redis.call('HGETALL', members)
-local counts, anonymous = {}, 0
-for k = 1, #all, 2 do
-  local field = all[k]
-  local sep = string.find(field, ':', 1, true)
-  if live(string.sub(field, 1, sep - 1)) then
-    local user, n = string.sub(field, sep + 1), tonumber(all[k + 1])
-    if user == '' then anonymous = anonymous + n else counts[user] = (counts[user] or 0) + n end
-  else
-    redis.call('HDEL', members, field)
+  if not live(i) then
+    redis.call('SREM', instances, i)
+    dead[i] = true
+    died = true
   end
 end
-local known = {}
-local pairs_ = redis.call('HGETALL', infos)
-for k = 1, #pairs_, 2 do known[pairs_[k]] = pairs_[k + 1] end
-local function quoted(text)
-  if string.find(text, '["\\]') then return cjson.encode(text) end
-  return '"' .. text .. '"'
+if died then
+  local touched = {}
+  local all = redis.call('HGETALL', members)
+  for k = 1, #all, 2 do
+    local field = all[k]
+    local sep = find(field, ':', 1, true)
+    if dead[sub(field, 1, sep - 1)] then
+      redis.call('HDEL', members, field)
+      local user = sub(field, sep + 1)
+      if user ~= '' then touched[user] = true end
+    end
+  end
+  for user in pairs(touched) do
+    if list(members, instances, infos, listing, user) == 0
+        and redis.call('HGET', announced, user) == 'j' then
+      redis.call('HSET', announced, user, 'l' .. now)
+    end
+  end
 end
-local users = {}
-for user, n in pairs(counts) do
-  local info = known[user]
-  if info == nil or info == '' then info = 'null' end
-  users[#users + 1] = '[' .. quoted(user) .. ',' .. n .. ',' .. info .. ']'
+local anonymous = 0
+for _, i in ipairs(redis.call('SMEMBERS', instances)) do
+  anonymous = anonymous + tonumber(redis.call('HGET', members, i .. ':') or '0')
+end
+local users = redis.call('ZRANGE', listing, 0, -1)
+for k = 1, #users do
+  local item = users[k]
+  users[k] = sub(item, find(item, NUL, 1, true) + 1)
 end
 local leaves = {}
 local states = redis.call('HGETALL', announced)
 for k = 1, #states, 2 do
   local user, state = states[k], states[k + 1]
-  if not counts[user] then
-    if state == 'j' then
-      redis.call('HSET', announced, user, 'l' .. now)
-    elseif now >= tonumber(string.sub(state, 2)) + delay then
-      redis.call('HDEL', announced, user)
-      redis.call('HDEL', infos, user)
-      local info = known[user]
-      if info == nil or info == '' then info = 'null' end
-      leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. info .. ']'
-    end
+  if sub(state, 1, 1) == 'l' and now >= tonumber(sub(state, 2)) + delay
+      and total(members, instances, user) == 0 then
+    redis.call('HDEL', announced, user)
+    local info = shown(redis.call('HGET', infos, user))
+    leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. info .. ']'
+    redis.call('HDEL', infos, user)
   end
 end
-return '[' .. anonymous .. ',[' .. table.concat(users, ',') .. '],[' .. table.concat(leaves, ',')
-  .. ']]'
+return {anonymous, '[' .. table.concat(users, ',') .. ']', '[' .. table.concat(leaves, ',') .. ']'}
+"""
+)
+
+# KEYS: one five. ARGV[4..]: pairs of user ('' anonymous) and this instance's streams of them
+# on the channel. Writes those counts again (after the link came back: Redis may have lost them)
+# and the listing entries of those users.
+RESTORE_SCRIPT = (
+    _COMMON
+    + """
+local members, instances, infos, listing = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
+redis.call('SADD', instances, me)
+redis.call('PEXPIRE', instances, ttl)
+for k = 4, #ARGV, 2 do
+  redis.call('HSET', members, me .. ':' .. ARGV[k], ARGV[k + 1])
+end
+redis.call('PEXPIRE', members, ttl)
+for k = 4, #ARGV, 2 do
+  if ARGV[k] ~= '' then list(members, instances, infos, listing, ARGV[k]) end
+end
+return 1
 """
 )
 
@@ -256,6 +313,7 @@ class PresenceStore:
         self._settle = client.register_script(SETTLE_SCRIPT)
         self._presence = client.register_script(PRESENCE_SCRIPT)
         self._holders = client.register_script(HOLDERS_SCRIPT)
+        self._rewrite = client.register_script(RESTORE_SCRIPT)
         #: This instance's counts: streams per (channel, user or ''), streams per user.
         self._here: dict[tuple[str, str], int] = {}
         self._users: dict[str, int] = {}
@@ -321,7 +379,7 @@ class PresenceStore:
         """See :meth:`tornado_sse.broker.Broker.enter`."""
         self.link.require()
         channels = list(channels)
-        info_text = json.dumps(info, separators=(",", ":")) if info is not None else ""
+        info_text = protocol.compact_json(info) if info is not None else ""
         flags = ["1" if c in announce else "0" for c in channels]
         args = self._args() + [user or "", -1 if limit is None else limit, info_text, *flags]
         try:
@@ -395,7 +453,7 @@ class PresenceStore:
             raise self.link.unavailable(exc) from None
         if int(result[0]) == 0:
             return None
-        return Leave(channel, user, _info(result[1]))
+        return Leave(channel, user, decode_info(result[1]))
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         """See :meth:`tornado_sse.broker.Broker.presence`."""
@@ -407,13 +465,9 @@ class PresenceStore:
             )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
-        anonymous, listed, left = json.loads(raw)
-        users = sorted(
-            (Member(user, streams, _object(info)) for user, streams, info in listed),
-            key=lambda member: member.user,
-        )
-        leaves = tuple(Leave(channel, user, _object(info)) for user, info in left)
-        return Snapshot(users=tuple(users), anonymous=int(anonymous), leaves=leaves)
+        anonymous, users, left = raw
+        leaves = tuple(Leave(channel, user, _object(info)) for user, info in json.loads(left))
+        return Snapshot(users_json=users.decode(), anonymous=int(anonymous), leaves=leaves)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` as background work of the link, so that closing the link waits for
@@ -443,15 +497,17 @@ class PresenceStore:
     # -- upkeep ----------------------------------------------------------------------------------
 
     async def _restore(self) -> None:
-        """After (re)connecting: write this instance's counts again (Redis may have lost them)."""
+        """After (re)connecting: write this instance's counts again (Redis may have lost them),
+        and the listing entries of their users."""
         ttl = KEY_TTL * 1000
+        counts: dict[str, list[Any]] = {}
+        for (channel, user), count in self._here.items():
+            counts.setdefault(channel, []).extend((user, count))
         async with self.link.client.pipeline(transaction=False) as pipe:
-            for (channel, user), count in self._here.items():
-                members, instances, _, _ = self._channel_keys(channel)
-                pipe.hset(members, "%s:%s" % (self.instance, user), count)
-                pipe.sadd(instances, self.instance)
-                pipe.pexpire(members, ttl)
-                pipe.pexpire(instances, ttl)
+            for channel, pairs in counts.items():
+                await self._rewrite(
+                    keys=self._channel_keys(channel), args=self._args() + pairs, client=pipe
+                )
             for user, count in self._users.items():
                 pipe.hset(self._user_key(user), self.instance, count)
                 pipe.pexpire(self._user_key(user), ttl)
@@ -478,11 +534,4 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
 
 
 def _object(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
-
-
-def _info(raw: bytes) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    value = json.loads(raw)
     return value if isinstance(value, dict) else None
