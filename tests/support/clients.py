@@ -50,9 +50,7 @@ class Clients:
     def __init__(self) -> None:
         self._made: list[Any] = []
 
-    def __call__(
-        self, kind: str, url: str, secret: str | None = None, timeout: float = 5.0
-    ) -> Any:
+    def __call__(self, kind: str, url: str, secret: str | None = None, timeout: float = 5.0) -> Any:
         client = awaitable_client(kind, url, secret, timeout)
         self._made.append(client)
         return client
