@@ -151,13 +151,18 @@ function draw(id, series, unit) {
   out += label(width, height - 4, "end", "now" + (unit ? " · " + unit : ""));
   series.forEach((s, n) => {
     const offset = KEEP - s.values.length;
+    const color = COLORS[n % COLORS.length];
     let path = "", pen = false;
     s.values.forEach((v, i) => {
       if (v === null) { pen = false; return; }
-      path += (pen ? "L" : "M") + x(i + offset).toFixed(1) + "," + y(v).toFixed(1);
+      const px = x(i + offset).toFixed(1), py = y(v).toFixed(1);
+      path += (pen ? "L" : "M") + px + "," + py;
+      const next = s.values[i + 1];
+      if (!pen && (next === null || next === undefined)) {  // a lone value: a line cannot show it
+        out += `<circle cx="${px}" cy="${py}" r="2.5" fill="${color}"/>`;
+      }
       pen = true;
     });
-    const color = COLORS[n % COLORS.length];
     out += `<path d="${path}" fill="none" stroke="${color}" stroke-width="1.8"/>`;
   });
   svg.innerHTML = out;
