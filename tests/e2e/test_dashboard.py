@@ -9,7 +9,6 @@ The screenshot goes to the test's scratch directory; with ``UPDATE_SCREENSHOTS=1
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -18,17 +17,13 @@ from typing import Any
 import pytest
 
 from tests.support.backend import Answer
+from tests.support.browser import in_browser
 from tests.support.internal import error_code
 from tests.support.sse_client import SSEStream
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 AUTH = {"Authorization": "Bearer s3cret"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-async def in_browser(call: Any, *args: Any) -> Any:
-    """Run a blocking Selenium call in a worker thread, so the IOLoop keeps serving."""
-    return await asyncio.get_running_loop().run_in_executor(None, call, *args)
 
 
 def keep_screenshot(driver: Any, scratch: Path, name: str) -> Path:
