@@ -9,31 +9,15 @@ The screenshot goes to the test's scratch directory; with ``UPDATE_SCREENSHOTS=1
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from tests.support.backend import Answer
 from tests.support.browser import in_browser
 from tests.support.internal import error_code
+from tests.support.screenshots import PNG_MAGIC
 from tests.support.sse_client import SSEStream
 
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 AUTH = {"Authorization": "Bearer s3cret"}
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def keep_screenshot(driver: Any, scratch: Path, name: str) -> Path:
-    """Save a PNG of the window in ``scratch`` (and in docs/images with UPDATE_SCREENSHOTS=1)."""
-    path = scratch / name
-    driver.save_screenshot(str(path))
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(exist_ok=True)
-        shutil.copyfile(path, DOCS_IMAGES / name)
-    return path
 
 
 @pytest.mark.gen_test(timeout=90)
@@ -98,7 +82,8 @@ async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
     assert last["events"] > 1000
     assert last["slow_consumer_closes"] == 1
     assert shown["paths"] >= 6  # every chart has drawn a line
-    png = keep_screenshot(browser, tmp_path, "dashboard.png")
+    png = tmp_path / "dashboard.png"
+    browser.save_screenshot(str(png))
     assert png.read_bytes().startswith(PNG_MAGIC)
     for stream in streams:
         await stream.aclose()

@@ -147,6 +147,7 @@ def take(out: Path, demo: ChildProcess) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     driver = start_browser()
     try:
+        driver.set_window_size(1280, 1000)  # the demo page's footer fits too
         tabs = DemoTabs(driver, demo.base_url)
         demo_scene(tabs)
         shots = [out / "demo.png", out / "dashboard.png"]
