@@ -21,7 +21,7 @@ AUTH = {"Authorization": "Bearer s3cret"}
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
+async def test_dashboard_draws_live_figures_with_the_secret_as_a_browser_sends_it(
     gateway, backend, browser, tmp_path
 ):
     backend.answer_for = lambda body: Answer(
