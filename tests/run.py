@@ -3,8 +3,9 @@
 On a fresh machine with only Python and pip this installs tornado_sse (editable) with its test
 extras, and, when they are missing, the system packages some tests drive for real (Chromium and
 its driver and Firefox ESR for the browser tests, redis-server for the Redis tests, nginx and
-openssl for the proxy tests, node and npm for the npm ``eventsource`` test) with ``apt-get`` (as
-root, or through ``sudo -n``), and the npm packages of ``tests/e2e/node``.
+openssl for the proxy tests, curl for the demo's curl line, node and npm for the npm
+``eventsource`` test) with ``apt-get`` (as root, or through ``sudo -n``), and the npm packages
+of ``tests/e2e/node``.
 Then it runs pytest on the whole suite and exits with pytest's status.
 """
 
@@ -26,6 +27,7 @@ SYSTEM_PACKAGES = {
     "nginx": "nginx",
     "firefox-esr": "firefox-esr",
     "openssl": "openssl",
+    "curl": "curl",
     "node": "nodejs",
     "npm": "npm",
 }

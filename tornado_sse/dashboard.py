@@ -1,11 +1,11 @@
 """``/internal/dashboard`` and ``/internal/stats``: a live picture of this gateway process.
 
 The dashboard is one self-contained page (HTML, CSS, JS and SVG inline: no CDN, it works
-offline). It holds no data itself, so it is served without the bearer secret; everything it
-shows it fetches from ``/internal/stats``, which is behind ``INTERNAL_SECRET`` like the rest of
-the internal API. The page takes the secret from its URL fragment
-(``/internal/dashboard#secret=...``; a fragment never reaches a server or its logs) or asks for
-it, keeps it in the tab's ``sessionStorage`` and sends it as ``Authorization: Bearer``. Both are
+offline). Both routes are behind ``INTERNAL_SECRET`` like the rest of the internal API. A
+browser opening the page without the secret gets the 401 with a Basic challenge
+(:class:`~tornado_sse.handlers.InternalHandler`), so it asks for a user name (any) and a
+password (the secret) in its own login dialog and then sends them with the page's fetches of
+``/internal/stats``; the page itself holds no data and never sees the secret. Both are
 internal routes: only on ``INTERNAL_PORT`` when that is set, never with CORS headers.
 
 Each process draws its own figures (see :mod:`tornado_sse.stats`).
@@ -13,7 +13,7 @@ Each process draws its own figures (see :mod:`tornado_sse.stats`).
 
 from __future__ import annotations
 
-from .handlers import InternalHandler, JSONErrorMixin
+from .handlers import InternalHandler
 from .stats import snapshot
 
 
@@ -26,9 +26,9 @@ class StatsHandler(InternalHandler):
         self.write_json(snapshot(metrics.registry, metrics.started))
 
 
-class DashboardHandler(JSONErrorMixin):
-    """``GET /internal/dashboard``: the page. It carries no data, so no secret is asked here;
-    its fetches of ``/internal/stats`` carry it."""
+class DashboardHandler(InternalHandler):
+    """``GET /internal/dashboard``: the page, behind the secret like every internal route. It
+    carries no data: its script fetches ``/internal/stats``."""
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -101,21 +101,16 @@ each serves its own dashboard. The last <span id="window"></span> are drawn.</fo
 <script>
 "use strict";
 const params = new URLSearchParams(location.hash.slice(1));
-if (params.has("secret")) {
-  sessionStorage.setItem("tornado_sse.secret", params.get("secret"));
-  history.replaceState(null, "", location.pathname);  // the secret leaves the address bar
-}
+// location.origin, not a relative URL: a page opened with user:secret@ in its address must
+// not resolve its fetches against those credentials (fetch refuses them). The browser sends
+// the credentials of its login dialog by itself.
+const STATS = location.origin + "/internal/stats";
 const INTERVAL = Math.max(100, Number(params.get("interval")) || 1000);
 const KEEP = Math.min(3600, Math.max(10, Number(params.get("points")) || 120));  // drawn
 const COLORS = ["#2e90fa", "#12b76a", "#f79009", "#f04438", "#7a5af8", "#667085"];
 const samples = [];  // {t, open, connects:{}, disconnects:{}, events, heartbeats, latency:{}, slow}
 let previous = null;
 window.dashboard = {updates: 0, last: null, listeners: []};
-
-function secretHeader() {
-  const secret = sessionStorage.getItem("tornado_sse.secret");
-  return secret ? {Authorization: "Bearer " + secret} : {};
-}
 
 function rate(now, before, read) {
   const seconds = now.now - before.now;
@@ -156,13 +151,18 @@ function draw(id, series, unit) {
   out += label(width, height - 4, "end", "now" + (unit ? " · " + unit : ""));
   series.forEach((s, n) => {
     const offset = KEEP - s.values.length;
+    const color = COLORS[n % COLORS.length];
     let path = "", pen = false;
     s.values.forEach((v, i) => {
       if (v === null) { pen = false; return; }
-      path += (pen ? "L" : "M") + x(i + offset).toFixed(1) + "," + y(v).toFixed(1);
+      const px = x(i + offset).toFixed(1), py = y(v).toFixed(1);
+      path += (pen ? "L" : "M") + px + "," + py;
+      const next = s.values[i + 1];
+      if (!pen && (next === null || next === undefined)) {  // a lone value: a line cannot show it
+        out += `<circle cx="${px}" cy="${py}" r="2.5" fill="${color}"/>`;
+      }
       pen = true;
     });
-    const color = COLORS[n % COLORS.length];
     out += `<path d="${path}" fill="none" stroke="${color}" stroke-width="1.8"/>`;
   });
   svg.innerHTML = out;
@@ -236,12 +236,10 @@ function record(stats) {
 async function poll() {
   const status = document.getElementById("status");
   try {
-    const response = await fetch("/internal/stats", {headers: secretHeader(), cache: "no-store"});
-    if (response.status === 401) {
-      status.textContent = "needs INTERNAL_SECRET";
+    const response = await fetch(STATS, {cache: "no-store"});
+    if (response.status === 401) {  // the secret changed: a reload asks for it again
+      status.textContent = "needs INTERNAL_SECRET (reload)";
       status.className = "bad";
-      const secret = window.prompt("INTERNAL_SECRET of this gateway:");
-      if (secret) sessionStorage.setItem("tornado_sse.secret", secret);
     } else if (!response.ok) {
       status.textContent = "stats answered " + response.status;
       status.className = "bad";

@@ -132,7 +132,8 @@ class InvalidSince(GatewayError):
 
 
 class Unauthorized(GatewayError):
-    """The internal API was called without the right bearer secret (401)."""
+    """The internal API was called without the secret (401): neither ``Bearer <secret>`` nor,
+    from a browser, Basic credentials with the secret as the password."""
 
     status = 401
     code = "UNAUTHORIZED"

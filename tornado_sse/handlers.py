@@ -227,14 +227,33 @@ class StreamHandler(PublicHandler):
 
 class InternalHandler(JSONErrorMixin):
     """Base of ``/internal/*`` and ``/metrics``: with ``INTERNAL_SECRET`` set, 401 without
-    ``Authorization: Bearer <secret>`` (:func:`~tornado_sse.protocol.bearer_matches`); no CORS."""
+    the secret in ``Authorization`` (:func:`~tornado_sse.protocol.credentials_match`: Bearer,
+    or a browser's Basic with the secret as the password); no CORS.
+
+    The 401 names both schemes in ``WWW-Authenticate`` (RFC 9110 11.6.1), Basic with a realm,
+    so that a browser opening an internal page asks its user for the secret in its own login
+    dialog, and then sends it with every request of that page under ``/internal/``.
+    """
 
     def prepare(self) -> None:
         secret = self.gateway.settings.internal_secret
         if secret is None:
             return
-        if not protocol.bearer_matches(self.request.headers.get("Authorization"), secret):
+        if not protocol.credentials_match(self.request.headers.get("Authorization"), secret):
             raise Unauthorized()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info", (None, None, None))[1], Unauthorized):
+            for challenge in AUTH_CHALLENGES:
+                self.add_header("WWW-Authenticate", challenge)
+        super().write_error(status_code, **kwargs)
+
+
+#: The ``WWW-Authenticate`` challenges of the internal API's 401, one header line each.
+AUTH_CHALLENGES = (
+    'Bearer realm="tornado_sse internal API"',
+    'Basic realm="tornado_sse internal API", charset="UTF-8"',
+)
 
 
 class ConnectionsHandler(InternalHandler):

@@ -48,6 +48,7 @@ from .errors import (
     error_dict,
 )
 from .gateway import Gateway, settled
+from .handlers import AUTH_CHALLENGES
 from .log import fields
 from .ops import log_access
 
@@ -165,7 +166,7 @@ class JSONPost(httputil.HTTPMessageDelegate):
         settings = self._gateway.settings
         if start_line.method != "POST":
             raise MethodNotAllowed()
-        if settings.internal_secret is not None and not protocol.bearer_matches(
+        if settings.internal_secret is not None and not protocol.credentials_match(
             headers.get("Authorization"), settings.internal_secret
         ):
             raise Unauthorized()
@@ -196,7 +197,10 @@ class JSONPost(httputil.HTTPMessageDelegate):
         """Answer ``error`` now, before the body has been read, then linger (module doc)."""
         log.debug("request refused", extra=fields(status=error.status, code=error.code))
         self._lingering = True
-        self._write(error.status, error.to_json(), close=True)
+        extra = b""
+        if isinstance(error, Unauthorized):
+            extra = b"".join(b"WWW-Authenticate: %s\r\n" % c.encode() for c in AUTH_CHALLENGES)
+        self._write(error.status, error.to_json(), close=True, extra=extra)
         self._linger_timer = IOLoop.current().call_later(
             LINGER_SECONDS, self._end_linger, drained=False
         )
@@ -216,7 +220,7 @@ class JSONPost(httputil.HTTPMessageDelegate):
         else:
             self._connection.close()
 
-    def _write(self, status: int, body: bytes, *, close: bool = False) -> None:
+    def _write(self, status: int, body: bytes, *, close: bool = False, extra: bytes = b"") -> None:
         """Write the whole answer (head and body) in one piece, count it and log it; then
         finish the request on the connection once the bytes are out (``finish``), or leave
         that to the lingering close."""
@@ -235,7 +239,8 @@ class JSONPost(httputil.HTTPMessageDelegate):
             len(body),
         )
         self._written = self._connection.stream.write(
-            b"%sDate: %s\r\n%s\r\n%s" % (head, self._date.now().encode("latin-1"), connection, body)
+            b"%sDate: %s\r\n%s%s\r\n%s"
+            % (head, self._date.now().encode("latin-1"), extra, connection, body)
         )
 
 

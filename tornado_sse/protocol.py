@@ -7,6 +7,8 @@ can be tested byte for byte in memory.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import re
@@ -509,6 +511,29 @@ def bearer_matches(authorization: str | None, secret: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(credentials.lstrip(" ").encode(), secret.encode())
+
+
+def credentials_match(authorization: str | None, secret: str) -> bool:
+    """Whether an ``Authorization`` header value carries the internal API's ``secret``: as
+    ``Bearer <secret>`` (:func:`bearer_matches`: what servers send), or as the password of
+    ``Basic`` credentials with any user name (RFC 7617: what a browser sends after its login
+    dialog, so that a person can open the dashboard). The scheme name may come in any case;
+    the secret is compared in constant time. Anything else (no header, another scheme, Basic
+    credentials that are not base64 of ``user:password``) does not match.
+    """
+    if bearer_matches(authorization, secret):
+        return True
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(credentials.strip(" "), validate=True)
+    except binascii.Error:
+        return False
+    _user, colon, password = decoded.partition(b":")
+    return bool(colon) and hmac.compare_digest(password, secret.encode())
 
 
 def request_id(value: str | None) -> str:

@@ -17,15 +17,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A fixed path: ``name`` picks its handler; ``internal`` says it is for servers, not pages;
-    ``secret`` (internal routes only) says whether ``INTERNAL_SECRET`` guards it. The one
-    internal route without the secret is the dashboard page, which holds no data: the stats
-    it fetches carry the secret."""
+    """A fixed path: ``name`` picks its handler; ``internal`` says it belongs to the internal
+    API (behind ``INTERNAL_SECRET``, every one of them, the dashboard page included)."""
 
     path: str
     name: str
     internal: bool
-    secret: bool = True
 
 
 #: Every fixed path, public ones first.
@@ -36,7 +33,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/internal/connections", "connections", internal=True),
     Route("/internal/history", "history", internal=True),
     Route("/internal/stats", "stats", internal=True),
-    Route("/internal/dashboard", "dashboard", internal=True, secret=False),
+    Route("/internal/dashboard", "dashboard", internal=True),
     Route("/internal/presence", "presence", internal=True),
     Route("/internal/subscribe", "subscribe", internal=True),
     Route("/internal/unsubscribe", "unsubscribe", internal=True),

@@ -17,7 +17,9 @@ Routes:
 - ``GET /tokens``: the streams this backend believes open, ``{"count": n, "tokens": {token:
   user}}``; a demo and test aid (do not expose tokens in a real application).
 - ``GET /healthz``: ``{"status": "ok"}``.
-- ``GET /``: a small page that opens a stream as ``?user=``.
+- ``GET /``: a small page that opens a stream as ``?user=``, with a button that notifies that
+  user with the named event ``note`` (which the page listens to with ``addEventListener``) and
+  one that broadcasts an unnamed event (``onmessage``).
 
 The body of ``/notify`` and ``/broadcast`` is JSON ``{"data": "...", "name": "optional event
 name"}``, or any other body, sent as the event's data as it is.
@@ -214,7 +216,9 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>tornado_sse + Flask: %(user)s</title>
 <h1>Signed in as %(user)s</h1>
-<p><button id="me">notify me</button> <button id="all">broadcast</button></p>
+<p><button id="me">notify me</button> sends a named event, <code>note</code>, to your streams
+only; <button id="all">broadcast</button> sends an unnamed one (a <code>message</code>) to
+everyone.</p>
 <ul id="log"></ul>
 <script>
 const log = (text) => {
@@ -225,14 +229,18 @@ const log = (text) => {
 const source = new EventSource(%(stream_url)s);
 source.onopen = () => log("stream open");
 source.onerror = () => log("stream error (the browser retries)");
+// Events without a name arrive as "message"; a named event only reaches a listener for its
+// name (onmessage never sees it).
 source.onmessage = (e) => log("message: " + e.data);
-const post = (url, data) => fetch(url, {
+source.addEventListener("note", (e) => log("note #" + e.lastEventId + ": " + e.data));
+const post = (url, body) => fetch(url, {
   method: "POST",
   headers: {"Content-Type": "application/json"},
-  body: JSON.stringify({data}),
+  body: JSON.stringify(body),
 });
-document.getElementById("me").onclick = () => post(%(notify)s, "hello, just you");
-document.getElementById("all").onclick = () => post("/broadcast", "hello, everyone");
+document.getElementById("me").onclick = () =>
+  post(%(notify)s, {data: "hello, just you", name: "note"});
+document.getElementById("all").onclick = () => post("/broadcast", {data: "hello, everyone"});
 </script>
 """
 

@@ -1,45 +1,27 @@
-"""The dashboard in headless Chromium: it takes the secret from its URL fragment, draws live
-figures from ``/internal/stats``, and its screenshot is kept.
+"""The dashboard in headless Chromium, behind ``INTERNAL_SECRET``: with the secret as a
+browser sends it after its login dialog (Basic, the secret as the password; here given in the
+address, as a person may type it), the page draws live figures from ``/internal/stats``;
+without it the browser gets the 401 and nothing of the page. Its screenshot is kept.
 
 The screenshot goes to the test's scratch directory; with ``UPDATE_SCREENSHOTS=1`` also to
-``docs/images/`` (the one in the README).
+``docs/images/`` (``python3 docs/screenshots.py`` makes the one in the README).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from tests.support.backend import Answer
+from tests.support.browser import in_browser
+from tests.support.internal import error_code
+from tests.support.screenshots import PNG_MAGIC
 from tests.support.sse_client import SSEStream
 
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 AUTH = {"Authorization": "Bearer s3cret"}
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-async def in_browser(call: Any, *args: Any) -> Any:
-    """Run a blocking Selenium call in a worker thread, so the IOLoop keeps serving."""
-    return await asyncio.get_running_loop().run_in_executor(None, call, *args)
-
-
-def keep_screenshot(driver: Any, scratch: Path, name: str) -> Path:
-    """Save a PNG of the window in ``scratch`` (and in docs/images with UPDATE_SCREENSHOTS=1)."""
-    path = scratch / name
-    driver.save_screenshot(str(path))
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(exist_ok=True)
-        shutil.copyfile(path, DOCS_IMAGES / name)
-    return path
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
+async def test_dashboard_draws_live_figures_with_the_secret_as_a_browser_sends_it(
     gateway, backend, browser, tmp_path
 ):
     backend.answer_for = lambda body: Answer(
@@ -49,7 +31,10 @@ async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
     gw = gateway(internal_secret="s3cret", max_queued_bytes=256 * 1024)
     streams: list[SSEStream] = []
     browser.set_script_timeout(20)
-    url = gw.internal_url + "/internal/dashboard#secret=s3cret&interval=250&points=30"
+    # Chromium answers the Basic challenge of the first request with the address's
+    # credentials and keeps them for the page's fetches under /internal/.
+    with_credentials = gw.internal_url.replace("http://", "http://dashboard:s3cret@")
+    url = with_credentials + "/internal/dashboard#interval=250&points=30"
     await in_browser(browser.get, url)
     after = "window.dashboard.after(arguments[0]).then(arguments[1]);"
     await in_browser(browser.execute_async_script, after, 1)
@@ -86,11 +71,10 @@ async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
         browser.execute_script,
         "return {status: document.getElementById('status').textContent,"
         " open: document.getElementById('open').textContent,"
-        " hash: location.hash, last: window.dashboard.last,"
+        " last: window.dashboard.last,"
         " paths: document.querySelectorAll('svg path').length};",
     )
     assert shown["status"] == "live"
-    assert shown["hash"] == ""  # the secret left the address bar
     last = shown["last"]
     open_now = gw.gateway.registry.open_count
     assert last["open_streams"] == open_now and shown["open"] == str(open_now)
@@ -98,32 +82,30 @@ async def test_dashboard_draws_live_figures_with_the_secret_from_its_fragment(
     assert last["events"] > 1000
     assert last["slow_consumer_closes"] == 1
     assert shown["paths"] >= 6  # every chart has drawn a line
-    png = keep_screenshot(browser, tmp_path, "dashboard.png")
+    png = tmp_path / "dashboard.png"
+    browser.save_screenshot(str(png))
     assert png.read_bytes().startswith(PNG_MAGIC)
     for stream in streams:
         await stream.aclose()
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_dashboard_without_the_secret_says_so_and_shows_no_figures(gateway, browser):
+async def test_dashboard_without_the_secret_shows_the_401_and_no_page(gateway, browser):
     gw = gateway(internal_secret="s3cret")
-    # A new origin (the gateway's own port): no secret is kept in its sessionStorage. The page
-    # asks for the secret with prompt(); the test answers nothing (dismisses it).
+    # A new origin (the gateway's own port), no credentials. The 401's Basic challenge makes a
+    # browser ask for them in its login dialog; headless Chromium has none to show and leaves
+    # the tab blank. Either way nothing of the page, and no figure, reaches it.
     await in_browser(browser.get, gw.internal_url + "/internal/dashboard#interval=200")
-    alert = await in_browser(lambda: _wait_for_alert(browser))
-    await in_browser(alert.dismiss)
-    status = await in_browser(
-        browser.execute_script, "return document.getElementById('status').textContent;"
+    shown = await in_browser(
+        browser.execute_script,
+        "return {text: document.body.innerText, open: document.getElementById('open'),"
+        " dashboard: window.dashboard === undefined ? null : 'loaded'};",
     )
-    assert status == "needs INTERNAL_SECRET"
-    figures = await in_browser(
-        browser.execute_script, "return document.getElementById('open').textContent;"
-    )
-    assert figures == "-"
-
-
-def _wait_for_alert(driver: Any) -> Any:
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, 10).until(expected_conditions.alert_is_present())
+    assert shown == {"text": "", "open": None, "dashboard": None}
+    # Over HTTP, the same request gets the JSON 401 that names both ways to send the secret.
+    refused = await gw.get("/internal/dashboard", internal=True)
+    assert error_code(refused, 401) == "UNAUTHORIZED"
+    assert refused.headers.get_list("WWW-Authenticate") == [
+        'Bearer realm="tornado_sse internal API"',
+        'Basic realm="tornado_sse internal API", charset="UTF-8"',
+    ]

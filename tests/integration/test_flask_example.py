@@ -107,6 +107,7 @@ async def deployment() -> AsyncIterator[Deployment]:
                 "SSE_GATEWAY_URL": gateway.base_url,
                 "SSE_CALLBACK_SECRET": CALLBACK_SECRET,
                 "SSE_INTERNAL_SECRET": INTERNAL_SECRET,
+                "SSE_PUBLIC_URL": gateway.base_url,  # where its page opens streams
             },
         )
         deployed = Deployment(flask, gateway)
@@ -214,3 +215,20 @@ def test_the_example_needs_neither_tornado_nor_pycurl_nor_the_gateway():
         [sys.executable, "-c", code], check=True, timeout=30, capture_output=True, text=True
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_page_listens_to_the_named_event_that_its_notify_button_makes_the_backend_send():
+    async with deployment() as app:
+        page = await AsyncHTTPClient().fetch(app.flask.base_url + "/?user=alice")
+        body = page.body.decode()
+        assert 'source.addEventListener("note"' in body and "source.onmessage" in body
+        assert 'post("/notify/alice", {data: "hello, just you", name: "note"})' in body
+
+        # What the button posts, the backend sends as a named event: "event: note" on the wire.
+        alice = await app.stream("/sse/demo?user=alice")
+        assert alice.status == 200
+        assert_ok(await app.post("/notify/alice", {"data": "hello, just you", "name": "note"}))
+        (event,) = await alice.wait_events(1)
+        assert (event.type, event.data) == ("note", "hello, just you")
+        assert b"event: note\ndata: hello, just you\n\n" in bytes(alice.raw)

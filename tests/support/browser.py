@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from typing import Any
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -32,3 +34,8 @@ def start_browser() -> webdriver.Chrome:
     ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+async def in_browser(call: Any, *args: Any) -> Any:
+    """Run a blocking Selenium call in a worker thread, so that the IOLoop keeps serving."""
+    return await asyncio.get_running_loop().run_in_executor(None, call, *args)

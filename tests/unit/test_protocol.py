@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from tornado_sse.protocol import (
     capture_headers,
     capture_request,
     connect_body,
+    credentials_match,
     decode_json,
     disconnect_body,
     encode,
@@ -818,3 +820,38 @@ def test_split_ref_takes_the_ref_off_an_object_only(message, ref, body):
 def test_socket_answer_is_compact_json_in_a_fixed_order():
     text = protocol.encode_socket_answer("ü", 404, {"error": {"code": "X", "message": "m"}})
     assert text == '{"ref":"ü","status":404,"body":{"error":{"code":"X","message":"m"}}}'
+
+
+def _basic(pair: bytes) -> str:
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [
+        ("Bearer s3cret", True),
+        ("bearer s3cret", True),
+        (_basic(b"dashboard:s3cret"), True),
+        (_basic(b":s3cret"), True),  # any user name, the empty one too
+        ("basic " + base64.b64encode(b"x:s3cret").decode(), True),
+        ("BASIC  " + base64.b64encode(b"x:s3cret").decode(), True),
+        (_basic("jos\u00e9:s3cret".encode()), True),  # charset="UTF-8"
+        (_basic(b"x:s3cret:more"), False),  # the password is all after the first colon
+        (_basic(b"a:b:s3cret"), False),
+        (_basic(b"s3cret:"), False),  # the secret as the user name is not the password
+        (_basic(b"s3cret"), False),  # no colon: no password at all
+        (_basic(b"x:wrong"), False),
+        (_basic(b"x:S3CRET"), False),
+        ("Basic s3cret", False),  # not base64
+        ("Basic " + base64.b64encode(b"x:s3cret").decode()[:-1], False),  # bad padding
+        ("Basic", False),
+        ("Basic ", False),
+        ("Digest s3cret", False),
+        (None, False),
+        ("", False),
+    ],
+)
+def test_credentials_match_bearer_or_the_basic_password(
+    authorization: str | None, matches: bool
+) -> None:
+    assert credentials_match(authorization, "s3cret") is matches
