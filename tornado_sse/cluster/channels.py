@@ -211,11 +211,11 @@ class ChannelBus:
         #: Live events of channels catching up, held until their catch-up is written.
         self._holding: dict[str, list[tuple[int, bytes]]] = {}
         #: In a cluster: events received and not yet written, by id (see the module
-        #: docstring), the highest id written, the task releasing them, and how many catch-ups
-        #: run (nothing is released meanwhile: a catch-up may bring lower ids).
+        #: docstring), the highest id written, whether they are being released, and how many
+        #: catch-ups run (nothing is released meanwhile: a catch-up may bring lower ids).
         self._queue: list[tuple[int, str, bytes]] = []
         self._written = 0
-        self._releasing: asyncio.Task[None] | None = None
+        self._releasing = False
         self._recovering = 0
         link.listen_prefix(keys.pubsub_prefix, self._on_event)
         link.on_up(self._resubscribe)
@@ -386,8 +386,9 @@ class ChannelBus:
     # -- order across channels (cluster) -------------------------------------------------------
 
     def _release_soon(self) -> None:
-        if self._releasing is None and self._queue and not self._recovering:
-            self._releasing = asyncio.get_running_loop().create_task(self._release_in_order())
+        if not self._releasing and self._queue and not self._recovering:
+            self._releasing = True
+            self.link.spawn(self._release_in_order())  # the link's close waits for it
 
     async def _release_in_order(self) -> None:
         """Write the queued events out in id order, each once every event with a lower id
@@ -408,7 +409,7 @@ class ChannelBus:
         except (RedisError, OSError, TimeoutError, BrokerUnavailable) as exc:
             log.info("channel events held until the link is back", extra=fields(error=exc))
         finally:
-            self._releasing = None
+            self._releasing = False
 
     def _release_through(self, watermark: int) -> None:
         queue = self._queue
