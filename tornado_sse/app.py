@@ -212,6 +212,7 @@ def make_broker(settings: Settings) -> Broker:
             sentinels=settings.redis_sentinels,
             sentinel_master=settings.redis_sentinel_master,
             cluster=settings.redis_cluster,
+            instance_ttl=settings.redis_instance_ttl_seconds,
         )
     return LocalBroker(settings.retention)
 

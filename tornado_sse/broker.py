@@ -55,6 +55,11 @@ class BrokerHandler(Protocol):
         """Streams of an instance that died, given to this instance alone: ``(token,
         record)`` pairs, the record as given to :meth:`Broker.register`."""
 
+    def on_fenced(self) -> None:
+        """This instance could not tell the shared broker it is alive in time: a survivor
+        may soon report its streams as those of a lost instance. End every stream now (each
+        end is reported once, by whichever of the two removes its record first)."""
+
     async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
         """A question from another instance (see :meth:`Broker.ask_user`): the JSON answer, or
         raise the ``GatewayError`` its sender must get."""

@@ -78,6 +78,7 @@ class Settings:
     redis_sentinel_master: str | None = None
     redis_cluster: bool = False
     redis_connect_timeout_seconds: float = 10.0
+    redis_instance_ttl_seconds: float = 15.0
     max_streams_per_user: int = 0
     presence_events: str = ""
     presence_leave_delay_seconds: float = 5.0
@@ -392,6 +393,11 @@ SPECS: tuple[_Spec, ...] = (
         "redis_connect_timeout_seconds",
         _seconds(0),
         "seconds to wait for Redis at start-up before opening the port anyway (readyz 503)",
+    ),
+    _Spec(
+        "redis_instance_ttl_seconds",
+        _seconds(3),
+        "seconds an instance that cannot refresh its liveness in Redis counts as alive (min 3)",
     ),
     _Spec(
         "max_streams_per_user",

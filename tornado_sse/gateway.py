@@ -553,6 +553,17 @@ class Gateway:
                     token, reason, protocol.snapshot_from_record(record), detail
                 )
 
+    def on_fenced(self) -> None:
+        """This process could not refresh its liveness in Redis in time, so a survivor may
+        soon report its streams (``instance_lost``): end them all first, each with a jittered
+        ``retry:`` hint so that browsers reconnect, spread out, to an instance that can serve
+        them. Each end is reported once, ``error`` / ``instance_lost``, by this process or by
+        that survivor."""
+        count = self.registry.close_all(
+            CloseReason.ERROR, CloseDetail.INSTANCE_LOST, last_frame=self.retry_frame, clean=True
+        )
+        log.warning("streams ended: liveness in Redis not refreshed", extra=fields(streams=count))
+
     async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
         """Answer another instance's question about this process's streams of a user (or of a
         token): a user send, a live subscription change, a listing."""

@@ -204,11 +204,17 @@ class Registry:
         self.close(conn, CloseReason.ERROR, detail)
 
     def close(
-        self, conn: Connection, reason: CloseReason, detail: CloseDetail | None = None
+        self,
+        conn: Connection,
+        reason: CloseReason,
+        detail: CloseDetail | None = None,
+        *,
+        clean: bool = False,
     ) -> None:
         """End ``conn`` for ``reason``; idempotent, the first reason wins.
 
-        An open stream is ended (``abort`` for errors, a clean end otherwise) before the
+        An open stream is ended (``abort`` for errors unless ``clean``, a clean end otherwise:
+        what was written before reaches the client) before the
         disconnect callback is scheduled; a connecting one is only marked, and reported when its
         connect answer arrives (see :meth:`open` and :meth:`fail`).
         """
@@ -235,7 +241,7 @@ class Registry:
         if was_open:
             self._open -= 1
             if writer is not None and reason != CloseReason.CLIENT_CLOSED:
-                if reason == CloseReason.ERROR:
+                if reason == CloseReason.ERROR and not clean:
                     writer.abort()
                 else:
                     writer.end()
@@ -373,11 +379,14 @@ class Registry:
         reason: CloseReason,
         detail: CloseDetail | None = None,
         last_frame: Callable[[], bytes] | None = None,
+        *,
+        clean: bool = False,
     ) -> int:
-        """End every stream, open streams after a frame from ``last_frame()``; returns how many."""
+        """End every stream, open streams after a frame from ``last_frame()`` (``clean`` as in
+        :meth:`close`); returns how many."""
         targets = list(self._by_token.values())
         for conn in targets:
             if last_frame is not None and conn.state is State.OPEN:
                 self.write(conn, last_frame())
-            self.close(conn, reason, detail)
+            self.close(conn, reason, detail, clean=clean)
         return len(targets)

@@ -33,6 +33,7 @@ class RecordingHandler:
         self.sends: list[tuple[str, bytes | None, bool]] = []
         self.gaps: list[tuple[str, int]] = []
         self.lost: list[tuple[str, bytes]] = []
+        self.fenced = 0
         self.answer: Callable[[str], str] = lambda token: "ok"
         self.questions: list[dict[str, Any]] = []
         self._arrived = asyncio.Event()
@@ -50,6 +51,9 @@ class RecordingHandler:
 
     def on_lost(self, streams: list[tuple[str, bytes]]) -> None:
         self.lost.extend(streams)
+
+    def on_fenced(self) -> None:
+        self.fenced += 1
 
     async def on_ask(self, question: dict[str, Any]) -> dict[str, Any]:
         self.questions.append(question)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from redis.cluster import RedisCluster
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.cluster.conftest import wait_ready
@@ -165,3 +166,54 @@ async def test_readyz_on_a_redis_cluster_says_503_while_a_node_is_stalled(
     for channel in ("room.0", "room.1", "room.2"):
         await publish(gw, channel, channel)
     assert [e.data for e in await stream.wait_events(3)] == ["room.0", "room.1", "room.2"]
+
+
+def channels_on_two_nodes(nodes: Any) -> tuple[str, str]:
+    """Two of :data:`CHANNELS` whose keys (hash tag ``c:<name>``) live on different nodes."""
+    client = RedisCluster(host="127.0.0.1", port=nodes.nodes[0].port)
+    try:
+        where = {name: client.get_node_from_key("{c:%s}" % name).port for name in CHANNELS}
+    finally:
+        client.close()
+    first = CHANNELS[0]
+    return first, next(name for name in CHANNELS if where[name] != where[first])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stream_on_channels_of_two_nodes_gets_increasing_ids_and_an_exact_replay(
+    redis_cluster_nodes, gateway, backend
+):
+    """Publishes at the same moment from two instances on channels of two nodes: each stream
+    on both channels gets every event once with strictly increasing ids, and a reconnect with
+    ``Last-Event-ID`` gets exactly the events after it."""
+    backend.answer_for = by_path
+    a, b = (gateway(redis_url=redis_cluster_nodes.url, redis_cluster=True) for _ in range(2))
+    await ready(a, b)
+    x, y = channels_on_two_nodes(redis_cluster_nodes)
+    path = "/sse/ann/%s+%s/%%d" % (x, y)
+    streams = [await a.open(path % 1), await b.open(path % 2)]
+    rounds, lanes = 20, 4
+    total = 2 * rounds * lanes
+
+    async def lane(gw: Any, channel: str, lane: int) -> None:
+        for i in range(rounds):
+            await publish(gw, channel, "%s %d %d" % (channel, lane, i))
+
+    await asyncio.gather(
+        *(lane(a, x, n) for n in range(lanes)), *(lane(b, y, n) for n in range(lanes))
+    )
+    for stream in streams:
+        events = await stream.wait_events(total, timeout=20)
+        assert len(events) == total
+        ids = [int(e.last_event_id) for e in events]
+        assert ids == sorted(set(ids)), ids
+        assert sorted(e.data for e in events) == sorted(
+            "%s %d %d" % (c, n, i) for c in (x, y) for n in range(lanes) for i in range(rounds)
+        )
+    seen = streams[0].events
+    cut = total // 3
+    resumed = await b.open(path % 3, headers={"Last-Event-ID": seen[cut].last_event_id})
+    replayed = await resumed.wait_events(total - cut - 1, timeout=10)
+    assert [(e.last_event_id, e.data) for e in replayed] == [
+        (e.last_event_id, e.data) for e in seen[cut + 1 :]
+    ]

@@ -20,7 +20,7 @@ from ..errors import BrokerUnavailable
 from ..history import Retention, Window
 from ..presence import Leave, Snapshot
 from .channels import ChannelBus
-from .directory import Report, TokenDirectory
+from .directory import INSTANCE_TTL, Report, TokenDirectory
 from .keys import KeySpace
 from .link import RedisLink
 from .presence import PresenceStore
@@ -39,13 +39,15 @@ class RedisBroker:
         sentinel_master: str | None = None,
         cluster: bool = False,
         prefix: str = "tornado_sse:",
+        instance_ttl: float = INSTANCE_TTL,
     ) -> None:
         """``url`` is the Redis URL, or with ``cluster`` the Redis Cluster nodes to start
-        from (URLs, comma-separated)."""
+        from (URLs, comma-separated); ``instance_ttl`` the seconds this instance counts as
+        alive without refreshing its key."""
         self.id = uuid.uuid4().hex
         self.link = RedisLink(url, sentinels=sentinels, master=sentinel_master, cluster=cluster)
         keys = KeySpace(prefix, cluster=cluster)
-        self.directory = TokenDirectory(self.link, self.id, keys)
+        self.directory = TokenDirectory(self.link, self.id, keys, instance_ttl)
         self.router = Router(self.link, self.directory, self.id, keys)
         self.channels = ChannelBus(self.link, keys, retention)
         self.users = PresenceStore(self.link, self.id, keys, lambda: self.directory.dead)
@@ -65,7 +67,7 @@ class RedisBroker:
     def start(self, handler: BrokerHandler) -> None:
         self.channels.start(handler.on_publication, handler.on_gap)
         self.router.start(handler.on_send, handler.on_ask)
-        self.directory.start(handler.on_lost)
+        self.directory.start(handler.on_lost, handler.on_fenced)
         self.link.start()
 
     async def wait_ready(self, timeout: float) -> bool:

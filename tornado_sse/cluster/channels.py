@@ -19,11 +19,35 @@ slot, raises it above the channel's own last id if need be (``<p>l:<channel>``),
 publishes the event (``SPUBLISH``); if it raised the id, the counter is raised to it before the
 publish is answered. So ids still increase in publish order per channel, and a publish answered
 before another one begins has the lower id, whichever channels they are on.
+
+**Order across channels in a cluster.** Two publishes at the same moment take ids 12 and 13
+from the counter, then publish on their channels' nodes in either order, and an instance
+receives them over different connections (or even over one, from two slots) in either order.
+A stream on both channels must still get 12 before 13 (PROTOCOL 5: ids strictly increase, and
+a resume after 13 must not miss 12). So:
+
+- the first step also notes the id in ``<p>pending`` (in the counter's slot), and a third step,
+  once the event is published, removes it (and raises the counter, as above, if need be);
+- the second step refuses an id taken more than :data:`PUBLISH_DEADLINE` before (by its node's
+  clock): the publisher starts again with a new id. A pending id older than
+  :data:`PENDING_FORGET` can therefore never be published any more, and is forgotten;
+- each instance holds every channel event it receives in one queue ordered by id, and writes
+  them out through a *watermark*: it reads the highest id below which nothing is pending (one
+  script), then publishes a marker on its own probe channel of every node and waits for each to
+  come back on that node's connection. Every event with an id up to the watermark was published
+  on its node before the watermark was read, so before that node's marker: it has arrived.
+  The queue then releases, in id order, every event up to the watermark.
+
+An event arriving with an id below one already written (possible only if the nodes' clocks
+differ by more than ``PENDING_FORGET - PUBLISH_DEADLINE``) is dropped and logged, never
+written out of order. The wait costs a channel event two round trips to Redis on its way to
+the streams (one watermark read, one marker per node, for every event that arrived meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import uuid
 from collections.abc import Callable, Collection
@@ -31,6 +55,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..errors import BrokerUnavailable
 from ..history import Retention, Window, id_at
 from ..log import fields
 from .keys import KeySpace
@@ -67,25 +92,33 @@ redis.call('SET', KEYS[5], sid, 'EX', 60)
 return sid
 """
 
-# The cluster's first step. KEYS: id counter, epoch. Returns the next id, as PUBLISH_SCRIPT
-# takes it.
+# The cluster's first step. KEYS: id counter, epoch, pending ids. Returns the next id, as
+# PUBLISH_SCRIPT takes it, and the Redis time it was taken at (microseconds), both as decimal
+# strings; the id is pending until FINISH_SCRIPT.
 NEXT_ID_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
 if now > id then id = now end
 local sid = string.format('%.0f', id)
+local snow = string.format('%.0f', now)
 redis.call('SET', KEYS[1], sid)
 if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], sid) end
-return sid
+redis.call('ZADD', KEYS[3], snow, sid)
+return {sid, snow}
 """
 
 # The cluster's second step, in the channel's slot. KEYS: history list, dropped key, the
 # channel's last id, this publish's own key. ARGV: tail, size, ttl in ms, pub/sub channel, the
-# id of the first step. Returns the id (the first step's, or one more than the channel's last).
+# id of the first step, the time it was taken at (microseconds), the deadline (microseconds).
+# Returns the id (the first step's, or one more than the channel's last), or 'late' (and does
+# nothing) if the id was taken longer than the deadline ago.
 CHANNEL_PUBLISH_SCRIPT = """
 local done = redis.call('GET', KEYS[4])
 if done then return done end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now - tonumber(ARGV[6]) > tonumber(ARGV[7]) then return 'late' end
 local id = tonumber(ARGV[5])
 local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 if last >= id then id = last + 1 end
@@ -107,13 +140,38 @@ redis.call('SET', KEYS[4], sid, 'EX', 60)
 return sid
 """
 
-# KEYS: id counter. ARGV: an id. Raises the counter to the id.
-RAISE_ID_SCRIPT = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
+# The cluster's third step. KEYS: id counter, pending ids. ARGV: the first step's id, the id
+# published (or the first step's again). The id is no longer pending; the counter is raised to
+# the id published.
+FINISH_SCRIPT = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[2])
 end
 return 0
 """
+
+# KEYS: id counter, pending ids. ARGV: microseconds after which a pending id is forgotten.
+# Returns the watermark: the highest id such that no id up to it is still to be published.
+WATERMARK_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - tonumber(ARGV[1])))
+local lowest = nil
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local id = tonumber(member)
+  if lowest == nil or id < lowest then lowest = id end
+end
+if lowest ~= nil then return string.format('%.0f', lowest - 1) end
+return redis.call('GET', KEYS[1]) or '0'
+"""
+
+#: Seconds after taking its id by which a cluster publish must have reached its channel's node;
+#: a later one is refused there and starts again with a new id.
+PUBLISH_DEADLINE = 2.0
+#: Seconds after which a pending id is forgotten by the watermark: it can no longer be
+#: published (the rest is the allowance for the nodes' clocks to differ).
+PENDING_FORGET = 4.0
 
 #: Seconds a channel nobody here listens to any more stays subscribed (a reload or a second
 #: tab then costs no round trip), and between two sweeps of such channels.
@@ -138,7 +196,8 @@ class ChannelBus:
         self._publish = link.client.register_script(PUBLISH_SCRIPT)
         self._next_id = link.client.register_script(NEXT_ID_SCRIPT)
         self._channel_publish = link.client.register_script(CHANNEL_PUBLISH_SCRIPT)
-        self._raise_id = link.client.register_script(RAISE_ID_SCRIPT)
+        self._finish = link.client.register_script(FINISH_SCRIPT)
+        self._watermark = link.client.register_script(WATERMARK_SCRIPT)
         self._on_publication: OnPublication | None = None
         self._on_gap: OnGap | None = None
         #: Streams of this instance per channel; subscribed (confirmed) channels.
@@ -151,6 +210,13 @@ class ChannelBus:
         self._subscribed_at: dict[str, int] = {}
         #: Live events of channels catching up, held until their catch-up is written.
         self._holding: dict[str, list[tuple[int, bytes]]] = {}
+        #: In a cluster: events received and not yet written, by id (see the module
+        #: docstring), the highest id written, whether they are being released, and how many
+        #: catch-ups run (nothing is released meanwhile: a catch-up may bring lower ids).
+        self._queue: list[tuple[int, str, bytes]] = []
+        self._written = 0
+        self._releasing = False
+        self._recovering = 0
         link.listen_prefix(keys.pubsub_prefix, self._on_event)
         link.on_up(self._resubscribe)
         link.every(UNSUBSCRIBE_AFTER, self._sweep)
@@ -202,26 +268,41 @@ class ChannelBus:
         return int(event_id)
 
     async def _publish_in_cluster(self, channel: str, tail: bytes) -> int:
-        """:meth:`publish` as the cluster's two steps (see the module docstring)."""
+        """:meth:`publish` as the cluster's three steps (see the module docstring); a publish
+        whose second step came too late starts once more with a new id."""
+        for _ in range(2):
+            event_id = await self._publish_once(channel, tail)
+            if event_id is not None:
+                return event_id
+        raise BrokerUnavailable("Redis is too slow: the event could not be published in time")
+
+    async def _publish_once(self, channel: str, tail: bytes) -> int | None:
         policy = self.retention.policy(channel)
+        pending = [self._counter, self.keys.pending]
         try:
-            first = int(await self._next_id(keys=[self._counter, self._epoch]))
-            event_id = int(
-                await self._channel_publish(
-                    keys=[
-                        self._list(channel),
-                        self._dropped(channel),
-                        self.keys.last(channel),
-                        self.keys.published(channel, uuid.uuid4().hex),
-                    ],
-                    args=[tail, policy.size, int(policy.ttl * 1000), self._pubsub(channel), first],
-                )
+            first, taken = await self._next_id(keys=[self._counter, self._epoch, self.keys.pending])
+            answer = await self._channel_publish(
+                keys=[
+                    self._list(channel),
+                    self._dropped(channel),
+                    self.keys.last(channel),
+                    self.keys.published(channel, uuid.uuid4().hex),
+                ],
+                args=[
+                    tail,
+                    policy.size,
+                    int(policy.ttl * 1000),
+                    self._pubsub(channel),
+                    first,
+                    taken,
+                    int(PUBLISH_DEADLINE * 1_000_000),
+                ],
             )
-            if event_id != first:
-                await self._raise_id(keys=[self._counter], args=[event_id])
+            late = answer == b"late"
+            await self._finish(keys=pending, args=[first, first if late else answer])
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
-        return event_id
+        return None if late else int(answer)
 
     async def _read_cluster(self, kept: list[str]) -> list[Any]:
         """What :meth:`window` reads, slot by slot: the time, the counter and epoch (one
@@ -296,8 +377,53 @@ class ChannelBus:
         if last is not None and event_id <= last:
             return  # already written (a catch-up and a live copy of one event)
         self._last[channel] = event_id
-        if self._on_publication is not None:
+        if self.link.cluster:
+            heapq.heappush(self._queue, (event_id, channel, tail))
+            self._release_soon()
+        elif self._on_publication is not None:
             self._on_publication(channel, event_id, tail)
+
+    # -- order across channels (cluster) -------------------------------------------------------
+
+    def _release_soon(self) -> None:
+        if not self._releasing and self._queue and not self._recovering:
+            self._releasing = True
+            self.link.spawn(self._release_in_order())  # the link's close waits for it
+
+    async def _release_in_order(self) -> None:
+        """Write the queued events out in id order, each once every event with a lower id
+        has arrived (see the module docstring); stops when the queue is empty, a catch-up
+        begins or the link is lost (the link's recovery starts it again)."""
+        try:
+            while self._queue and not self._recovering:
+                watermark = int(
+                    await self._watermark(
+                        keys=[self._counter, self.keys.pending],
+                        args=[int(PENDING_FORGET * 1_000_000)],
+                    )
+                )
+                await self.link.barrier()
+                if self._recovering:
+                    break
+                self._release_through(watermark)
+        except (RedisError, OSError, TimeoutError, BrokerUnavailable) as exc:
+            log.info("channel events held until the link is back", extra=fields(error=exc))
+        finally:
+            self._releasing = False
+
+    def _release_through(self, watermark: int) -> None:
+        queue = self._queue
+        while queue and queue[0][0] <= watermark:
+            event_id, channel, tail = heapq.heappop(queue)
+            if event_id <= self._written:
+                log.warning(
+                    "a channel event arrived after a later one was written: dropped",
+                    extra=fields(channel=channel, id=event_id, written=self._written),
+                )
+                continue
+            self._written = event_id
+            if self._on_publication is not None:
+                self._on_publication(channel, event_id, tail)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -368,6 +494,7 @@ class ChannelBus:
         meanwhile; a channel that cannot be caught up completely gets a gap."""
         for channel in channels:
             self._holding.setdefault(channel, [])
+        self._recovering += 1
         try:
             async with self._lock:
                 await self.link.subscribe([self._pubsub(c) for c in channels])
@@ -378,6 +505,9 @@ class ChannelBus:
             log.warning("cannot catch up after the link came back", extra=fields(error=exc))
             for channel in channels:  # the link is down again: the next recovery retries
                 self._release(channel)
+        finally:
+            self._recovering -= 1
+            self._release_soon()
 
     async def _catch_up(self, channel: str) -> None:
         since = self._last.get(channel, self._subscribed_at.get(channel))

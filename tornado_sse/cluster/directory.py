@@ -27,6 +27,15 @@ that shuts down (or dies) while Redis is unreachable never reports a stream a su
 again. A record that is missing although nobody claimed it (Redis lost it) is the instance's to
 report.
 
+**Fenced by time.** A survivor may claim an instance's records once its key has expired, even
+if that instance still runs (cut off from Redis, or its process stopped) and holds the streams
+open. So an instance that has not refreshed its key for :data:`FENCE_SHARE` of the TTL (counted
+from the moment it sent its last refresh that succeeded, which is no later than the moment the
+key's TTL began) ends every stream it holds itself and takes no new one until a refresh
+succeeds; it never writes again the record of a stream it holds from before (a record a
+survivor claimed stays claimed). Its streams have then ended before anyone can claim them, and
+each end is reported once, by whoever removes the record.
+
 Each script touches the keys of one instance only (one hash slot in a Redis Cluster); the
 instances set and the dead set are written by separate commands.
 """
@@ -42,17 +51,20 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from ..errors import BrokerUnavailable
 from ..log import fields
 from .keys import KeySpace
 from .link import RedisLink
 
 log = logging.getLogger("tornado_sse.redis")
 
-#: Seconds an instance stays "alive" without refreshing its key: the longest a dead instance's
-#: tokens keep answering anything but 404.
-INSTANCE_TTL = 15
-#: Seconds between refreshes of the instance key, and between looks for dead instances.
-INSTANCE_REFRESH = 5
+#: Seconds an instance stays "alive" without refreshing its key, by default
+#: (``REDIS_INSTANCE_TTL_SECONDS``): the longest a dead instance's tokens keep answering anything
+#: but 404. The key is refreshed, and dead instances are looked for, every third of it.
+INSTANCE_TTL = 15.0
+#: Of the instance TTL, how long an instance may go without a refresh that succeeded before it
+#: ends its own streams (see "Fenced by time" above): the rest is the margin for a late timer.
+FENCE_SHARE = 0.8
 #: Seconds a dead instance's stream records are kept for a survivor to claim.
 RECORDS_TTL = 300
 #: Seconds a token key lives without refresh (refreshed every third of it).
@@ -127,15 +139,26 @@ return 0
 OnLost = Callable[[list[tuple[str, bytes]]], None]
 #: Sends the disconnect of one stream that ended here, once its record is released.
 Report = Callable[[], None]
+#: Ends every stream this instance holds (it could not refresh its liveness in time).
+OnFenced = Callable[[], None]
 
 
 class TokenDirectory:
     """The token keys, stream records and liveness of one instance."""
 
-    def __init__(self, link: RedisLink, instance: str, keys: KeySpace) -> None:
+    def __init__(
+        self, link: RedisLink, instance: str, keys: KeySpace, ttl: float = INSTANCE_TTL
+    ) -> None:
         self.link = link
         self.instance = instance
         self.keys = keys
+        #: Seconds the instance key lives without a refresh.
+        self.ttl = ttl
+        #: Event loop time from which this instance's key may have expired, less the margin
+        #: (0 until a refresh succeeds: no stream is taken before that).
+        self._fence_at = 0.0
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self._on_fenced: OnFenced | None = None
         #: Instances found dead (their liveness key expired), this one never among them.
         self.dead: frozenset[str] = frozenset()
         self._records: dict[str, bytes] = {}
@@ -152,21 +175,27 @@ class TokenDirectory:
         self._release = link.client.register_script(RELEASE_SCRIPT)
         self._goodbye = link.client.register_script(LEAVE_SCRIPT)
         link.on_up(self._announce)
-        link.every(INSTANCE_REFRESH, self._refresh)
+        link.every(ttl / 3, self._refresh)
         link.every(TOKEN_TTL / 3, self._register_all)
         link.every(1.0, self._retry_release)
         link.on_close(self._leave)
 
-    def start(self, on_lost: OnLost) -> None:
-        """Hand the streams of dead instances this instance claims to ``on_lost``."""
+    def start(self, on_lost: OnLost, on_fenced: OnFenced) -> None:
+        """Hand the streams of dead instances this instance claims to ``on_lost``; call
+        ``on_fenced`` when this instance must end its own streams, its liveness key being
+        about to expire."""
         self._on_lost = on_lost
+        self._on_fenced = on_fenced
 
     # -- tokens --------------------------------------------------------------------------------
 
     async def register(self, token: str, record: bytes) -> None:
         """Map ``token`` to this instance and keep its ``record`` for a survivor, should this
-        instance die; raises ``BrokerUnavailable`` if Redis cannot."""
+        instance die; raises ``BrokerUnavailable`` if Redis cannot, or if this instance has
+        not refreshed its liveness in time (a survivor may be about to claim its streams)."""
         self.link.require()
+        if self._overdue():
+            raise BrokerUnavailable("Redis is unreachable: this instance cannot refresh its key")
         try:
             # One transaction with one Redis; two slots (so two commands) in a cluster.
             async with self.link.client.pipeline(transaction=not self.link.cluster) as pipe:
@@ -311,14 +340,46 @@ class TokenDirectory:
         if self._reports:
             self.link.spawn(self._retry_release())
 
+    # -- the fence -----------------------------------------------------------------------------
+
+    def _overdue(self) -> bool:
+        """Whether this instance's key may expire any moment (no refresh succeeded in time)."""
+        return asyncio.get_running_loop().time() >= self._fence_at
+
+    def _arm(self, sent: float) -> None:
+        """A refresh sent at loop time ``sent`` succeeded: the key lives at least ``ttl`` from
+        then; end the streams at :data:`FENCE_SHARE` of it unless another refresh succeeds."""
+        self._fence_at = sent + self.ttl * FENCE_SHARE
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        self._fence_timer = asyncio.get_running_loop().call_at(self._fence_at, self._check_fence)
+
+    def _check_fence(self) -> None:
+        """If no refresh succeeded in time, end every stream this instance holds, and forget
+        their records at once so that nothing writes them again (a survivor may claim them).
+        Called by the timer, and before anything that writes the liveness key or records: after
+        a stopped process resumes, its due timer may run after other work."""
+        if not self._overdue() or not self._records:
+            return
+        log.warning(
+            "this instance could not refresh its liveness in Redis in time: ending its streams",
+            extra=fields(streams=len(self._records), ttl=self.ttl),
+        )
+        self._records.clear()
+        if self._on_fenced is not None:
+            self._on_fenced()
+
     async def _refresh(self) -> None:
+        self._check_fence()
+        sent = asyncio.get_running_loop().time()
         async with self.link.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.instance(self.instance), b"1", ex=INSTANCE_TTL)
+            pipe.set(self.keys.instance(self.instance), b"1", px=int(self.ttl * 1000))
             pipe.sadd(self.keys.instances, self.instance)
             pipe.expire(self.keys.records(self.instance), RECORDS_TTL)
             pipe.set(self.keys.open(self.instance), self._open, ex=RECORDS_TTL)
             pipe.zrem(self.keys.dead, self.instance)  # alive again after a long cut
             await pipe.execute()
+        self._arm(sent)
         self._open_written = self._open
         await self._claim_dead()
 
@@ -327,6 +388,7 @@ class TokenDirectory:
         streams that are no longer here and not waiting for a release (records this instance
         no longer accounts for; those of streams whose report is pending stay, to be
         released)."""
+        self._check_fence()
         records = list(self._records.items())
         if replace:
             held = await self.link.client.hkeys(self.keys.records(self.instance))

@@ -75,6 +75,12 @@ class KeySpace:
         """The first id issued since the store was last empty."""
         return self._name("epoch", "ids", "") if self.cluster else self.prefix + "epoch"
 
+    @property
+    def pending(self) -> str:
+        """Sorted set of the ids taken and not yet published (cluster only), scored by the
+        Redis time they were taken at."""
+        return self._name("pending", "ids", "")
+
     def history(self, channel: str) -> str:
         return self._name("h", "c", channel)
 

@@ -254,6 +254,8 @@ class RedisLink:
         self._listeners: dict[bytes, Callable[[bytes], None]] = {}
         self._prefixed: list[tuple[bytes, Callable[[bytes, bytes], None]]] = []
         self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: Barriers in flight: marker -> (probe channels it has not come back on yet, waiter).
+        self._barriers: dict[bytes, tuple[set[bytes], asyncio.Future[None]]] = {}
         self._pubsub: _Subscription | _ShardedSubscription | None = None
         self._on_up: list[Hook] = []
         self._on_down: list[Callable[[], None]] = []
@@ -330,6 +332,34 @@ class RedisLink:
         await pubsub.subscribe(channels)
         if waiters:
             await asyncio.wait_for(asyncio.gather(*waiters), POOL_TIMEOUT)
+
+    async def barrier(self) -> None:
+        """Return once every subscription connection has delivered all that its server
+        published before this call: a marker published now on this link's own probe channel of
+        each server (each primary of a cluster) has come back on each, after everything that
+        server published earlier (Redis pushes a connection's messages in the order they were
+        published). Raises ``BrokerUnavailable`` while the link is down, ``RedisError``,
+        ``OSError`` or ``TimeoutError`` (after :data:`POOL_TIMEOUT`) when it cannot."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise BrokerUnavailable("Redis is unreachable")
+        probes = list(pubsub.probes)
+        marker = b"b" + uuid.uuid4().hex.encode()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers[marker] = ({probe.encode() for probe in probes}, waiter)
+        try:
+            await asyncio.gather(*(self.publish(probe, marker) for probe in probes))
+            await asyncio.wait_for(waiter, POOL_TIMEOUT)
+        finally:
+            self._barriers.pop(marker, None)
+
+    def _marker_back(self, channel: bytes, marker: bytes) -> None:
+        entry = self._barriers.get(marker)
+        if entry is not None:
+            waiting, waiter = entry
+            waiting.discard(channel)
+            if not waiting and not waiter.done():
+                waiter.set_result(None)
 
     async def unsubscribe(self, channels: list[str]) -> None:
         """Unsubscribe the live link from ``channels`` (nothing to do while it is down)."""
@@ -413,9 +443,15 @@ class RedisLink:
                 if not waiter.done():
                     waiter.set_exception(BrokerUnavailable("the Redis link went down"))
         self._confirmations.clear()
+        for _, barrier in self._barriers.values():
+            if not barrier.done():
+                barrier.set_exception(BrokerUnavailable("the Redis link went down"))
+        self._barriers.clear()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
+        if kind == "message" and self._barriers and message["data"][:1] == b"b":
+            self._marker_back(channel, message["data"])  # then counts as a probe, below
         if kind == "message" and channel in self._probes_out:
             self._probes_out.discard(channel)
             if not self._probes_out:
