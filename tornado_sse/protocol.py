@@ -447,7 +447,6 @@ def validate_subscription(item: Any) -> SubscriptionRequest:
 _REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
 
 
-@dataclass(frozen=True, slots=True)
 class RequestSnapshot:
     """A stream's request as captured at connect, sent whole in every callback for its token.
 
@@ -455,12 +454,57 @@ class RequestSnapshot:
     captured headers (see :func:`capture_headers`), ``request_id`` the client's sane
     ``X-Request-ID`` or a fresh one, ``last_event_id`` the replay position the client asked for
     (``Last-Event-ID``, else the ``lastEventId`` query parameter), if any.
+
+    Every held stream keeps one for its whole life, so the URL and headers are kept as one
+    bytes object, :attr:`json`: the ``request`` object of the callbacks, encoded once at
+    connect and spliced as it is into every callback body. ``url`` and ``headers`` are read
+    back from it (each read decodes it).
     """
 
-    url: str
-    headers: dict[str, str]
-    request_id: str
-    last_event_id: str | None = None
+    __slots__ = ("json", "request_id", "last_event_id")
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        request_id: str,
+        last_event_id: str | None = None,
+    ) -> None:
+        #: ``{"url": ..., "headers": {...}}`` as compact JSON (:func:`dumps`).
+        self.json = dumps({"url": url, "headers": headers})
+        self.request_id = request_id
+        self.last_event_id = last_event_id
+
+    @property
+    def url(self) -> str:
+        """The raw request target."""
+        url: str = decode_json(self.json)["url"]
+        return url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The captured headers (a new dict at each read)."""
+        headers: dict[str, str] = decode_json(self.json)["headers"]
+        return headers
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestSnapshot):
+            return NotImplemented
+        return (self.json, self.request_id, self.last_event_id) == (
+            other.json,
+            other.request_id,
+            other.last_event_id,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.json, self.request_id, self.last_event_id))
+
+    def __repr__(self) -> str:
+        return "RequestSnapshot(%r, request_id=%r, last_event_id=%r)" % (
+            self.json,
+            self.request_id,
+            self.last_event_id,
+        )
 
 
 def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapshot:
@@ -473,10 +517,10 @@ def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapsh
     url = utf8_text(url)
     headers = capture_headers((name, utf8_text(value)) for name, value in pairs)
     return RequestSnapshot(
-        url=url,
-        headers=headers,
-        request_id=request_id(headers.get("x-request-id")),
-        last_event_id=_last_event_id(url, headers.get("last-event-id")),
+        url,
+        headers,
+        request_id(headers.get("x-request-id")),
+        _last_event_id(url, headers.get("last-event-id")),
     )
 
 
@@ -544,13 +588,14 @@ def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def snapshot_record(request: RequestSnapshot) -> bytes:
     """``request`` as compact bytes to keep elsewhere (see :func:`snapshot_from_record`)."""
-    return dumps({"u": request.url, "h": request.headers, "r": request.request_id})
+    value = decode_json(request.json)
+    return dumps({"u": value["url"], "h": value["headers"], "r": request.request_id})
 
 
 def snapshot_from_record(record: bytes) -> RequestSnapshot:
     """The :class:`RequestSnapshot` kept by :func:`snapshot_record`."""
     value = json.loads(record)
-    return RequestSnapshot(url=value["u"], headers=value["h"], request_id=value["r"])
+    return RequestSnapshot(value["u"], value["h"], value["r"])
 
 
 def dumps(value: Any) -> bytes:
@@ -560,25 +605,21 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _request_json(request: RequestSnapshot) -> dict[str, Any]:
-    return {"url": request.url, "headers": request.headers}
-
-
 def connect_body(token: str, request: RequestSnapshot) -> bytes:
-    """The compact JSON body of a ``connect`` callback."""
-    return dumps({"action": "connect", "token": token, "request": _request_json(request)})
+    """The compact JSON body of a ``connect`` callback: ``action``, ``token``, ``request``."""
+    return b'{"action":"connect","token":%b,"request":%b}' % (dumps(token), request.json)
 
 
 def disconnect_body(
     token: str, reason: str, request: RequestSnapshot, detail: str | None = None
 ) -> bytes:
-    """The compact JSON body of a ``disconnect`` callback; ``detail`` only when given."""
-    body: dict[str, Any] = {
-        "action": "disconnect",
-        "reason": reason,
-        "token": token,
-        "request": _request_json(request),
-    }
+    """The compact JSON body of a ``disconnect`` callback: ``action``, ``reason``, ``token``,
+    ``request``, and ``detail`` only when given."""
+    body = b'{"action":"disconnect","reason":%b,"token":%b,"request":%b' % (
+        dumps(str(reason)),
+        dumps(token),
+        request.json,
+    )
     if detail is not None:
-        body["detail"] = detail
-    return dumps(body)
+        body += b',"detail":%b' % dumps(str(detail))
+    return body + b"}"
