@@ -470,8 +470,10 @@ class RequestSnapshot:
         request_id: str,
         last_event_id: str | None = None,
     ) -> None:
-        #: ``{"url": ..., "headers": {...}}`` as compact JSON (:func:`dumps`).
-        self.json = dumps({"url": url, "headers": headers})
+        #: ``{"url": ..., "headers": {...}}`` as compact JSON (:func:`dumps`), copied to a
+        #: bytes object of its own size: orjson's result keeps the whole buffer it wrote into
+        #: (1 KiB at least), which every held stream would carry.
+        self.json = bytes(memoryview(dumps({"url": url, "headers": headers})))
         self.request_id = request_id
         self.last_event_id = last_event_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -818,3 +819,14 @@ def test_split_ref_takes_the_ref_off_an_object_only(message, ref, body):
 def test_socket_answer_is_compact_json_in_a_fixed_order():
     text = protocol.encode_socket_answer("ü", 404, {"error": {"code": "X", "message": "m"}})
     assert text == '{"ref":"ü","status":404,"body":{"error":{"code":"X","message":"m"}}}'
+
+
+def test_a_request_snapshot_costs_about_its_json():
+    request = snapshot("/sse/x?ch=a", {"host": "h", "cookie": "session=" + "s" * 40})
+    assert request.json == b'{"url":"/sse/x?ch=a","headers":{"host":"h","cookie":"session=%b"}}' % (
+        b"s" * 40
+    )
+    # What a held stream keeps: its bytes and the bytes object's header, no spare buffer.
+    assert sys.getsizeof(request.json) <= len(request.json) + 40
+    assert request.url == "/sse/x?ch=a"
+    assert request.headers == {"host": "h", "cookie": "session=" + "s" * 40}
