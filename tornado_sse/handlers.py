@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, cast
 
+import tornado
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler
@@ -35,6 +37,9 @@ from .writer import ChunkEncoder, SocketWriter
 
 log = logging.getLogger("tornado_sse.handlers")
 
+#: The ``Server`` header of every answer, as Tornado's own.
+_SERVER = "TornadoServer/%s" % tornado.version
+
 
 class JSONErrorMixin(RequestHandler):
     """JSON errors for every failure, and no traceback in logs for expected ones."""
@@ -43,6 +48,21 @@ class JSONErrorMixin(RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    def clear(self) -> None:
+        """Tornado's reset of the response (the same default headers, status 200, no body),
+        with ``Date`` formatted at most once a second by the application's ``date`` instead of
+        once per request."""
+        date = getattr(self.application, "date", None)
+        headers = httputil.HTTPHeaders()
+        headers["Server"] = _SERVER
+        headers["Content-Type"] = "text/html; charset=UTF-8"
+        headers["Date"] = date.now() if date is not None else httputil.format_timestamp(time.time())
+        self._headers = headers
+        self.set_default_headers()
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = httputil.responses[200]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
