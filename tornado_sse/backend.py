@@ -28,7 +28,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -160,6 +159,8 @@ class Backend:
         self._observer = observer
         self._slots = Slots(max_clients)
         self._pending: dict[asyncio.Task[None], str] = {}
+        self._prepare_connect = self._curl_options(True) if _CURL else None
+        self._prepare_disconnect = self._curl_options(False) if _CURL else None
         if _CURL:
             self._client: AsyncHTTPClient = CurlAsyncHTTPClient(
                 force_instance=True, max_clients=max_clients
@@ -188,7 +189,7 @@ class Backend:
             request_timeout=timeout,
             follow_redirects=False,
             decompress_response=True,
-            prepare_curl_callback=self._curl_options(connect) if _CURL else None,
+            prepare_curl_callback=self._prepare_connect if connect else self._prepare_disconnect,
         )
 
     async def _post(
@@ -221,14 +222,17 @@ class Backend:
 
     def _curl_options(self, connect: bool) -> Callable[[Any], None]:
         """The libcurl options of every callback: no silent resend (the rewind it needs fails),
-        reuse only of recently used connections; for a connect, an answer cut at
-        :data:`MAX_ANSWER_BYTES` (libcurl >= 8.4 also stops a transfer of unknown length there);
-        for a disconnect, the answer read and discarded."""
+        reuse only of recently used connections, the answer's header lines not parsed (nothing
+        here reads them: the status comes from libcurl, and libcurl decodes a compressed body
+        itself); for a connect, an answer cut at :data:`MAX_ANSWER_BYTES` (libcurl >= 8.4 also
+        stops a transfer of unknown length there); for a disconnect, the answer read and
+        discarded. Built once per kind of callback."""
         max_age = self.keepalive_seconds - 1  # libcurl reuses while idle seconds <= max age
 
         def prepare(curl: Any) -> None:
             curl.setopt(pycurl.SEEKFUNCTION, _refuse_rewind)
             curl.setopt(pycurl.MAXAGE_CONN, max_age)
+            curl.setopt(pycurl.HEADERFUNCTION, _discard)
             if connect:
                 curl.setopt(pycurl.MAXFILESIZE, MAX_ANSWER_BYTES)
             else:
@@ -253,7 +257,7 @@ class Backend:
         result = await self._post(
             protocol.connect_body(token, request),
             request.request_id,
-            str(uuid.uuid4()),
+            protocol.new_uuid4(),
             connect=True,
             deadline=started + self.timeout,
             abandoned=abandoned,
@@ -295,7 +299,7 @@ class Backend:
     async def _deliver_disconnect(self, token: str, body: bytes, request_id: str | None) -> None:
         """Send one disconnect, retrying a failure (no connection, timeout, 5xx) with capped,
         jittered exponential backoff for ``retry_seconds``, always with the same key."""
-        key = str(uuid.uuid4())
+        key = protocol.new_uuid4()
         give_up = time.monotonic() + self.retry_seconds
         wait = RETRY_FIRST
         while True:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol
 
@@ -159,9 +158,9 @@ class Gateway:
         if len(self.registry) + self.registry.receiving >= self.settings.max_connections:
             raise TooManyConnections()
         if self._connect_rate is not None and not self._connect_rate.take():
-            self.metrics.connects.labels(OUTCOME_RATE_LIMITED).inc()
+            self.metrics.count_connect(OUTCOME_RATE_LIMITED)
             raise RateLimited()
-        conn = Connection(str(uuid.uuid4()), request)
+        conn = Connection(protocol.new_uuid4(), request)
         if token is not None:
             self._authorise(conn, token)
         self.registry.add(conn)
@@ -174,9 +173,7 @@ class Gateway:
             claims = self.verifier.verify(token)
         except GatewayError as error:
             expired = isinstance(error, JWTExpired)
-            self.metrics.connects.labels(
-                OUTCOME_JWT_EXPIRED if expired else OUTCOME_JWT_INVALID
-            ).inc()
+            self.metrics.count_connect(OUTCOME_JWT_EXPIRED if expired else OUTCOME_JWT_INVALID)
             log.debug(
                 "jwt refused",
                 extra=fields(request_id=conn.request.request_id, why=error.message),
@@ -207,7 +204,7 @@ class Gateway:
             )
         finally:
             self._connecting -= 1
-        self.metrics.connects.labels(outcome.outcome.value).inc()
+        self.metrics.count_connect(outcome.outcome.value)
         if outcome.outcome is Outcome.REJECTED:  # other failures are logged by the backend
             log.log(
                 logging.INFO if outcome.status in (401, 403) else logging.WARNING,
@@ -231,7 +228,7 @@ class Gateway:
         no callback is sent. The verified JWT stands for the backend's 2xx answer (the connect
         the backend never heard is implied), so from here on it is settled like one."""
         await self._register(conn)
-        self.metrics.connects.labels(OUTCOME_JWT).inc()
+        self.metrics.count_connect(OUTCOME_JWT)
         return await self._accepted(conn)
 
     async def _accepted(self, conn: Connection) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, cast
 
+import tornado
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler
@@ -35,6 +37,9 @@ from .writer import ChunkEncoder, SocketWriter
 
 log = logging.getLogger("tornado_sse.handlers")
 
+#: The ``Server`` header of every answer, as Tornado's own.
+_SERVER = "TornadoServer/%s" % tornado.version
+
 
 class JSONErrorMixin(RequestHandler):
     """JSON errors for every failure, and no traceback in logs for expected ones."""
@@ -43,6 +48,21 @@ class JSONErrorMixin(RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    def clear(self) -> None:
+        """Tornado's reset of the response (the same default headers, status 200, no body),
+        with ``Date`` formatted at most once a second by the application's ``date`` instead of
+        once per request."""
+        date = getattr(self.application, "date", None)
+        headers = httputil.HTTPHeaders()
+        headers["Server"] = _SERVER
+        headers["Content-Type"] = "text/html; charset=UTF-8"
+        headers["Date"] = date.now() if date is not None else httputil.format_timestamp(time.time())
+        self._headers = headers
+        self.set_default_headers()
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = httputil.responses[200]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -139,14 +159,26 @@ class PublicHandler(JSONErrorMixin):
 
 
 class StreamHandler(PublicHandler):
-    """``GET {SSE_PATH_PREFIX}...``: the connect callback, then the event stream."""
+    """``GET {SSE_PATH_PREFIX}...``: the connect callback, then the event stream.
+
+    Once the stream's head is written, the handler holds only what the open stream needs:
+    no coroutine waits for its end (Tornado's automatic finish is turned off and
+    :meth:`_ended` finishes the response when the writer reports the end or the client
+    leaves), and what Tornado keeps per request for other handlers (the parsed query, the
+    request and response headers, the template namespace) is dropped. The request snapshot
+    of the callbacks was captured before.
+    """
 
     conn: Connection | None = None
-    _done: asyncio.Future[None] | None = None
+    #: Set once the end of an open stream is scheduled (see :meth:`_ended`).
+    _ending = False
 
     def initialize(self, gateway: Gateway, chunks: ChunkEncoder | None = None) -> None:
         super().initialize(gateway)
         self.chunks = chunks or ChunkEncoder()
+        # No template is rendered here, and Tornado's namespace for them refers back to the
+        # handler: a cycle only the garbage collector would break.
+        self.ui = None  # type: ignore[assignment]
 
     async def prepare(self) -> None:
         if self.request.method != "GET":
@@ -168,11 +200,22 @@ class StreamHandler(PublicHandler):
         if not await gw.connect(conn):
             return  # the client left during the callback: nobody is left to answer
         self._set_stream_headers()
-        self._done = asyncio.get_running_loop().create_future()
         chunks = self.chunks if request.version == "HTTP/1.1" else None
-        writer = SocketWriter(self._http, chunks, self._resolve)
+        writer = SocketWriter(self._http, chunks, self._ended)
         self.flush()
+        self._auto_finish = False  # the stream is finished by _ended, not after get()
+        self._drop_request_state()
         await gw.open(conn, writer)
+
+    def _drop_request_state(self) -> None:
+        """Forget what Tornado keeps per request that an open stream never reads again: the
+        parsed query arguments, the request's headers (the snapshot holds what the callbacks
+        send; Tornado reads them only to write the head, done by now) and the response's."""
+        request = self.request
+        request.arguments.clear()
+        request.query_arguments.clear()
+        request.headers.clear()
+        self._headers = httputil.HTTPHeaders()
 
     def _answer_retry(self, error: GatewayError) -> None:
         """Open and at once end a stream with a ``retry:`` hint, so that a browser retries a
@@ -202,11 +245,9 @@ class StreamHandler(PublicHandler):
         if self.request.version != "HTTP/1.1":
             written.add_done_callback(lambda _: self._http.close())
 
-    async def get(self, *args: str) -> None:
-        if self._done is not None:
-            await self._done
-        if not self._http.stream.closed():
-            self._end_stream()
+    def get(self, *args: str) -> None:
+        """Nothing left to do: an open stream is finished by :meth:`_ended`; one whose client
+        left during the connect is finished by Tornado once this returns."""
 
     @property
     def _http(self) -> HTTP1Connection:
@@ -215,14 +256,24 @@ class StreamHandler(PublicHandler):
     def on_connection_close(self) -> None:
         if self.conn is not None:
             self.gateway.client_left(self.conn)
-        self._resolve()
+        self._ended()
 
-    def on_finish(self) -> None:
-        self._resolve()
+    def _ended(self) -> None:
+        """The open stream ended (its writer says so, or the client left): finish the
+        response once, on the next turn of the event loop (the caller may be in the middle of
+        the registry's work). A stream that never opened is finished by Tornado instead."""
+        if self._auto_finish or self._ending:
+            return
+        self._ending = True
+        asyncio.get_running_loop().call_soon(self._finish_stream)
 
-    def _resolve(self) -> None:
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
+    def _finish_stream(self) -> None:
+        if self._finished:
+            return
+        if self._http.stream.closed():
+            self.finish()  # nothing reaches the client, but the request is logged and counted
+        else:
+            self._end_stream()
 
 
 class InternalHandler(JSONErrorMixin):

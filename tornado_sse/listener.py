@@ -360,17 +360,39 @@ class Deadlines:
             self._timer = None
 
 
+class WriteQueue(list[Any]):
+    """A FIFO as small as an empty list while nothing waits in it: the stand-in for the two
+    ``collections.deque`` an ``IOStream`` keeps for its pending writes (each deque allocates
+    a 64-slot block, about 760 bytes, at once). An open stream's frames nearly always go
+    straight to the socket (:mod:`tornado_sse.writer`), so these queues are empty all but
+    briefly, and short when they are not."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        """Remove and return the first item (``IndexError`` when empty), as a deque does."""
+        return self.pop(0)
+
+
 class NoDelayStream(IOStream):
-    """An IOStream whose socket keeps ``TCP_NODELAY`` on, as nginx's ``tcp_nodelay`` does.
+    """An IOStream whose socket keeps ``TCP_NODELAY`` on, as nginx's ``tcp_nodelay`` does,
+    and whose write queues take no memory while empty (:class:`WriteQueue`).
 
     Every write of the gateway is a whole answer or a whole stream frame, so nothing is gained
     by letting the kernel hold a small segment back (Nagle's algorithm, up to a delayed ACK
     of 40 ms for an event frame); Tornado turns the option on and off again around each
     answer, two system calls per request, which this stream skips.
+
+    The queues replaced are Tornado's ``IOStream._write_futures`` and
+    ``_StreamBuffer._buffers``, used only through ``append``, ``popleft``, ``clear``,
+    indexing, truth and iteration; ``tests/unit/test_writer.py`` sends through them and checks
+    they are still the ones Tornado uses.
     """
 
     def __init__(self, connection: socket.socket, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        self._write_futures = WriteQueue()  # type: ignore[assignment]
+        self._write_buffer._buffers = WriteQueue()  # type: ignore[assignment]
         try:
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

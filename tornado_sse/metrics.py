@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -131,6 +132,9 @@ class Metrics:
         )
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
+        # The labelled children counted on every connect, looked up once each.
+        self._connect_children: dict[str, Any] = {}
+        self._callback_children: dict[tuple[str, str], Any] = {}
 
     def watch_writes(self, read: Callable[[], tuple[int, int, int]]) -> None:
         """Export ``read()`` = (events, heartbeats, bytes) written, read at scrape time."""
@@ -138,7 +142,18 @@ class Metrics:
 
     def observe_callback(self, action: str, outcome: str, seconds: float) -> None:
         """Record one backend callback (the :data:`tornado_sse.backend.Observer` signature)."""
-        self.callback_seconds.labels(action, outcome).observe(seconds)
+        key = (action, outcome)
+        child = self._callback_children.get(key)
+        if child is None:
+            child = self._callback_children[key] = self.callback_seconds.labels(action, outcome)
+        child.observe(seconds)
+
+    def count_connect(self, outcome: str) -> None:
+        """Count one stream request under its connect ``outcome``."""
+        child = self._connect_children.get(outcome)
+        if child is None:
+            child = self._connect_children[outcome] = self.connects.labels(outcome)
+        child.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -11,8 +11,8 @@ import base64
 import binascii
 import hmac
 import json
+import os
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -449,7 +449,6 @@ def validate_subscription(item: Any) -> SubscriptionRequest:
 _REQUEST_ID_RE = re.compile(r"[!-~]{1,128}")
 
 
-@dataclass(frozen=True, slots=True)
 class RequestSnapshot:
     """A stream's request as captured at connect, sent whole in every callback for its token.
 
@@ -457,12 +456,59 @@ class RequestSnapshot:
     captured headers (see :func:`capture_headers`), ``request_id`` the client's sane
     ``X-Request-ID`` or a fresh one, ``last_event_id`` the replay position the client asked for
     (``Last-Event-ID``, else the ``lastEventId`` query parameter), if any.
+
+    Every held stream keeps one for its whole life, so the URL and headers are kept as one
+    bytes object, :attr:`json`: the ``request`` object of the callbacks, encoded once at
+    connect and spliced as it is into every callback body. ``url`` and ``headers`` are read
+    back from it (each read decodes it).
     """
 
-    url: str
-    headers: dict[str, str]
-    request_id: str
-    last_event_id: str | None = None
+    __slots__ = ("json", "request_id", "last_event_id")
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        request_id: str,
+        last_event_id: str | None = None,
+    ) -> None:
+        #: ``{"url": ..., "headers": {...}}`` as compact JSON (:func:`dumps`), copied to a
+        #: bytes object of its own size: orjson's result keeps the whole buffer it wrote into
+        #: (1 KiB at least), which every held stream would carry.
+        self.json = bytes(memoryview(dumps({"url": url, "headers": headers})))
+        self.request_id = request_id
+        self.last_event_id = last_event_id
+
+    @property
+    def url(self) -> str:
+        """The raw request target."""
+        url: str = decode_json(self.json)["url"]
+        return url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The captured headers (a new dict at each read)."""
+        headers: dict[str, str] = decode_json(self.json)["headers"]
+        return headers
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestSnapshot):
+            return NotImplemented
+        return (self.json, self.request_id, self.last_event_id) == (
+            other.json,
+            other.request_id,
+            other.last_event_id,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.json, self.request_id, self.last_event_id))
+
+    def __repr__(self) -> str:
+        return "RequestSnapshot(%r, request_id=%r, last_event_id=%r)" % (
+            self.json,
+            self.request_id,
+            self.last_event_id,
+        )
 
 
 def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapshot:
@@ -475,10 +521,10 @@ def capture_request(url: str, pairs: Iterable[tuple[str, str]]) -> RequestSnapsh
     url = utf8_text(url)
     headers = capture_headers((name, utf8_text(value)) for name, value in pairs)
     return RequestSnapshot(
-        url=url,
-        headers=headers,
-        request_id=request_id(headers.get("x-request-id")),
-        last_event_id=_last_event_id(url, headers.get("last-event-id")),
+        url,
+        headers,
+        request_id(headers.get("x-request-id")),
+        _last_event_id(url, headers.get("last-event-id")),
     )
 
 
@@ -540,7 +586,22 @@ def request_id(value: str | None) -> str:
     """The client's ``X-Request-ID`` if it is sane (1-128 printable ASCII), else a fresh one."""
     if value is not None and _REQUEST_ID_RE.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return _uuid4_bytes().hex()
+
+
+def new_uuid4() -> str:
+    """A fresh random UUID (version 4) in its canonical text form, like ``str(uuid.uuid4())``
+    (the same 122 random bits from ``os.urandom``), without building a ``uuid.UUID``."""
+    h = _uuid4_bytes().hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def _uuid4_bytes() -> bytearray:
+    """16 random bytes with the version (4) and variant (RFC 9562) bits of a UUID4 set."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw
 
 
 def _last_event_id(url: str, header: str | None) -> str | None:
@@ -569,13 +630,14 @@ def capture_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def snapshot_record(request: RequestSnapshot) -> bytes:
     """``request`` as compact bytes to keep elsewhere (see :func:`snapshot_from_record`)."""
-    return dumps({"u": request.url, "h": request.headers, "r": request.request_id})
+    value = decode_json(request.json)
+    return dumps({"u": value["url"], "h": value["headers"], "r": request.request_id})
 
 
 def snapshot_from_record(record: bytes) -> RequestSnapshot:
     """The :class:`RequestSnapshot` kept by :func:`snapshot_record`."""
     value = json.loads(record)
-    return RequestSnapshot(url=value["u"], headers=value["h"], request_id=value["r"])
+    return RequestSnapshot(value["u"], value["h"], value["r"])
 
 
 def dumps(value: Any) -> bytes:
@@ -585,25 +647,21 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _request_json(request: RequestSnapshot) -> dict[str, Any]:
-    return {"url": request.url, "headers": request.headers}
-
-
 def connect_body(token: str, request: RequestSnapshot) -> bytes:
-    """The compact JSON body of a ``connect`` callback."""
-    return dumps({"action": "connect", "token": token, "request": _request_json(request)})
+    """The compact JSON body of a ``connect`` callback: ``action``, ``token``, ``request``."""
+    return b'{"action":"connect","token":%b,"request":%b}' % (dumps(token), request.json)
 
 
 def disconnect_body(
     token: str, reason: str, request: RequestSnapshot, detail: str | None = None
 ) -> bytes:
-    """The compact JSON body of a ``disconnect`` callback; ``detail`` only when given."""
-    body: dict[str, Any] = {
-        "action": "disconnect",
-        "reason": reason,
-        "token": token,
-        "request": _request_json(request),
-    }
+    """The compact JSON body of a ``disconnect`` callback: ``action``, ``reason``, ``token``,
+    ``request``, and ``detail`` only when given."""
+    body = b'{"action":"disconnect","reason":%b,"token":%b,"request":%b' % (
+        dumps(str(reason)),
+        dumps(token),
+        request.json,
+    )
     if detail is not None:
-        body["detail"] = detail
-    return dumps(body)
+        body += b',"detail":%b' % dumps(str(detail))
+    return body + b"}"

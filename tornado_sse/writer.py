@@ -21,7 +21,7 @@ from asyncio import Future
 from collections.abc import Callable
 
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 #: Frames up to this size are copied into the stream's coalescing buffer while it is behind;
 #: larger ones are queued by reference, so a frame a fan-out shares is stored once.
@@ -90,8 +90,11 @@ class SocketWriter:
         self._http = http
         self._stream = http.stream
         self._chunks = chunks
-        # Direct socket writes only on a plain TCP stream (not TLS, not a wrapper).
-        self._direct = type(self._stream) is IOStream
+        # Direct socket writes on a plain TCP stream (IOStream or the gateway's subclass of it,
+        # listener.NoDelayStream), never through TLS.
+        self._direct = isinstance(self._stream, IOStream) and not isinstance(
+            self._stream, SSLIOStream
+        )
         self._on_end = on_end
         self._behind = False  # a write handed to Tornado has not drained yet
         self._in_flight = 0  # what that write costs until it drains

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -855,3 +857,28 @@ def test_credentials_match_bearer_or_the_basic_password(
     authorization: str | None, matches: bool
 ) -> None:
     assert credentials_match(authorization, "s3cret") is matches
+
+
+def test_a_request_snapshot_costs_about_its_json():
+    request = snapshot("/sse/x?ch=a", {"host": "h", "cookie": "session=" + "s" * 40})
+    assert request.json == b'{"url":"/sse/x?ch=a","headers":{"host":"h","cookie":"session=%b"}}' % (
+        b"s" * 40
+    )
+    # What a held stream keeps: its bytes and the bytes object's header, no spare buffer.
+    assert sys.getsizeof(request.json) <= len(request.json) + 40
+    assert request.url == "/sse/x?ch=a"
+    assert request.headers == {"host": "h", "cookie": "session=" + "s" * 40}
+
+
+def test_new_uuid4_is_a_canonical_random_uuid4():
+    tokens = {protocol.new_uuid4() for _ in range(200)}
+    assert len(tokens) == 200
+    for token in tokens:
+        parsed = uuid.UUID(token)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == token
+
+
+def test_a_fresh_request_id_is_the_hex_of_a_uuid4():
+    fresh = protocol.request_id(None)
+    assert uuid.UUID(fresh).version == 4 and fresh == uuid.UUID(fresh).hex

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import tracemalloc
 
 import pytest
 from tornado.iostream import IOStream
 
+from tornado_sse.listener import NoDelayStream, WriteQueue
 from tornado_sse.writer import WRITE_OVERHEAD, ChunkEncoder, SocketWriter, backlog
 
 
@@ -67,13 +69,15 @@ class _Http:
         self.stream.close()
 
 
-def stuck_writer() -> tuple[SocketWriter, IOStream, socket.socket, list[str]]:
+def stuck_writer(
+    stream_class: type[IOStream] = IOStream,
+) -> tuple[SocketWriter, IOStream, socket.socket, list[str]]:
     """A SocketWriter (no chunk framing) on a socket whose peer does not read yet."""
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     theirs.setblocking(False)
-    stream = IOStream(ours)
+    stream = stream_class(ours)
     events: list[str] = []
     writer = SocketWriter(_Http(stream), None, lambda: events.append("end"))  # type: ignore[arg-type]
     return writer, stream, theirs, events
@@ -89,9 +93,16 @@ async def receive(theirs: socket.socket, size: int) -> bytes:
     return bytes(received)
 
 
+#: Tornado's own stream and the gateway's (compact write queues, listener.NoDelayStream).
+STREAM_CLASSES = pytest.mark.parametrize("stream_class", [IOStream, NoDelayStream])
+
+
+@STREAM_CLASSES
 @pytest.mark.gen_test(timeout=10)
-async def test_a_stream_that_is_behind_hands_tornado_one_write_at_a_time():
-    writer, stream, theirs, _ = stuck_writer()
+async def test_a_stream_that_is_behind_hands_tornado_one_write_at_a_time(
+    stream_class: type[IOStream],
+):
+    writer, stream, theirs, _ = stuck_writer(stream_class)
     try:
         frames = [b"data: %06d %s\n\n" % (i, b"x" * 1000) for i in range(2000)]
         queued = [writer.write_frame(frame) for frame in frames]
@@ -114,9 +125,10 @@ async def test_a_stream_that_is_behind_hands_tornado_one_write_at_a_time():
         theirs.close()
 
 
+@STREAM_CLASSES
 @pytest.mark.gen_test(timeout=10)
-async def test_end_writes_every_queued_frame_before_the_last_chunk():
-    writer, stream, theirs, events = stuck_writer()
+async def test_end_writes_every_queued_frame_before_the_last_chunk(stream_class: type[IOStream]):
+    writer, stream, theirs, events = stuck_writer(stream_class)
     try:
         frames = [b"data: %d\n\n" % i for i in range(5000)]
         for frame in frames:
@@ -193,6 +205,25 @@ async def test_tornado_keeps_under_write_overhead_per_write_beside_the_bytes():
                 tracemalloc.stop()
             copied = size if size <= 2048 else 0  # Tornado copies small writes, views large ones
             assert 0 < per_write - copied < WRITE_OVERHEAD, (size, per_write)
+    finally:
+        stream.close()
+        theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_gateway_stream_is_written_straight_to_its_socket_with_empty_queues():
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    stream = NoDelayStream(ours)
+    try:
+        writer = SocketWriter(_Http(stream), None, lambda: None)  # type: ignore[arg-type]
+        assert writer.write_frame(b"data: x\n\n") == 0
+        assert stream._total_write_index == 0  # not through Tornado's write queue
+        assert await receive(theirs, 9) == b"data: x\n\n"
+        # Tornado's queues of an idle stream cost about an empty list each, not a deque block.
+        queues = (stream._write_futures, stream._write_buffer._buffers)
+        assert all(isinstance(q, WriteQueue) and not q for q in queues)
+        assert sum(sys.getsizeof(q) for q in queues) <= 2 * sys.getsizeof([])
     finally:
         stream.close()
         theirs.close()
