@@ -236,6 +236,9 @@ class Backend:
             if connect:
                 curl.setopt(pycurl.MAXFILESIZE, MAX_ANSWER_BYTES)
             else:
+                # A handle keeps its options from one callback to the next: lift a connect's
+                # bound, or a long disconnect answer would fail (and be retried).
+                curl.setopt(pycurl.MAXFILESIZE, 0)
                 curl.setopt(pycurl.WRITEFUNCTION, _discard)
 
         return prepare

@@ -289,3 +289,19 @@ async def test_a_shutdown_that_times_out_says_how_many_disconnects_were_undelive
     assert "undelivered=3" in line, line
     listed = {line.split("token=")[1].split()[0] for line in gw.log if "undelivered token=" in line}
     assert listed == tokens
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_large_disconnect_answer_after_a_connect_on_the_same_handle_is_a_success(
+    gateway, backend
+):
+    # One callback handle carries both callbacks; the connect's bound on its answer must not
+    # make the disconnect's long answer a failure (and a retry).
+    backend.disconnect_answers = [Answer(status=200, body=b"x" * (200 * 1024))]
+    gw = gateway(disconnect_retry_seconds=10.0, callback_max_clients=1)
+    stream = await gw.open("/sse/long-answer")
+    (connect,) = await backend.wait_for_calls("connect")
+    await stream.aclose()
+    await backend.wait_for_calls("disconnect", token=connect.token)
+    await open_and_close_another(gw, backend, "/sse/after-long-answer")
+    assert len(backend.of("disconnect", connect.token)) == 1
