@@ -572,7 +572,7 @@ def bind_internal(settings: Settings) -> list[socket.socket]:
         try:
             return server.bind(settings.port + 1, LOOPBACK, "INTERNAL_PORT")
         except server.ListenError:
-            pass
+            pass  # PORT + 1 is taken: any free port will do (the page and the log name it)
     return server.bind(0, LOOPBACK, "INTERNAL_PORT")
 
 

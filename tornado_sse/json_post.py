@@ -24,6 +24,7 @@ coroutine per step). The contract is the one every internal endpoint keeps (PROT
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -38,7 +39,7 @@ from tornado.concurrent import future_add_done_callback
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
-from . import eager, protocol
+from . import protocol
 from .errors import (
     GatewayError,
     MethodNotAllowed,
@@ -47,16 +48,19 @@ from .errors import (
     UnsupportedMediaType,
     error_dict,
 )
-from .gateway import Gateway, settled
+from .gateway import Answered, Gateway
 from .handlers import AUTH_CHALLENGES
 from .log import fields
 from .ops import log_access
+from .protocol import SubscriptionRequest
 
 log = logging.getLogger("tornado_sse.handlers")
 
-#: What an endpoint does with a decoded body: its HTTP status and JSON answer. It raises a
-#: ``GatewayError`` for a refusal.
-PostAnswer = Callable[[Any], Awaitable[tuple[int, Any]]]
+#: What an endpoint does with a decoded body: its HTTP status and JSON answer, at once when
+#: nothing had to wait (a send to a stream of this process), else as an awaitable of it (as
+#: :meth:`Gateway.answer_body <tornado_sse.gateway.Gateway.answer_body>` answers). Either may
+#: raise a ``GatewayError`` for a refusal.
+PostAnswer = Callable[[Any], Answered | Awaitable[Answered]]
 
 #: After refusing a request before its body was read, read and discard what the client still
 #: sends for at most this many seconds...
@@ -112,7 +116,7 @@ class JSONPost(httputil.HTTPMessageDelegate):
         self._closed = False
         self._version = "HTTP/1.1"
         self._keep_alive = True
-        self._task: Future[None] | None = None
+        self._task: asyncio.Future[None] | None = None
         self._written: Future[None] | None = None
 
     # -- Tornado's HTTPMessageDelegate -------------------------------------------------------
@@ -153,7 +157,14 @@ class JSONPost(httputil.HTTPMessageDelegate):
         if self._lingering:
             self._end_linger(drained=True)  # the refused body has been read to its end
             return
-        self._task = eager.start(self._respond(bytes(self._body)))
+        try:
+            answered = self._answer(protocol.decode_json(bytes(self._body)))
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer (_failed)
+            answered = self._failed(exc)
+        if isinstance(answered, tuple):
+            self._reply(answered)
+        else:  # it waits (for the broker): answered when it is done, in a task
+            self._task = asyncio.ensure_future(self._reply_later(answered))
 
     def on_connection_close(self) -> None:
         self._closed = True
@@ -177,18 +188,27 @@ class JSONPost(httputil.HTTPMessageDelegate):
         if content_type is not None and not _JSON_TYPE_RE.match(content_type.strip()):
             raise UnsupportedMediaType()
 
-    async def _respond(self, raw: bytes) -> None:
+    async def _reply_later(self, waiting: Awaitable[Answered]) -> None:
         try:
-            status, value = await self._answer(protocol.decode_json(raw))
-        except GatewayError as error:
-            status, value = error.status, error.to_dict()
-        except Exception:
-            log.error(
-                "uncaught exception",
-                extra=fields(method=self._method, path=self._route),
-                exc_info=True,
-            )
-            status, value = 500, error_dict("INTERNAL_ERROR", "Internal Server Error")
+            answered = await waiting
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer (_failed)
+            answered = self._failed(exc)
+        self._reply(answered)
+
+    def _failed(self, exc: Exception) -> Answered:
+        """The answer of a refusal (``GatewayError``), or 500 for a bug, logged."""
+        if isinstance(exc, GatewayError):
+            return exc.status, exc.to_dict()
+        log.error(
+            "uncaught exception",
+            extra=fields(method=self._method, path=self._route),
+            exc_info=exc,
+        )
+        return 500, error_dict("INTERNAL_ERROR", "Internal Server Error")
+
+    def _reply(self, answered: Answered) -> None:
+        """Write the answer, then finish the request on the connection once it is out."""
+        status, value = answered
         self._write(status, protocol.dumps(value))
         if self._written is not None:
             future_add_done_callback(self._written, lambda _: self._connection.finish())
@@ -262,18 +282,16 @@ def keeps_alive(start_line: httputil.RequestStartLine, headers: httputil.HTTPHea
 def answer_send(gateway: Gateway) -> PostAnswer:
     """``/internal/send``: one send (an object) or a batch (an array), PROTOCOL 4.1, as
     :meth:`Gateway.answer_body <tornado_sse.gateway.Gateway.answer_body>` decides."""
-
-    async def answer(body: Any) -> tuple[int, Any]:
-        return await settled(gateway.answer_body(body))
-
-    return answer
+    return gateway.answer_body
 
 
 def answer_subscription(gateway: Gateway, add: bool) -> PostAnswer:
     """``/internal/subscribe`` (``add``) and ``/internal/unsubscribe``, PROTOCOL 4.3."""
 
-    async def answer(body: Any) -> tuple[int, Any]:
-        request = protocol.validate_subscription(body)
+    async def change(request: SubscriptionRequest) -> Answered:
         return 200, await gateway.change_subscription(request, add)
+
+    def answer(body: Any) -> Awaitable[Answered]:
+        return change(protocol.validate_subscription(body))
 
     return answer

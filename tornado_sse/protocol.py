@@ -174,7 +174,7 @@ def decode_json(raw: bytes | str) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            pass
+            pass  # refused by orjson: the standard library below gives the verdict and message
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text, parse_constant=_reject_constant)
