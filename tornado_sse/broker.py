@@ -10,7 +10,8 @@ A broker moves already-encoded bytes and keeps history; it knows nothing of stre
 - keeps the users' records (streams per user, presence per channel) and decides, once for the
   whole cluster, whether a stream is its user's join on a channel, when their leave is due, and
   whether the user already holds ``MAX_STREAMS_PER_USER`` streams (:meth:`Broker.enter`,
-  :meth:`Broker.exit`, :meth:`Broker.settle_leave`, :meth:`Broker.presence`);
+  :meth:`Broker.exit`, :meth:`Broker.settle_leaves`, :meth:`Broker.presence`), and
+  publishes the join and leave events it decides;
 - carries a question (a JSON object: a user send, a live subscription, a listing) to the other
   instances holding a user's streams, or to the instance holding a token, where it arrives as
   :meth:`BrokerHandler.on_ask`, and brings back their answers (:meth:`Broker.ask_user`,
@@ -24,14 +25,14 @@ serves a single process; ``tornado_sse.cluster`` holds the Redis one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
 from .errors import TokenNotFound
 from .history import History, IdCounter, Retention, Window
-from .presence import Leave, Ledger, Snapshot
+from .presence import Leave, Ledger, Snapshot, presence_event
 
 #: Seconds between two passes of the in-process history's expiry timer.
 EXPIRY_INTERVAL = 1.0
@@ -158,13 +159,18 @@ class Broker(Protocol):
         *,
         announce: Collection[str],
         limit: int | None,
-    ) -> list[str]:
+        join: bytes | None = None,
+    ) -> dict[str, int]:
         """Count one stream of ``user`` (``None``: anonymous) on ``channels``, cluster-wide.
 
         With ``limit`` not ``None`` this is a new stream: the user's stream count goes one up,
         unless they hold ``limit`` (> 0) already, which raises ``TooManyStreams`` and counts
         nothing. Returns the channels of ``announce`` where this is the user's join, decided
-        once for the cluster. Raises ``BrokerUnavailable`` if it cannot.
+        once for the cluster, each with the id of its join event: with ``join`` (the user's
+        ``presence_join`` event, encoded without an id) the broker publishes it on each of
+        those channels, as :meth:`publish` would, before it answers (in the step that decides
+        it where it can); the id is 0 without ``join``, or when that publish failed (which is
+        logged, not raised). Raises ``BrokerUnavailable`` if it cannot count.
         """
 
     async def exit(
@@ -177,11 +183,15 @@ class Broker(Protocol):
     ) -> list[str]:
         """Undo one :meth:`enter` (``stream``: one with a ``limit``). Returns the channels of
         ``announce`` where the user now holds no stream anywhere: a leave is due there after the
-        delay, if they do not come back (ask :meth:`settle_leave`)."""
+        delay, if they do not come back (ask :meth:`settle_leaves`)."""
 
-    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
-        """The leave of ``user`` from ``channel`` if it is to be announced now (no stream of
-        theirs there for ``delay`` seconds); at most one caller in the cluster gets it."""
+    async def settle_leaves(self, due: Sequence[tuple[str, str]], delay: float) -> list[Leave]:
+        """Decide the leaves of ``due``, ``(channel, user)`` pairs: each user who has held no
+        stream on that channel for ``delay`` seconds leaves it, decided once for the cluster
+        (at most one caller gets a leave). The broker publishes each leave it decides as the
+        ``presence_leave`` event (:func:`~tornado_sse.presence.presence_event`, with the info
+        the user was shown with) before it answers; returns those leaves. Raises
+        ``BrokerUnavailable`` if it cannot."""
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         """Who holds streams on ``channel`` now, cluster-wide; the counts of instances that
@@ -232,6 +242,9 @@ class LocalBroker:
             self._expiry = None
 
     async def publish(self, channel: str, tail: bytes) -> int:
+        return self._publish(channel, tail)
+
+    def _publish(self, channel: str, tail: bytes) -> int:
         event_id = self.ids.next()
         self.history_store.append(event_id, channel, tail)
         if self._handler is not None:
@@ -292,8 +305,12 @@ class LocalBroker:
         *,
         announce: Collection[str],
         limit: int | None,
-    ) -> list[str]:
-        return self.ledger.enter(user, info, channels, announce, limit)
+        join: bytes | None = None,
+    ) -> dict[str, int]:
+        joins = self.ledger.enter(user, info, channels, announce, limit)
+        if join is None:
+            return dict.fromkeys(joins, 0)
+        return {channel: self._publish(channel, join) for channel in joins}
 
     async def exit(
         self,
@@ -305,8 +322,14 @@ class LocalBroker:
     ) -> list[str]:
         return self.ledger.exit(user, channels, announce, stream)
 
-    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
-        return self.ledger.settle_leave(channel, user, delay)
+    async def settle_leaves(self, due: Sequence[tuple[str, str]], delay: float) -> list[Leave]:
+        leaves = []
+        for channel, user in due:
+            leave = self.ledger.settle_leave(channel, user, delay)
+            if leave is not None:
+                self._publish(channel, presence_event("presence_leave", user, leave.info))
+                leaves.append(leave)
+        return leaves
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         return self.ledger.snapshot(channel)

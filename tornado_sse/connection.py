@@ -65,6 +65,7 @@ class Connection:
         "counted",
         "channel_changes",
         "held",
+        "joins",
         "queued",
         "_pending",
         "_pending_close",
@@ -99,6 +100,9 @@ class Connection:
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.
         self.held: list[tuple[int, bytes]] | None = None
+        #: The ``presence_join`` events of this stream's user that its count published, as
+        #: ``(id, frame)``: the stream gets them first (it opens after they were published).
+        self.joins: list[tuple[int, bytes]] = []
         #: What the stream's unsent output cost when it was last measured (kept by the
         #: registry, which sums it over all streams).
         self.queued = 0

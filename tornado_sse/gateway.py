@@ -295,8 +295,8 @@ class Gateway:
 
     async def open(self, conn: Connection, writer: StreamWriter) -> None:
         """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
-        when the client sent ``Last-Event-ID``, then live events; a JWT stream until its
-        ``exp``."""
+        when the client sent ``Last-Event-ID``, and the ``presence_join`` events its own count
+        published, then live events; a JWT stream until its ``exp``."""
         log.info(
             "stream opened",
             extra=fields(
@@ -307,12 +307,17 @@ class Gateway:
         )
         last_event_id = conn.request.last_event_id
         replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
-        opened = self.registry.open(conn, writer, hold=replaying)
+        joins, conn.joins = conn.joins, []
+        opened = self.registry.open(conn, writer, hold=replaying or bool(joins))
         self.broker.count_open(self.registry.open_count)
         if opened and conn.expires_at is not None:
             self._expiries.add(conn.expires_at, conn)
             self._arm_expiry()
-        if not opened or not replaying:
+        if not opened:
+            return
+        if not replaying:
+            if joins:  # its own joins first; the same ones arriving live are skipped
+                self.registry.release(conn, joins, after=0)
             return
         assert last_event_id is not None
         replay = await self._replay(last_event_id, conn.channels)
@@ -320,11 +325,12 @@ class Gateway:
             return
         if replay.gap:
             gap = protocol.encode_event(last_event_id, "history_gap")
-            self.registry.release(conn, [(0, gap)], after=0)
+            self.registry.release(conn, [(0, gap), *joins], after=0)
         else:
             last = parse_event_id(last_event_id) or 0
-            frames = [(i, protocol.with_id(i, tail)) for i, tail in replay.events]
-            self.registry.release(conn, frames, after=last)
+            frames = {i: protocol.with_id(i, tail) for i, tail in replay.events}
+            frames.update((i, frame) for i, frame in joins if i > last)
+            self.registry.release(conn, sorted(frames.items()), after=last)
 
     async def _replay(self, last_event_id: str, channels: tuple[str, ...]) -> Replay:
         since = parse_event_id(last_event_id)

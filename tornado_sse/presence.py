@@ -8,9 +8,10 @@ Two halves, on either side of the broker seam:
   Redis broker keeps the same records in Redis (``tornado_sse.cluster.presence``), where each
   decision is one atomic script, so two instances never both announce the same join or leave.
 - :class:`Presence` is the gateway's side: it counts each stream in and out of the broker's
-  records, publishes ``presence_join`` when the broker says a join is new, and asks again
-  ``PRESENCE_LEAVE_DELAY_SECONDS`` after a user's last stream on a channel ended, so that a
-  reload or a second tab produces neither a leave nor a join.
+  records (handing it the ``presence_join`` event, which the broker publishes where it decides
+  a join), and asks again ``PRESENCE_LEAVE_DELAY_SECONDS`` after a user's last stream on a
+  channel ended (the leaves due at about the same time in one question), so that a reload or a
+  second tab produces neither a leave nor a join; the broker publishes each leave it decides.
 
 Presence events are ordinary channel events (ids, history, replay), data
 ``{"user": "42", "info": {...}}`` as compact JSON. Anonymous streams are counted but never
@@ -24,6 +25,7 @@ import fnmatch
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as quote
@@ -41,6 +43,9 @@ log = logging.getLogger("tornado_sse.presence")
 
 #: Seconds of clock difference tolerated when a delayed leave is checked.
 LEAVE_TOLERANCE = 0.01
+#: Seconds a leave check waits past its delay, so that the leaves due meanwhile are checked
+#: (and announced) together, in one question to the broker.
+LEAVE_BATCH = 0.05
 #: Seconds between two sweeps of the channels this process announces on: leaves that no living
 #: instance is waiting to announce (their instance crashed) are announced then.
 SWEEP_INTERVAL = 5.0
@@ -127,11 +132,19 @@ def event_data(user: str, info: dict[str, Any] | None) -> str:
     return protocol.compact_json({"user": user, "info": info})
 
 
+def presence_event(name: str, user: str, info: dict[str, Any] | None) -> bytes:
+    """A presence event (``presence_join`` or ``presence_leave``) encoded without its id, as
+    a channel event is published (the Redis scripts that publish a leave build these same
+    bytes)."""
+    return protocol.encode_event(event_data(user, info), name)
+
+
 class Ledger:
     """The presence records of a single process (see the module docstring).
 
-    The methods mirror the broker's (``enter``, ``exit``, ``settle_leave``, ``snapshot``) and
-    keep the same contract; the clock is injectable for tests.
+    The methods mirror the broker's (``enter``, ``exit``, ``snapshot``, and ``settle_leave``
+    for one leave of the broker's ``settle_leaves``) and keep the same contract; the clock is
+    injectable for tests.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -270,7 +283,10 @@ class Presence:
         self.delay = delay
         self.limit = limit
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        #: Leaves waiting for their delay, in the order they are due: (loop time, channel,
+        #: user); the delay is the same for every one, so appending keeps them in order.
+        self._due: deque[tuple[float, str, str]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -285,15 +301,19 @@ class Presence:
     async def enter(self, conn: Connection) -> None:
         """Count ``conn`` (its user and channels, as its connect answer named them); raises
         :class:`TooManyStreams` if its user holds ``limit`` streams already, or
-        ``BrokerUnavailable``. An anonymous stream without channels is not counted at all."""
+        ``BrokerUnavailable``. An anonymous stream without channels is not counted at all.
+        The joins this published are kept in ``conn.joins``, for the stream to get first."""
         if conn.user is None and not conn.channels:
             return
         channels = conn.channels
+        announce = self.announced(channels)
+        join = self._join(conn) if announce else None
         joins = await self.broker.enter(
-            conn.user, conn.info, channels, announce=self.announced(channels), limit=self.limit
+            conn.user, conn.info, channels, announce=announce, limit=self.limit, join=join
         )
         conn.counted = channels
-        self._announce_joins(conn, joins)
+        if join is not None:
+            conn.joins = sorted((i, protocol.with_id(i, join)) for i in joins.values() if i)
 
     def exit(self, conn: Connection) -> None:
         """Count ``conn`` out (its stream ended); never waits."""
@@ -310,11 +330,16 @@ class Presence:
         if conn.counted is None:
             return  # not counted yet (its own count will include its channels) or not at all
         if added:
-            joins = await self.broker.enter(
-                conn.user, conn.info, added, announce=self.announced(added), limit=None
+            announce = self.announced(added)
+            await self.broker.enter(
+                conn.user,
+                conn.info,
+                added,
+                announce=announce,
+                limit=None,
+                join=self._join(conn) if announce else None,
             )
             conn.counted = conn.counted + tuple(added)
-            self._announce_joins(conn, joins)
         if removed:
             gone = [c for c in removed if c in conn.counted]
             conn.counted = tuple(c for c in conn.counted if c not in removed)
@@ -328,28 +353,45 @@ class Presence:
         except GatewayError as error:
             log.warning("presence not updated", extra=fields(error=error.message))
             return
-        if user is not None:
-            for channel in due:
-                self._later(self.delay, channel, user)
+        if user is not None and due:
+            when = asyncio.get_running_loop().time() + self.delay
+            self._due.extend((when, channel, user) for channel in due)
+            self._arm()
 
-    async def _settle(self, channel: str, user: str) -> None:
-        try:
-            leave = await self.broker.settle_leave(channel, user, self.delay)
-        except GatewayError as error:
-            log.warning("presence leave not checked", extra=fields(error=error.message))
+    @staticmethod
+    def _join(conn: Connection) -> bytes | None:
+        """The ``presence_join`` event of ``conn``'s user (``None`` when anonymous)."""
+        return None if conn.user is None else presence_event("presence_join", conn.user, conn.info)
+
+    def _arm(self) -> None:
+        """Have the leaves waiting in ``_due`` checked once the first of them is due, and
+        :data:`LEAVE_BATCH` later, so that the leaves due about then are checked in one go."""
+        if self._timer is not None or not self._due or self._closed:
             return
-        if leave is not None:
-            await self._publish("presence_leave", leave.channel, leave.user, leave.info)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(self._due[0][0] + LEAVE_BATCH, self._fire)
 
-    def _announce_joins(self, conn: Connection, joins: Collection[str]) -> None:
-        assert conn.user is not None or not joins
-        for channel in joins:
-            self._spawn(self._publish("presence_join", channel, str(conn.user), conn.info))
+    def _fire(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        batch = []
+        while self._due and self._due[0][0] <= now:
+            _, channel, user = self._due.popleft()
+            batch.append((channel, user))
+        if batch:
+            self._spawn(self._settle(batch))
+        self._arm()
+
+    async def _settle(self, due: list[tuple[str, str]]) -> None:
+        try:
+            await self.broker.settle_leaves(due, self.delay)
+        except GatewayError as error:
+            log.warning("presence leaves not checked", extra=fields(error=error.message))
 
     async def _publish(
         self, name: str, channel: str, user: str, info: dict[str, Any] | None
     ) -> None:
-        tail = protocol.encode_event(event_data(user, info), name)
+        tail = presence_event(name, user, info)
         try:
             await self.broker.publish(channel, tail)
         except GatewayError as error:
@@ -390,9 +432,10 @@ class Presence:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) for the presence updates in flight."""
@@ -403,16 +446,3 @@ class Presence:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _later(self, seconds: float, channel: str, user: str) -> None:
-        """Check the leave of ``user`` from ``channel`` in ``seconds``."""
-        if self._closed:
-            return
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(timer)
-            self._spawn(self._settle(channel, user))
-
-        timer = loop.call_later(seconds, fire)
-        self._timers.add(timer)

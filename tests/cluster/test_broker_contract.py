@@ -21,6 +21,7 @@ from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyStreams
 from tornado_sse.history import Retention, first_id
+from tornado_sse.presence import presence_event
 
 BROKERS = ["local", "redis"]
 
@@ -370,9 +371,73 @@ async def test_a_join_is_decided_once_for_two_streams_on_two_instances(make_pair
     a, _, b, _ = await make_pair()
     first = await a.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
     second = await b.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
-    assert (first, second) == (["room"], [])
+    assert (first, second) == ({"room": 0}, {})  # no join event given: none published
     assert await a.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == []
     assert await b.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == ["room"]
+
+
+# A user id and an info that JSON must escape (quotes, backslashes, non-ASCII).
+ODD_USER = 'a"b\\c'
+ODD_INFO = {"name": 'Ann "Ä" \\ ö', "tags": [1, None, "x"]}
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_the_broker_publishes_the_joins_and_leaves_it_decides(make_pair):
+    a, handler_a, b, handler_b = await make_pair()
+    for broker in (a, b):
+        await broker.subscribe({"room"})
+    join = presence_event("presence_join", ODD_USER, ODD_INFO)
+    joins = await a.enter(
+        ODD_USER, ODD_INFO, ["room", "quiet"], announce=["room"], limit=0, join=join
+    )
+    assert list(joins) == ["room"] and joins["room"] > 0
+    assert await b.enter(ODD_USER, None, ["room"], announce=["room"], limit=0, join=join) == {}
+    await a.exit(ODD_USER, ["room", "quiet"], announce=["room"], stream=True)
+    assert await b.exit(ODD_USER, ["room"], announce=["room"], stream=True) == ["room"]
+    leaves: list[Any] = []
+
+    async def settled() -> bool:
+        leaves.extend(await b.settle_leaves([("room", ODD_USER)], 0.05))
+        return bool(leaves)
+
+    await until(settled)
+    assert [(x.channel, x.user, x.info) for x in leaves] == [("room", ODD_USER, ODD_INFO)]
+    assert await a.settle_leaves([("room", ODD_USER)], 0.05) == []  # decided already
+    leave = presence_event("presence_leave", ODD_USER, ODD_INFO)
+    for handler in (handler_a, handler_b):
+        await handler.wait_publications(2)
+        assert [(c, tail) for c, _, tail in handler.publications] == [
+            ("room", join),
+            ("room", leave),
+        ]
+        assert handler.publications[0][1] == joins["room"]
+    since = joins["room"] - 1
+    window = await a.history({"room"}, since)
+    assert [tail for _, tail in window.replay(since).events] == [join, leave]  # kept
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_the_leaves_due_together_are_decided_in_one_call_each_once(make_pair):
+    a, handler_a, b, _ = await make_pair()
+    await a.subscribe({"room.1", "room.2"})
+    users = ["u%d" % i for i in range(5)]
+    for n, user in enumerate(users):
+        await b.enter(user, {"n": n}, ["room.1", "room.2"], announce=["room.1", "room.2"], limit=0)
+    for user in users[:4]:  # the last one stays
+        await b.exit(user, ["room.1", "room.2"], announce=["room.1", "room.2"], stream=True)
+    due = [(c, u) for u in users for c in ("room.1", "room.2")]
+    await asyncio.sleep(0.1)  # past the delay (0.05) on every clock
+    leaves = await a.settle_leaves(due, 0.05)
+    assert sorted((x.channel, x.user, x.info) for x in leaves) == sorted(
+        (c, u, {"n": n}) for n, u in enumerate(users[:4]) for c in ("room.1", "room.2")
+    )
+    assert await b.settle_leaves(due, 0.05) == []
+    await handler_a.wait_publications(8)
+    assert sorted((c, tail) for c, _, tail in handler_a.publications) == sorted(
+        (c, presence_event("presence_leave", u, {"n": n}))
+        for n, u in enumerate(users[:4])
+        for c in ("room.1", "room.2")
+    )
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -380,20 +445,18 @@ async def test_a_leave_is_due_only_after_the_delay_and_only_once(make_pair):
     a, _, b, _ = await make_pair()
     await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
     assert await a.exit("ann", ["room"], announce=["room"], stream=True) == ["room"]
-    assert await b.settle_leave("room", "ann", 0.3) is None  # too early
+    assert await b.settle_leaves([("room", "ann")], 0.3) == []  # too early
     leaves: list[Any] = []
 
     async def settled() -> bool:
         for broker in (a, b):
-            leave = await broker.settle_leave("room", "ann", 0.3)
-            if leave is not None:
-                leaves.append(leave)
+            leaves.extend(await broker.settle_leaves([("room", "ann")], 0.3))
         return bool(leaves)
 
     await until(settled)
     assert [(x.channel, x.user, x.info) for x in leaves] == [("room", "ann", {"n": 1})]
-    assert await a.settle_leave("room", "ann", 0.3) is None  # decided already
-    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == ["room"]
+    assert await a.settle_leaves([("room", "ann")], 0.3) == []  # decided already
+    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == {"room": 0}
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -401,9 +464,9 @@ async def test_coming_back_within_the_delay_is_neither_a_leave_nor_a_join(make_p
     a, _, b, _ = await make_pair()
     await a.enter("ann", None, ["room"], announce=["room"], limit=0)
     await a.exit("ann", ["room"], announce=["room"], stream=True)
-    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == []
+    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == {}
     await asyncio.sleep(0.1)  # the delay (0.05) has passed: the user is still there
-    assert await a.settle_leave("room", "ann", 0.05) is None
+    assert await a.settle_leaves([("room", "ann")], 0.05) == []
 
 
 @pytest.mark.gen_test(timeout=20)

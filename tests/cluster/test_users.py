@@ -263,6 +263,23 @@ async def test_two_tabs_join_once_and_leave_after_the_last_tab_and_the_delay(ins
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_users_first_stream_gets_its_own_join_first_and_a_second_tab_none(instances):
+    (gw,) = instances(presence_events="room.*", presence_leave_delay_seconds=5)
+    await ready(gw)
+    # On a channel nobody here listened to before, and on one this instance already follows.
+    await gw.open("/sse/-/room.1/watcher")
+    for n in range(2):
+        tab = await gw.open("/sse/ann%d/room.%d/1" % (n, n))
+        second = await gw.open("/sse/ann%d/room.%d/2" % (n, n))
+        await publish(gw, "room.%d" % n, "marker")
+        events = await tab.wait_events(2)
+        join = ("presence_join", {"user": "ann%d" % n, "info": {"name": "Ann%d" % n}})
+        assert presence_events(events) == [join] and events[1].data == "marker"
+        assert int(events[0].last_event_id) < int(events[1].last_event_id)
+        assert [e.data for e in await second.wait_events(1)] == ["marker"]
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_reconnect_within_the_delay_is_neither_a_leave_nor_a_join(instances, backend):
     # A delay that a reconnect fits in even on a busy machine (it is one connect callback).
     (gw,) = instances(presence_events="room.*", presence_leave_delay_seconds=1.5)

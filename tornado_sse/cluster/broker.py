@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -50,7 +50,9 @@ class RedisBroker:
         self.directory = TokenDirectory(self.link, self.id, keys, instance_ttl)
         self.router = Router(self.link, self.directory, self.id, keys)
         self.channels = ChannelBus(self.link, keys, retention)
-        self.users = PresenceStore(self.link, self.id, keys, lambda: self.directory.dead)
+        self.users = PresenceStore(
+            self.link, self.id, keys, self.channels, lambda: self.directory.dead
+        )
 
     @property
     def ready(self) -> bool:
@@ -144,8 +146,9 @@ class RedisBroker:
         *,
         announce: Collection[str],
         limit: int | None,
-    ) -> list[str]:
-        return await self.users.enter(user, info, channels, announce, limit)
+        join: bytes | None = None,
+    ) -> dict[str, int]:
+        return await self.users.enter(user, info, channels, announce, limit, join)
 
     async def exit(
         self,
@@ -157,8 +160,8 @@ class RedisBroker:
     ) -> list[str]:
         return await self.users.exit(user, channels, announce, stream)
 
-    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
-        return await self.users.settle_leave(channel, user, delay)
+    async def settle_leaves(self, due: Sequence[tuple[str, str]], delay: float) -> list[Leave]:
+        return await self.users.settle_leaves(due, delay)
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         return await self.users.presence(channel, delay)

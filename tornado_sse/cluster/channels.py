@@ -63,34 +63,51 @@ from .link import RedisLink
 
 log = logging.getLogger("tornado_sse.redis")
 
+# Publishes one channel event with a single Redis, for every script that publishes one (this
+# module's, and the presence scripts that announce a join or a leave in the step that decides
+# it). Arguments: the keys of the id counter, epoch, history list and dropped id; the tail, the
+# history size and ttl in ms (strings) and the pub/sub channel. Takes the next id from the
+# clock of Redis, keeps the event in the channel's history (trimmed to its size, remembering
+# the highest id trimmed), and publishes the id, a line feed and the tail. Returns the id, as a
+# decimal string.
+PUBLISH_FUNCTION = """
+local function publish_event(counter, epoch, history, dropped, tail, size, ttl, pubsub)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local id = tonumber(redis.call('GET', counter) or '0') + 1
+  if now > id then id = now end
+  local sid = string.format('%.0f', id)
+  redis.call('SET', counter, sid)
+  if redis.call('EXISTS', epoch) == 0 then redis.call('SET', epoch, sid) end
+  size = tonumber(size)
+  if size > 0 then
+    local n = redis.call('RPUSH', history, sid .. ' ' .. tail)
+    if n > size then
+      local cut = redis.call('LRANGE', history, n - size - 1, n - size - 1)
+      redis.call('SET', dropped, string.match(cut[1], '^(%d+)'))
+      redis.call('LTRIM', history, -size, -1)
+    end
+    redis.call('PEXPIRE', history, ttl)
+    if redis.call('EXISTS', dropped) == 1 then redis.call('PEXPIRE', dropped, ttl) end
+  end
+  redis.call('PUBLISH', pubsub, sid .. '\\n' .. tail)
+  return sid
+end
+"""
+
 # KEYS: id counter, epoch, history list, dropped key, this publish's own key. ARGV: tail, size,
 # ttl in ms, pub/sub channel. Returns the id, as a decimal string. Run again for the same
 # publish (a retry on a fresh connection), it returns the same id and publishes nothing.
-PUBLISH_SCRIPT = """
+PUBLISH_SCRIPT = (
+    PUBLISH_FUNCTION
+    + """
 local done = redis.call('GET', KEYS[5])
 if done then return done end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local id = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
-if now > id then id = now end
-local sid = string.format('%.0f', id)
-redis.call('SET', KEYS[1], sid)
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], sid) end
-local size = tonumber(ARGV[2])
-if size > 0 then
-  local n = redis.call('RPUSH', KEYS[3], sid .. ' ' .. ARGV[1])
-  if n > size then
-    local cut = redis.call('LRANGE', KEYS[3], n - size - 1, n - size - 1)
-    redis.call('SET', KEYS[4], string.match(cut[1], '^(%d+)'))
-    redis.call('LTRIM', KEYS[3], -size, -1)
-  end
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
-end
-redis.call('PUBLISH', ARGV[4], sid .. '\\n' .. ARGV[1])
+local sid = publish_event(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SET', KEYS[5], sid, 'EX', 60)
 return sid
 """
+)
 
 # The cluster's first step. KEYS: id counter, epoch, pending ids. Returns the next id, as
 # PUBLISH_SCRIPT takes it, and the Redis time it was taken at (microseconds), both as decimal
@@ -266,6 +283,17 @@ class ChannelBus:
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return int(event_id)
+
+    def publish_in_script(self, channel: str) -> tuple[list[str], list[Any]]:
+        """What a script needs to publish on ``channel`` itself with :data:`PUBLISH_FUNCTION`
+        (one Redis, not a cluster): the keys after the counter and epoch (history list,
+        dropped id) and the arguments after the tail (history size, ttl in ms, pub/sub
+        channel)."""
+        policy = self.retention.policy(channel)
+        return (
+            [self._list(channel), self._dropped(channel)],
+            [policy.size, int(policy.ttl * 1000), self._pubsub(channel)],
+        )
 
     async def _publish_in_cluster(self, channel: str, tail: bytes) -> int:
         """:meth:`publish` as the cluster's three steps (see the module docstring); a publish

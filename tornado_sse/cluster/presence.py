@@ -34,21 +34,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
 from .. import protocol
-from ..errors import TooManyStreams
-from ..presence import Leave, Snapshot, decode_info
+from ..errors import BrokerUnavailable, TooManyStreams
+from ..log import fields
+from ..presence import Leave, Snapshot, decode_info, presence_event
+from .channels import PUBLISH_FUNCTION, ChannelBus
 from .keys import KeySpace
 from .link import RedisLink
 
 T = TypeVar("T")
 
+log = logging.getLogger("tornado_sse.presence")
+
 #: Seconds a presence or user key lives after its last write (refreshed every third of it).
 KEY_TTL = 3600
+#: The most leaves one script decides and publishes (with one Redis).
+SETTLE_BATCH = 100
 
 # Shared by every script. ARGV[1]: this instance, ARGV[2]: the dead instances (separated by
 # spaces), ARGV[3]: the key TTL in ms. KEYS after the first come in fives per channel: members,
@@ -95,12 +103,20 @@ end
 """
 
 # KEYS[1]: the user hash, then fives. ARGV[4]: user ('' anonymous), ARGV[5]: limit (-1: not a
-# new stream), ARGV[6]: info ('' none), ARGV[7..]: '1' where the channel announces. Returns
-# {0} over the limit, else {1, indexes of the channels where this is the user's join}.
+# new stream), ARGV[6]: info ('' none), ARGV[7]: the user's presence_join event encoded ('': the
+# caller publishes the joins), ARGV[8..]: '1' where the channel announces. With a join event
+# (one Redis only), KEYS go on with the id counter and epoch, then each channel's history list
+# and dropped id, and ARGV with each channel's history size, ttl in ms and pub/sub channel: each
+# join decided is published here, in the step that decides it. Returns {0} over the limit, else
+# {1, indexes of the channels where this is the user's join} (with a join event: {1, index, id
+# of the join published, index, id, ...}).
 ENTER_SCRIPT = (
     _COMMON
+    + PUBLISH_FUNCTION
     + """
-local user, limit, info = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local user, limit, info, join = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local n = (#KEYS - 1) / 5
+if join ~= '' then n = (#KEYS - 3) / 7 end
 if user ~= '' and limit >= 0 then
   if limit > 0 then
     local held = 0
@@ -118,7 +134,7 @@ if user ~= '' and limit >= 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 local result = {1}
-for c = 1, (#KEYS - 1) / 5 do
+for c = 1, n do
   local members, instances = KEYS[5 * c - 3], KEYS[5 * c - 2]
   local infos, announced, listing = KEYS[5 * c - 1], KEYS[5 * c], KEYS[5 * c + 1]
   redis.call('HINCRBY', members, me .. ':' .. user, 1)
@@ -131,8 +147,15 @@ for c = 1, (#KEYS - 1) / 5 do
       redis.call('PEXPIRE', infos, ttl)
     end
     list(members, instances, infos, listing, user)
-    if ARGV[6 + c] == '1' then
-      if not redis.call('HGET', announced, user) then table.insert(result, c) end
+    if ARGV[7 + c] == '1' then
+      if not redis.call('HGET', announced, user) then
+        table.insert(result, c)
+        if join ~= '' then
+          local k, a = 5 * n + 2 * c + 2, 7 + n + 3 * c
+          table.insert(result, publish_event(KEYS[5 * n + 2], KEYS[5 * n + 3], KEYS[k],
+            KEYS[k + 1], join, ARGV[a - 2], ARGV[a - 1], ARGV[a]))
+        end
+      end
       redis.call('HSET', announced, user, 'j')
       redis.call('PEXPIRE', announced, ttl)
     end
@@ -186,6 +209,41 @@ redis.call('HDEL', announced, user)
 local info = redis.call('HGET', infos, user) or ''
 redis.call('HDEL', infos, user)
 return {1, info}
+"""
+)
+
+# One Redis only. KEYS[1], KEYS[2]: the id counter and epoch, then sixes: a channel's members,
+# instances, infos, announced states, history list and dropped id. ARGV[4]: the delay in ms,
+# then fours: the user, and the channel's history size, ttl in ms and pub/sub channel. Decides
+# each (channel, user) leave as SETTLE_SCRIPT, and publishes each one decided, in the same step,
+# as the presence_leave event (PROTOCOL 8) with the info the user was shown with. Returns
+# {index, info, index, info, ...} of the leaves published.
+SETTLE_MANY_SCRIPT = (
+    _COMMON
+    + PUBLISH_FUNCTION
+    + """
+local delay = tonumber(ARGV[4])
+local result = {}
+for k = 1, (#KEYS - 2) / 6 do
+  local members, instances = KEYS[6 * k - 3], KEYS[6 * k - 2]
+  local infos, announced = KEYS[6 * k - 1], KEYS[6 * k]
+  local a = 4 * k + 1
+  local user = ARGV[a]
+  local state = redis.call('HGET', announced, user)
+  if state and sub(state, 1, 1) == 'l' and now >= tonumber(sub(state, 2)) + delay
+      and total(members, instances, user) == 0 then
+    redis.call('HDEL', announced, user)
+    local info = redis.call('HGET', infos, user) or ''
+    redis.call('HDEL', infos, user)
+    local tail = 'event: presence_leave\\ndata: {"user":' .. quoted(user) .. ',"info":'
+      .. shown(info) .. '}\\n\\n'
+    publish_event(KEYS[1], KEYS[2], KEYS[6 * k + 1], KEYS[6 * k + 2], tail,
+      ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    result[#result + 1] = k
+    result[#result + 1] = info
+  end
+end
+return result
 """
 )
 
@@ -300,17 +358,21 @@ class PresenceStore:
         link: RedisLink,
         instance: str,
         keys: KeySpace,
+        channels: ChannelBus,
         dead: Callable[[], Collection[str]],
     ) -> None:
-        """``dead()`` names the instances found dead, whose counts no longer count."""
+        """``channels`` publishes the presence events; ``dead()`` names the instances found
+        dead, whose counts no longer count."""
         self.link = link
         self.instance = instance
         self.keyspace = keys
+        self.channels = channels
         self._dead = dead
         client = link.client
         self._enter = client.register_script(ENTER_SCRIPT)
         self._exit = client.register_script(EXIT_SCRIPT)
         self._settle = client.register_script(SETTLE_SCRIPT)
+        self._settle_many = client.register_script(SETTLE_MANY_SCRIPT)
         self._presence = client.register_script(PRESENCE_SCRIPT)
         self._holders = client.register_script(HOLDERS_SCRIPT)
         self._rewrite = client.register_script(RESTORE_SCRIPT)
@@ -375,17 +437,21 @@ class PresenceStore:
         channels: Collection[str],
         announce: Collection[str],
         limit: int | None,
-    ) -> list[str]:
-        """See :meth:`tornado_sse.broker.Broker.enter`."""
+        join: bytes | None = None,
+    ) -> dict[str, int]:
+        """See :meth:`tornado_sse.broker.Broker.enter`. With one Redis, each join is published
+        by the script that decides it; in a cluster (where the id counter is in another slot)
+        right after it."""
         self.link.require()
         channels = list(channels)
         info_text = protocol.compact_json(info) if info is not None else ""
         flags = ["1" if c in announce else "0" for c in channels]
-        args = self._args() + [user or "", -1 if limit is None else limit, info_text, *flags]
+        inline = join is not None and not self.link.cluster and "1" in flags
+        head = self._args() + [user or "", -1 if limit is None else limit, info_text]
         try:
             if self.link.cluster:
-                user_args = args[:3] + [user or "", -1 if limit is None else limit, info_text]
-                channel_args = args[:3] + [user or "", -1, info_text]
+                user_args = head + [""]
+                channel_args = head[:4] + [-1, info_text, ""]
                 counted = user if limit is not None else None
                 result = await self._run(
                     lambda: self._split(
@@ -393,9 +459,15 @@ class PresenceStore:
                     )
                 )
             else:
-                result = await self._run(
-                    lambda: self._enter(keys=self._keys(user, channels), args=args)
-                )
+                keys = self._keys(user, channels)
+                args = head + [join if inline else "", *flags]
+                if inline:
+                    keys += [self.keyspace.counter, self.keyspace.epoch]
+                    for channel in channels:
+                        more_keys, more_args = self.channels.publish_in_script(channel)
+                        keys += more_keys
+                        args += more_args
+                result = await self._run(lambda: self._enter(keys=keys, args=args))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         if int(result[0]) == 0:
@@ -405,7 +477,14 @@ class PresenceStore:
         for channel in channels:
             key = (channel, user or "")
             self._here[key] = self._here.get(key, 0) + 1
-        return [channels[int(i) - 1] for i in result[1:]]
+        if inline:  # {1, index, id, index, id, ...}
+            pairs = zip(result[1::2], result[2::2], strict=True)
+            return {channels[int(i) - 1]: int(n) for i, n in pairs}
+        joined = dict.fromkeys((channels[int(i) - 1] for i in result[1:]), 0)
+        if join is not None:
+            for channel in joined:
+                joined[channel] = await self._publish(channel, join, "presence_join")
+        return joined
 
     async def exit(
         self, user: str | None, channels: Collection[str], announce: Collection[str], stream: bool
@@ -441,19 +520,55 @@ class PresenceStore:
             raise self.link.unavailable(exc) from None
         return [channels[int(i) - 1] for i in due]
 
-    async def settle_leave(self, channel: str, user: str, delay: float) -> Leave | None:
-        """See :meth:`tornado_sse.broker.Broker.settle_leave`."""
+    async def settle_leaves(self, due: Sequence[tuple[str, str]], delay: float) -> list[Leave]:
+        """See :meth:`tornado_sse.broker.Broker.settle_leaves`. With one Redis, one script
+        decides and publishes every leave of a batch of at most :data:`SETTLE_BATCH`; in a
+        cluster, one script per leave (each in its channel's slot), then its publish."""
         self.link.require()
-        args = self._args() + [user, int(delay * 1000)]
+        leaves: list[Leave] = []
         try:
-            result = await self._run(
-                lambda: self._settle(keys=self._channel_keys(channel), args=args)
-            )
+            if self.link.cluster:
+                for channel, user in due:
+                    leave = await self._settle_one(channel, user, delay)
+                    if leave is not None:
+                        await self._publish(
+                            channel, presence_event("presence_leave", user, leave.info), None
+                        )
+                        leaves.append(leave)
+                return leaves
+            for start in range(0, len(due), SETTLE_BATCH):
+                batch = due[start : start + SETTLE_BATCH]
+                keys = [self.keyspace.counter, self.keyspace.epoch]
+                args = self._args() + [int(delay * 1000)]
+                for channel, user in batch:
+                    more_keys, more_args = self.channels.publish_in_script(channel)
+                    keys += self._channel_keys(channel)[:4] + more_keys
+                    args += [user, *more_args]
+                answer = await self._run(partial(self._settle_many, keys=keys, args=args))
+                for k in range(0, len(answer), 2):
+                    channel, user = batch[int(answer[k]) - 1]
+                    leaves.append(Leave(channel, user, decode_info(answer[k + 1])))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
+        return leaves
+
+    async def _settle_one(self, channel: str, user: str, delay: float) -> Leave | None:
+        args = self._args() + [user, int(delay * 1000)]
+        result = await self._run(lambda: self._settle(keys=self._channel_keys(channel), args=args))
         if int(result[0]) == 0:
             return None
         return Leave(channel, user, decode_info(result[1]))
+
+    async def _publish(self, channel: str, event: bytes, name: str | None) -> int:
+        """Publish a presence event decided already; its id. With ``name``, a failure is
+        logged and gives 0, rather than raised."""
+        if name is None:
+            return await self.channels.publish(channel, event)
+        try:
+            return await self.channels.publish(channel, event)
+        except (BrokerUnavailable, RedisError) as exc:
+            log.warning("presence event not published", extra=fields(event=name, error=str(exc)))
+            return 0
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         """See :meth:`tornado_sse.broker.Broker.presence`."""
