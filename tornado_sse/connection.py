@@ -66,6 +66,7 @@ class Connection:
         "channel_changes",
         "held",
         "joins",
+        "skip_through",
         "queued",
         "_pending",
         "_pending_close",
@@ -103,6 +104,9 @@ class Connection:
         #: The ``presence_join`` events of this stream's user that its count published, as
         #: ``(id, frame)``: the stream gets them first (it opens after they were published).
         self.joins: list[tuple[int, bytes]] = []
+        #: Channel events with ids up to this one are not written to the stream: it got them
+        #: first (its own joins), or they were published before it opened.
+        self.skip_through = 0
         #: What the stream's unsent output cost when it was last measured (kept by the
         #: registry, which sums it over all streams).
         self.queued = 0

@@ -173,7 +173,8 @@ class Registry:
 
     def release(self, conn: Connection, replay: Iterable[tuple[int, bytes]], after: int) -> None:
         """Write ``replay`` to a held stream, then the live events held meanwhile, skipping
-        those already replayed (ids at most ``after`` or at most the last id replayed)."""
+        those already replayed (ids at most ``after`` or at most the last id replayed), as
+        later live events will be."""
         held, conn.held = conn.held or [], None
         for event_id, frame in replay:
             after = max(after, event_id)
@@ -181,6 +182,7 @@ class Registry:
         for event_id, frame in held:
             if event_id > after:
                 self.write(conn, frame)
+        conn.skip_through = after
 
     def settle(self, conn: Connection) -> None:
         """The backend accepted ``conn``, which ended while its connect callback was in flight:
@@ -350,7 +352,8 @@ class Registry:
 
     def publish(self, channel: str, event_id: int, frame: bytes) -> int:
         """Write channel event ``frame`` (id ``event_id``) to every open stream subscribed to
-        ``channel`` (held streams keep it for :meth:`release`); returns how many."""
+        ``channel`` (held streams keep it for :meth:`release`; a stream whose
+        ``skip_through`` is at least ``event_id`` has it already); returns how many."""
         members = self._by_channel.get(channel)
         if not members:
             return 0
@@ -358,7 +361,7 @@ class Registry:
         for conn in targets:
             if conn.held is not None:
                 conn.held.append((event_id, frame))
-            else:
+            elif event_id > conn.skip_through:
                 self.write(conn, frame)
         return len(targets)
 
