@@ -99,8 +99,8 @@ class Metrics:
         )
         self.socket_closes = Counter(
             "tornado_sse_publish_socket_closes",
-            "Publish sockets closed by the gateway, by why (too_big, not_reading, binary, "
-            "shutdown).",
+            "Publish sockets closed by the gateway, by why (too_big, not_utf8, not_reading, "
+            "binary, shutdown).",
             ["why"],
             registry=r,
         )

@@ -13,6 +13,7 @@ Everything is decided before the upgrade, and refused with a JSON error: the bea
 of another origin (403). Once open, the socket is closed by the gateway with
 
 - 1009 for a message over ``MAX_BODY_BYTES`` (Tornado's ``max_message_size``),
+- 1007 for a text message that is not UTF-8 (RFC 6455 8.1),
 - 1003 for a binary message (the protocol is JSON text),
 - 1008 when more than ``MAX_QUEUED_BYTES`` of answers are written but not accepted by the
   socket (a backend that stopped reading its answers), and
@@ -30,7 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.websocket import (
+    WebSocketClosedError,
+    WebSocketHandler,
+    WebSocketProtocol,
+    WebSocketProtocol13,
+    _WebSocketParams,
+)
 
 from . import protocol
 from .errors import (
@@ -49,8 +56,36 @@ log = logging.getLogger("tornado_sse.socket")
 #: Close codes (RFC 6455 7.4.1) the gateway ends a publish socket with.
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_NOT_UTF8 = 1007
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009  # written by Tornado itself, see PublishSocketHandler.max_message_size
+#: The ``why`` of ``tornado_sse_publish_socket_closes_total`` for the closes that
+#: :class:`PublishProtocol` decides.
+PROTOCOL_CLOSES = {CLOSE_TOO_BIG: "too_big", CLOSE_NOT_UTF8: "not_utf8"}
+
+
+class PublishProtocol(WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, with two things the publish socket needs on top: a text
+    message that is not UTF-8 ends the socket with 1007 and a close frame (RFC 6455 8.1), not
+    with a bare TCP close; and the first close code sent is kept (``sent_code``), so that the
+    closes Tornado decides itself (1009) are counted like the gateway's own."""
+
+    sent_code: int | None = None
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.sent_code is None and not self.server_terminated:
+            self.sent_code = code
+        super().close(code, reason)
+
+    def _handle_message(self, opcode: int, data: bytes) -> Future[None] | None:
+        if opcode == 0x1 and not self.client_terminated and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(CLOSE_NOT_UTF8, "text messages must be UTF-8")
+                self._abort()
+                return None
+        return super()._handle_message(opcode, data)
 
 
 def handshake_problem(headers: Any) -> GatewayError | None:
@@ -87,6 +122,8 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
     _opened_at = 0.0
     _messages = 0
     _closed_by: str | None = None
+    #: The protocol object of the upgrade (Tornado drops its own reference before on_close).
+    _protocol: PublishProtocol | None = None
 
     def prepare(self) -> None:
         super().prepare()  # INTERNAL_SECRET: 401 before anything else
@@ -114,6 +151,19 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
     def max_message_size(self) -> int:
         """``MAX_BODY_BYTES``: a bigger message closes the socket with 1009."""
         return self.gateway.settings.max_body_bytes
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's choice (version 13 only), with :class:`PublishProtocol`."""
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = _WebSocketParams(
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            max_message_size=self.max_message_size,
+            compression_options=self.get_compression_options(),
+        )
+        self._protocol = PublishProtocol(self, False, params)
+        return self._protocol
 
     def open(self, *args: str, **kwargs: str) -> None:
         self._opened_at = time.monotonic()
@@ -196,6 +246,10 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
     def on_close(self) -> None:
         if not self._opened_at:
             return  # refused before the upgrade
+        sent = self._protocol.sent_code if self._protocol is not None else None
+        if self._closed_by is None and sent in PROTOCOL_CLOSES:
+            self._closed_by = PROTOCOL_CLOSES[sent]
+            self.gateway.metrics.socket_closes.labels(self._closed_by).inc()
         self.gateway.socket_closed(self)
         for future, _ in getattr(self, "_unwritten", ()):
             future.add_done_callback(_retrieve)  # their failure is this close: nothing to log

@@ -281,6 +281,23 @@ async def test_a_message_over_max_body_bytes_closes_the_socket_with_1009(gateway
     assert close is not None and close.code == 1009, close
     sock.close()
     assert (await AsyncHTTPClient().fetch(gw.base_url + "/healthz")).code == 200
+    closes = "tornado_sse_publish_socket_closes_total"
+    await wait_for_metric(gw.base_url, closes, lambda v: v == 1, why="too_big")
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_text_message_that_is_not_utf8_closes_the_socket_with_1007(gateway):
+    gw = gateway()
+    sock = await RawSocket.open(gw.port)
+    await sock.send_text(json.dumps({"channel": "news", "event": {"data": "ok"}, "ref": 1}))
+    message = await sock.receive()
+    assert message is not None and json.loads(message.text)["status"] == 200
+    await sock.send_frame(websocket.OP_TEXT, b'{"channel": "news", "event": {"data": "\xff"}}')
+    close = await sock.close_frame()
+    assert close is not None and close.code == 1007, close
+    sock.close()
+    closes = "tornado_sse_publish_socket_closes_total"
+    await wait_for_metric(gw.base_url, closes, lambda v: v == 1, why="not_utf8")
 
 
 @pytest.mark.gen_test(timeout=20)
