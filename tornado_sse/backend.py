@@ -27,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
@@ -50,6 +52,61 @@ try:  # pragma: no cover - depends on the install
     _CURL = True
 except ImportError:  # pragma: no cover - depends on the install
     _CURL = False
+
+if _CURL:
+
+    class CallbackCurlClient(CurlAsyncHTTPClient):
+        """libcurl for the callbacks, each request set up with only the options a callback
+        uses.
+
+        Tornado sets up every request for every feature of ``HTTPRequest`` (proxies, methods,
+        authentication, client certificates, streaming): about forty libcurl options, each
+        request (a handle is reset after each). A callback is always a ``POST`` of a body in
+        memory, with a few headers, its two timeouts, no redirect followed, a compressed
+        answer decoded and the answer bounded by ``max_body_size``; so that is what is set
+        here, the same way Tornado sets it, and libcurl's defaults stand for the rest (TLS
+        peer and host verification on, the proxy from the environment, no credentials).
+        ``prepare_curl_callback`` then adds the callback's own options. Only
+        :class:`Backend` uses it, with requests of that shape (``ValueError`` otherwise)."""
+
+        _PROTOCOLS = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+
+        def _curl_setup_request(self, curl: Any, request: Any, buffer: Any, headers: Any) -> None:
+            body = request.body
+            if request.method != "POST" or body is None or request.follow_redirects:
+                raise ValueError("a callback is a POST with a body and no redirect followed")
+            curl.setopt(pycurl.PROTOCOLS, self._PROTOCOLS)
+            curl.setopt(pycurl.REDIR_PROTOCOLS, self._PROTOCOLS)
+            curl.setopt(pycurl.URL, request.url)
+            lines = [b"Expect: ", b"Pragma: "]  # libcurl would add them: see Tornado's setup
+            for name, value in request.headers.get_all():
+                line = b"%s: %s" % (name.encode("ascii"), value.encode("latin-1"))
+                if b"\r" in line or b"\n" in line:
+                    raise ValueError("Illegal characters in header (CR or LF): %r" % line)
+                lines.append(line)
+            curl.setopt(pycurl.HTTPHEADER, lines)
+            limit = self.max_body_size
+
+            def write(chunk: bytes) -> int:
+                if buffer.tell() + len(chunk) > limit:
+                    curl.info["body_too_large"] = True
+                    return 0  # libcurl fails the transfer with CURLE_WRITE_ERROR
+                return int(buffer.write(chunk))
+
+            curl.setopt(pycurl.WRITEFUNCTION, write)
+            curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(1000 * request.connect_timeout))
+            curl.setopt(pycurl.TIMEOUT_MS, int(1000 * request.request_timeout))
+            curl.setopt(pycurl.USERAGENT, request.user_agent or "Mozilla/5.0 (compatible; pycurl)")
+            if request.decompress_response:
+                curl.setopt(pycurl.ENCODING, "gzip,deflate")
+            curl.setopt(pycurl.POST, True)
+            curl.setopt(pycurl.READFUNCTION, BytesIO(body).read)
+            curl.setopt(pycurl.POSTFIELDSIZE, len(body))
+            if threading.active_count() > 1:
+                curl.setopt(pycurl.NOSIGNAL, 1)  # as Tornado: libcurl's signals and threads
+            if request.prepare_curl_callback is not None:
+                request.prepare_curl_callback(curl)
+
 
 #: The largest connect answer body read (channels, user and info fit many times over).
 MAX_ANSWER_BYTES = 64 * 1024
@@ -162,8 +219,10 @@ class Backend:
         self._prepare_connect = self._curl_options(True) if _CURL else None
         self._prepare_disconnect = self._curl_options(False) if _CURL else None
         if _CURL:
-            self._client: AsyncHTTPClient = CurlAsyncHTTPClient(
-                force_instance=True, max_clients=max_clients
+            # max_body_size bounds the decoded answer even where libcurl's MAXFILESIZE would
+            # count only the bytes on the wire (before libcurl 8.4).
+            self._client: AsyncHTTPClient = CallbackCurlClient(
+                force_instance=True, max_clients=max_clients, max_body_size=MAX_ANSWER_BYTES
             )
         else:
             self._client = AsyncHTTPClient(

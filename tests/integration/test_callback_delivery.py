@@ -6,6 +6,7 @@ receives and what a real client sees."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import signal
 import time
@@ -205,6 +206,28 @@ async def test_a_50_mb_connect_answer_is_refused_without_the_memory_growing(back
         assert disconnect.body["detail"] == "bad_callback_response"
     finally:
         await gw.stop()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_compressed_connect_answer_is_decoded_and_bounded_once_decoded(gateway, backend):
+    gw = gateway()
+    answer = json.dumps({"channels": ["news"], "user": "ann"}).encode()
+    backend.connect_answer = Answer(
+        body=gzip.compress(answer), headers={"Content-Encoding": "gzip"}
+    )
+    stream = await open_stream(gw.port, "/sse/zipped")
+    assert stream.status == 200
+    (connect,) = await backend.wait_for_calls("connect")
+    assert "gzip" in connect.headers.get("accept-encoding", "")
+    assert await gw.send({"channel": "news", "event": {"data": "hi"}}) == (200, {"status": "ok"})
+    assert [e.data for e in await stream.wait_events(1)] == ["hi"]
+    await stream.aclose()
+    # 64 KiB and more once decoded, a few hundred bytes on the wire: refused all the same.
+    bomb = b'{"channels": []' + b" " * (4 * MIB) + b"}"
+    backend.connect_answer = Answer(body=gzip.compress(bomb), headers={"Content-Encoding": "gzip"})
+    refused = await open_stream(gw.port, "/sse/bomb")
+    await assert_json_error(refused, 502, "BAD_CALLBACK_RESPONSE")
+    await refused.aclose()
 
 
 @pytest.mark.gen_test(timeout=30)
