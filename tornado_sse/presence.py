@@ -364,8 +364,8 @@ class Presence:
         return None if conn.user is None else presence_event("presence_join", conn.user, conn.info)
 
     def _arm(self) -> None:
-        """Have the leaves waiting in ``_due`` checked once the first of them is due, and
-        :data:`LEAVE_BATCH` later, so that the leaves due about then are checked in one go."""
+        """Have the leaves waiting in ``_due`` checked :data:`LEAVE_BATCH` after the first of
+        them is due, together with every other one due by then."""
         if self._timer is not None or not self._due or self._closed:
             return
         loop = asyncio.get_running_loop()
