@@ -190,8 +190,8 @@ class Broker(Protocol):
         stream on that channel for ``delay`` seconds leaves it, decided once for the cluster
         (at most one caller gets a leave). The broker publishes each leave it decides as the
         ``presence_leave`` event (:func:`~tornado_sse.presence.presence_event`, with the info
-        the user was shown with) before it answers; returns those leaves. Raises
-        ``BrokerUnavailable`` if it cannot."""
+        the user was shown with) before it answers (a failure of that publish is logged, not
+        raised); returns those leaves. Raises ``BrokerUnavailable`` if it cannot decide."""
 
     async def presence(self, channel: str, delay: float) -> Snapshot:
         """Who holds streams on ``channel`` now, cluster-wide; the counts of instances that

@@ -531,9 +531,8 @@ class PresenceStore:
                 for channel, user in due:
                     leave = await self._settle_one(channel, user, delay)
                     if leave is not None:
-                        await self._publish(
-                            channel, presence_event("presence_leave", user, leave.info), None
-                        )
+                        event = presence_event("presence_leave", user, leave.info)
+                        await self._publish(channel, event, "presence_leave")
                         leaves.append(leave)
                 return leaves
             for start in range(0, len(due), SETTLE_BATCH):
@@ -559,11 +558,10 @@ class PresenceStore:
             return None
         return Leave(channel, user, decode_info(result[1]))
 
-    async def _publish(self, channel: str, event: bytes, name: str | None) -> int:
-        """Publish a presence event decided already; its id. With ``name``, a failure is
-        logged and gives 0, rather than raised."""
-        if name is None:
-            return await self.channels.publish(channel, event)
+    async def _publish(self, channel: str, event: bytes, name: str) -> int:
+        """Publish the presence event ``name`` decided already (in a cluster); its id. A
+        failure is logged and gives 0: the decision stands, and the other events of the same
+        call are still published (as with one Redis, where the script publishes them)."""
         try:
             return await self.channels.publish(channel, event)
         except (BrokerUnavailable, RedisError) as exc:
