@@ -103,7 +103,7 @@ class Connection:
         self.held: list[tuple[int, bytes]] | None = None
         #: The ``presence_join`` events of this stream's user that its count published, as
         #: ``(id, frame)``: the stream gets them first (it opens after they were published).
-        self.joins: list[tuple[int, bytes]] = []
+        self.joins: tuple[tuple[int, bytes], ...] = ()
         #: Channel events with ids up to this one are not written to the stream: it got them
         #: first (its own joins), or they were published before it opened.
         self.skip_through = 0

@@ -307,7 +307,7 @@ class Gateway:
         )
         last_event_id = conn.request.last_event_id
         replaying = last_event_id is not None and bool(conn.channels) and self.replay_on
-        joins, conn.joins = conn.joins, []
+        joins, conn.joins = conn.joins, ()
         opened = self.registry.open(conn, writer, hold=replaying or bool(joins))
         self.broker.count_open(self.registry.open_count)
         if opened and conn.expires_at is not None:

@@ -313,7 +313,7 @@ class Presence:
         )
         conn.counted = channels
         if join is not None:
-            conn.joins = sorted((i, protocol.with_id(i, join)) for i in joins.values() if i)
+            conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in joins.values() if i))
 
     def exit(self, conn: Connection) -> None:
         """Count ``conn`` out (its stream ended); never waits."""
