@@ -78,6 +78,19 @@ local function total(members, instances, user)
   end
   return n
 end
+-- The leave of user from a channel, given their announced state there: if it is due (their
+-- last stream there ended at least delay ms ago, and they hold none now), it is forgotten and
+-- their info returned ('' for none); else nil.
+local function take_leave(members, instances, infos, announced, user, state, delay)
+  if not state or sub(state, 1, 1) ~= 'l' or now < tonumber(sub(state, 2)) + delay
+      or total(members, instances, user) > 0 then
+    return nil
+  end
+  redis.call('HDEL', announced, user)
+  local info = redis.call('HGET', infos, user) or ''
+  redis.call('HDEL', infos, user)
+  return info
+end
 local function quoted(text)
   return '"' .. (string.gsub(text, '["\\\\]', '\\\\%0')) .. '"'
 end
@@ -202,12 +215,8 @@ SETTLE_SCRIPT = (
 local members, instances, infos, announced = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local user = ARGV[4]
 local state = redis.call('HGET', announced, user)
-if not state or string.sub(state, 1, 1) ~= 'l' then return {0} end
-if total(members, instances, user) > 0 then return {0} end
-if now < tonumber(string.sub(state, 2)) + tonumber(ARGV[5]) then return {0} end
-redis.call('HDEL', announced, user)
-local info = redis.call('HGET', infos, user) or ''
-redis.call('HDEL', infos, user)
+local info = take_leave(members, instances, infos, announced, user, state, tonumber(ARGV[5]))
+if not info then return {0} end
 return {1, info}
 """
 )
@@ -230,11 +239,8 @@ for k = 1, (#KEYS - 2) / 6 do
   local a = 4 * k + 1
   local user = ARGV[a]
   local state = redis.call('HGET', announced, user)
-  if state and sub(state, 1, 1) == 'l' and now >= tonumber(sub(state, 2)) + delay
-      and total(members, instances, user) == 0 then
-    redis.call('HDEL', announced, user)
-    local info = redis.call('HGET', infos, user) or ''
-    redis.call('HDEL', infos, user)
+  local info = take_leave(members, instances, infos, announced, user, state, delay)
+  if info then
     local tail = 'event: presence_leave\\ndata: {"user":' .. quoted(user) .. ',"info":'
       .. shown(info) .. '}\\n\\n'
     publish_event(KEYS[1], KEYS[2], KEYS[6 * k + 1], KEYS[6 * k + 2], tail,
@@ -298,14 +304,9 @@ end
 local leaves = {}
 local states = redis.call('HGETALL', announced)
 for k = 1, #states, 2 do
-  local user, state = states[k], states[k + 1]
-  if sub(state, 1, 1) == 'l' and now >= tonumber(sub(state, 2)) + delay
-      and total(members, instances, user) == 0 then
-    redis.call('HDEL', announced, user)
-    local info = shown(redis.call('HGET', infos, user))
-    leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. info .. ']'
-    redis.call('HDEL', infos, user)
-  end
+  local user = states[k]
+  local info = take_leave(members, instances, infos, announced, user, states[k + 1], delay)
+  if info then leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. shown(info) .. ']' end
 end
 return {anonymous, '[' .. table.concat(users, ',') .. ']', '[' .. table.concat(leaves, ',') .. ']'}
 """
