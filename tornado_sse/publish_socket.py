@@ -8,6 +8,12 @@ decided by the same code (:meth:`~tornado_sse.gateway.Gateway.answer_body`). Mes
 processed one after the other, each to its end (a send that waits, for Redis or a buffer, holds
 back the next), so they are applied and answered in the order they came.
 
+Answers are framed here (uncompressed text frames: the socket never negotiates
+permessage-deflate) and the answers of the messages that arrived together leave in one socket
+write, once those messages are applied: a backend that pipelines gets one write, not one per
+message, and every answer still goes out in order and before any control frame (a close
+included) that follows it.
+
 Everything is decided before the upgrade, and refused with a JSON error: the bearer secret
 (401), a draining gateway (503), a request that is not a WebSocket handshake (400, 426), a page
 of another origin (403). Once open, the socket is closed by the gateway with
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 import time
 from asyncio import Future
 from collections.abc import Awaitable
@@ -31,8 +38,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 from tornado.websocket import (
-    WebSocketClosedError,
     WebSocketHandler,
     WebSocketProtocol,
     WebSocketProtocol13,
@@ -64,6 +72,17 @@ CLOSE_TOO_BIG = 1009  # written by Tornado itself, see PublishSocketHandler.max_
 PROTOCOL_CLOSES = {CLOSE_TOO_BIG: "too_big", CLOSE_NOT_UTF8: "not_utf8"}
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, final text frame of ``payload`` (RFC 6455 5.2), as a server
+    sends it."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
 class PublishProtocol(WebSocketProtocol13):
     """Tornado's RFC 6455 protocol, with two things the publish socket needs on top: a text
     message that is not UTF-8 ends the socket with 1007 and a close frame (RFC 6455 8.1), not
@@ -71,6 +90,14 @@ class PublishProtocol(WebSocketProtocol13):
     closes Tornado decides itself (1009) are counted like the gateway's own."""
 
     sent_code: int | None = None
+    #: Called before any frame Tornado writes itself (a pong, a ping, a close), so that the
+    #: answers the handler holds leave before it.
+    before_frame: Any = None
+
+    def _write_frame(self, fin: bool, opcode: int, data: bytes, flags: int = 0) -> Future[None]:
+        if self.before_frame is not None:
+            self.before_frame()
+        return super()._write_frame(fin, opcode, data, flags)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if self.sent_code is None and not self.server_terminated:
@@ -133,8 +160,9 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         if problem is not None:
             raise problem
         #: Answers written but not yet accepted by the socket: (write future, size), oldest
-        #: first, and their total size.
+        #: first; the frames of answers not yet written; and the size of both together.
         self._unwritten: collections.deque[tuple[Future[None], int]] = collections.deque()
+        self._frames: list[bytes] = []
         self._unwritten_bytes = 0
         self._limit = self.gateway.settings.max_queued_bytes
         self._counters: dict[int, Counter] = {}
@@ -153,16 +181,18 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         return self.gateway.settings.max_body_bytes
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
-        """Tornado's choice (version 13 only), with :class:`PublishProtocol`."""
+        """Tornado's choice (version 13 only), with :class:`PublishProtocol`, without
+        compression (the answers are framed by :func:`text_frame`)."""
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None
         params = _WebSocketParams(
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             max_message_size=self.max_message_size,
-            compression_options=self.get_compression_options(),
+            compression_options=None,
         )
         self._protocol = PublishProtocol(self, False, params)
+        self._protocol.before_frame = self._flush
         return self._protocol
 
     def open(self, *args: str, **kwargs: str) -> None:
@@ -207,31 +237,45 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         counter.inc()
 
     def _answer(self, ref: Any, answered: Answered) -> None:
-        """Count and write one answer, unless the socket is closing; close the socket when
-        the answers it has not accepted yet are over the bound."""
+        """Count one answer and queue its frame for :meth:`_flush` (soon, once the messages
+        that arrived with this one are applied), unless the socket is closing; close the
+        socket when the answers it has not accepted yet are over the bound."""
         status, body = answered
         self._messages += 1
         self._count(status)
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed while the send was applied: nobody is left to tell
-        data = protocol.encode_socket_answer(ref, status, body).encode("utf-8")
-        unwritten = self._unwritten
-        while unwritten and unwritten[0][0].done():  # they are written in order
-            done, size = unwritten.popleft()
-            self._unwritten_bytes -= size
-            _retrieve(done)  # a failed write is the socket's end, seen in on_close
-        try:
-            future = self.write_message(data)  # bytes of a text message (binary=False)
-        except WebSocketClosedError:
-            return
-        unwritten.append((future, len(data)))
-        self._unwritten_bytes += len(data)
+        frame = text_frame(protocol.encode_socket_answer(ref, status, body).encode("utf-8"))
+        if not self._frames:
+            IOLoop.current().add_callback(self._flush)
+        self._frames.append(frame)
+        self._unwritten_bytes += len(frame)
         if self._unwritten_bytes > self._limit:
             log.warning(
                 "publish socket closed: its answers are not read",
                 extra=fields(peer=self.request.remote_ip, unwritten=self._unwritten_bytes),
             )
             self._close(CLOSE_POLICY_VIOLATION, "not_reading", "answers not read")
+
+    def _flush(self) -> None:
+        """Write the queued answers in one write (the sizes of the writes the socket has
+        accepted since are taken off the bound)."""
+        unwritten = self._unwritten
+        while unwritten and unwritten[0][0].done():  # they are written in order
+            done, size = unwritten.popleft()
+            self._unwritten_bytes -= size
+            _retrieve(done)  # a failed write is the socket's end, seen in on_close
+        frames = self._frames
+        if not frames or self._protocol is None:
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        frames.clear()
+        try:
+            future = self._protocol.stream.write(data)
+        except StreamClosedError:
+            self._unwritten_bytes -= len(data)
+            return
+        unwritten.append((future, len(data)))
 
     def _close(self, code: int, why: str, reason: str) -> None:
         if self._closed_by is None:

@@ -310,6 +310,48 @@ async def test_a_message_that_is_not_utf8_text_closes_the_socket(
     await wait_for_metric(gw.base_url, closes, lambda v: v == 1, why=why)
 
 
+TOO_BIG = b"x" * 2000  # over the max_body_bytes=1000 of the test below
+
+
+@pytest.mark.parametrize(
+    ("last", "code"),
+    [
+        ((websocket.OP_TEXT, b'{"channel": "news", "event": {"data": "%s"}}' % TOO_BIG), 1009),
+        ((websocket.OP_TEXT, b'{"channel": "news", "event": {"data": "\xff"}}'), 1007),
+        ((websocket.OP_BINARY, b"{}"), 1003),
+        ((websocket.OP_CLOSE, b"\x03\xe8"), 1000),
+    ],
+    ids=["too-big", "not-utf8", "binary", "client-close"],
+)
+@pytest.mark.gen_test(timeout=20)
+async def test_answers_of_pipelined_messages_come_before_the_close_that_follows(
+    gateway, backend, last, code
+):
+    gw = gateway(max_body_bytes=1000)
+    stream, token = await open_with_token(gw, backend)
+    sock = await RawSocket.open(gw.port)
+    sends = [
+        (websocket.OP_TEXT, json.dumps({"token": token, "event": {"data": str(i)}, "ref": i}))
+        for i in range(50)
+    ]
+    # One write: the gateway applies them in one turn and answers them in one write.
+    await sock.send_frames([*((op, text.encode()) for op, text in sends), last])
+    refs = []
+    for _ in range(51):
+        message = await sock.receive()
+        assert message is not None
+        if message.opcode == websocket.OP_CLOSE:
+            assert message.code == code, message
+            break
+        answer = json.loads(message.text)
+        assert answer["status"] == 200, answer
+        refs.append(answer["ref"])
+    assert refs == list(range(50))
+    events = await stream.wait_events(50, timeout=10)
+    assert [e.data for e in events] == [str(i) for i in range(50)]
+    sock.close()
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_backend_that_does_not_read_its_answers_is_closed(gateway):
     gw = gateway(max_queued_bytes=64 * 1024)

@@ -112,6 +112,11 @@ class RawSocket:
         self.writer.write(websocket.encode_frame(opcode, payload))
         await asyncio.wait_for(self.writer.drain(), 10)
 
+    async def send_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """Write the frames ``(opcode, payload)`` in one write, as a pipelining backend does."""
+        self.writer.write(b"".join(websocket.encode_frame(op, data) for op, data in frames))
+        await asyncio.wait_for(self.writer.drain(), 10)
+
     async def receive(self, timeout: float = 5.0) -> websocket.Message | None:
         """The next message (a close frame included), or ``None`` when the connection ends."""
 
