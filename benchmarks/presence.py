@@ -21,8 +21,9 @@ join/leave bookkeeping adds to the cost of a connect.
   fresh gateway and backend. Goal: users cost under 10 % more than anonymous streams.
 
 With ``--broker redis`` a ``redis-server`` child on an unused port is used (emptied between
-runs). With two or more CPUs the gateway is pinned to CPU 0, the backend and this process to
-CPU 1. The figures are only comparable with each other, on the same machine.
+runs). With two or more CPUs the gateway is pinned to CPU 0, the backend, ``redis-server`` and
+this process to CPU 1 (Redis on the gateway's CPU would preempt it at random, and the CPU per
+connect would vary with that more than with what is measured). The figures are only comparable with each other, on the same machine.
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     for kind in kinds:
-        redis = Redis(workdir, None) if kind == "redis" else None
+        redis = Redis(workdir, 1 if pin else None) if kind == "redis" else None
         try:
             if redis is not None:
                 redis.start()
