@@ -23,7 +23,8 @@ join/leave bookkeeping adds to the cost of a connect.
 With ``--broker redis`` a ``redis-server`` child on an unused port is used (emptied between
 runs). With two or more CPUs the gateway is pinned to CPU 0, the backend, ``redis-server`` and
 this process to CPU 1 (Redis on the gateway's CPU would preempt it at random, and the CPU per
-connect would vary with that more than with what is measured). The figures are only comparable with each other, on the same machine.
+connect would vary with that more than with what is measured). The figures are only
+comparable with each other, on the same machine.
 """
 
 from __future__ import annotations
