@@ -17,8 +17,10 @@ join/leave bookkeeping adds to the cost of a connect.
   and published, a leave decided after the delay and published). Per run: connects/s (until
   the last head) and the gateway's CPU microseconds per connect (its CPU time from the first
   connect until every disconnect callback was heard and the leave delay had passed, over the
-  connects). Runs are interleaved (anonymous, user, user+events, anonymous, ...), each on a
-  fresh gateway and backend. Goal: users cost under 10 % more than anonymous streams.
+  connects). Runs are interleaved, the order turning each round (anonymous, user,
+  user+events; user, user+events, anonymous; ...) so that no variant always runs first or
+  last, each on a fresh gateway and backend. Goal: users cost under 10 % more than
+  anonymous streams.
 
 With ``--broker redis`` a ``redis-server`` child on an unused port is used (emptied between
 runs). With two or more CPUs the gateway is pinned to CPU 0, the backend, ``redis-server`` and
@@ -248,8 +250,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             url = redis.url if redis is not None else None
             latency = await presence_latency(url, args.members)
             runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-            for run in range(args.runs):  # interleaved
-                for variant in VARIANTS:
+            names = list(VARIANTS)
+            for run in range(args.runs):  # interleaved, each run in another order (below)
+                for variant in names[run % 3 :] + names[: run % 3]:
                     profile = None
                     if args.profile:
                         profile = os.path.join(
