@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import struct
 import time
 from asyncio import Future
 from collections.abc import Awaitable
@@ -46,6 +45,8 @@ from tornado.websocket import (
     WebSocketProtocol13,
     _WebSocketParams,
 )
+
+from tornado_sse_client.websocket import OP_TEXT, encode_frame
 
 from . import protocol
 from .errors import (
@@ -70,17 +71,6 @@ CLOSE_TOO_BIG = 1009  # written by Tornado itself, see PublishSocketHandler.max_
 #: The ``why`` of ``tornado_sse_publish_socket_closes_total`` for the closes that
 #: :class:`PublishProtocol` decides.
 PROTOCOL_CLOSES = {CLOSE_TOO_BIG: "too_big", CLOSE_NOT_UTF8: "not_utf8"}
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed, final text frame of ``payload`` (RFC 6455 5.2), as a server
-    sends it."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size <= 0xFFFF:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class PublishProtocol(WebSocketProtocol13):
@@ -182,7 +172,7 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         """Tornado's choice (version 13 only), with :class:`PublishProtocol`, without
-        compression (the answers are framed by :func:`text_frame`)."""
+        compression (the answers are framed here, unmasked and uncompressed)."""
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None
         params = _WebSocketParams(
@@ -245,37 +235,42 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         self._count(status)
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed while the send was applied: nobody is left to tell
-        frame = text_frame(protocol.encode_socket_answer(ref, status, body).encode("utf-8"))
+        answer = protocol.encode_socket_answer(ref, status, body).encode("utf-8")
+        frame = encode_frame(OP_TEXT, answer, mask=False)
         if not self._frames:
             IOLoop.current().add_callback(self._flush)
         self._frames.append(frame)
         self._unwritten_bytes += len(frame)
-        if self._unwritten_bytes > self._limit:
+        if self._unwritten_bytes > self._limit and self._reap() > self._limit:
             log.warning(
                 "publish socket closed: its answers are not read",
                 extra=fields(peer=self.request.remote_ip, unwritten=self._unwritten_bytes),
             )
             self._close(CLOSE_POLICY_VIOLATION, "not_reading", "answers not read")
 
-    def _flush(self) -> None:
-        """Write the queued answers in one write (the sizes of the writes the socket has
-        accepted since are taken off the bound)."""
+    def _reap(self) -> int:
+        """Take the writes the socket has accepted off the bound; what is left unaccepted."""
         unwritten = self._unwritten
         while unwritten and unwritten[0][0].done():  # they are written in order
             done, size = unwritten.popleft()
             self._unwritten_bytes -= size
             _retrieve(done)  # a failed write is the socket's end, seen in on_close
+        return self._unwritten_bytes
+
+    def _flush(self) -> None:
+        """Write the queued answers in one write."""
+        self._reap()
         frames = self._frames
         if not frames or self._protocol is None:
             return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        data = b"".join(frames)
         frames.clear()
         try:
             future = self._protocol.stream.write(data)
         except StreamClosedError:
             self._unwritten_bytes -= len(data)
             return
-        unwritten.append((future, len(data)))
+        self._unwritten.append((future, len(data)))
 
     def _close(self, code: int, why: str, reason: str) -> None:
         if self._closed_by is None:
