@@ -231,7 +231,7 @@ async def _probe_redis(url: str, timeout: float) -> str | None:
     try:
         import redis.asyncio as aioredis
     except ImportError:
-        return "the redis package is not installed (pip install 'redis>=5')"
+        return "the redis package is not installed (pip install 'redis>=5.3')"
     client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         await client.ping()

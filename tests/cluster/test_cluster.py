@@ -237,3 +237,28 @@ async def test_each_process_serves_its_own_metrics_on_its_own_port(cluster, back
     assert b"tornado_sse_open_streams" in shared.body
     public = await AsyncHTTPClient().fetch(gw.base_url + "/metrics", raise_error=False)
     assert public.code == 404
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_events_bigger_than_a_read_of_the_subscription_arrive_whole_and_in_order(
+    cluster, backend
+):
+    # 700,000 bytes of data is read from the subscription in several reads (256 KiB each), and
+    # the small events around it share reads with its first and last part.
+    backend.connect_answer = Answer(body=b'{"channels": ["room"]}')
+    a, b = await cluster(2)
+    stream = (await open_with_token(a, backend, "/sse/reader"))[0]
+    try:
+        sent = ["small-%d" % n for n in range(20)]
+        sent[10] = "".join(chr(ord("a") + n % 26) for n in range(700_000))
+        for data in sent:
+            assert await b.send({"channel": "room", "event": {"data": data}}) == (
+                200,
+                {"status": "ok"},
+            )
+        events = await stream.wait_events(20)
+        assert [e.data for e in events] == sent
+        # ...through the live subscription, not through a restart of the link and a replay
+        assert [line for line in a.log if "redis link down" in line] == []
+    finally:
+        stream.close()

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from ..errors import BrokerUnavailable
 from ..log import fields
+from . import resp
 
 log = logging.getLogger("tornado_sse.redis")
 
@@ -43,6 +44,8 @@ PROBE_INTERVAL, PROBE_TIMEOUT = 1.0, 5.0
 #: Redis restart or failover), each on a fresh connection. Every command the cluster sends is
 #: safe to repeat: writes are idempotent, publishes carry an id their receivers deduplicate.
 COMMAND_RETRIES = 2
+#: The most bytes the subscription reads at once.
+READ_SIZE = 256 * 1024
 
 
 def connection_pool(url: str, sentinels: str | None, master: str | None) -> Any:
@@ -97,27 +100,70 @@ def cluster_client(urls: str) -> Any:
 
 
 class _Subscription:
-    """The pub/sub connection of one Redis (or Sentinel primary): plain SUBSCRIBE."""
+    """The pub/sub connection of one Redis (or Sentinel primary): plain SUBSCRIBE, on a
+    connection of the client's pool that it keeps to itself until :meth:`aclose`.
+
+    redis-py opens the connection (address, TLS, authentication, protocol, database) and
+    writes the commands; what comes back is read here, a whole read at a time
+    (:mod:`~tornado_sse.cluster.resp`), since reading it one reply at a time through redis-py
+    costs several times more than delivering the message does. The connection is never
+    reopened underneath: a subscription whose connection was lost fails (the link then starts
+    over and subscribes everything again), rather than going on unsubscribed."""
 
     def __init__(self, client: Any, probe: str) -> None:
-        self._pubsub = client.pubsub()
+        self._pool = client.connection_pool
+        self._conn: Any = None
+        self._reader: asyncio.StreamReader | None = None
+        self._pending = b""
         self.probes = [probe]
 
     async def open(self, channels: list[str]) -> None:
-        await self._pubsub.subscribe(*self.probes, *channels)
+        self._conn = await self._pool.get_connection()
+        self._reader = getattr(self._conn, "_reader", None)
+        if not isinstance(self._reader, asyncio.StreamReader):  # redis-py changed underneath
+            raise redis_errors.ConnectionError("this redis-py has no reader to subscribe with")
+        await self._send("SUBSCRIBE", *self.probes, *channels)
 
     async def subscribe(self, channels: list[str]) -> None:
-        await self._pubsub.subscribe(*channels)
+        await self._send("SUBSCRIBE", *channels)
 
     async def unsubscribe(self, channels: list[str]) -> None:
-        await self._pubsub.unsubscribe(*channels)
+        await self._send("UNSUBSCRIBE", *channels)
 
-    async def get_message(self, timeout: float) -> dict[str, Any] | None:
-        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=timeout)
-        return message
+    async def _send(self, *args: str) -> None:
+        conn = self._conn
+        if conn is None or not conn.is_connected or conn._reader is not self._reader:
+            raise redis_errors.ConnectionError("the subscription's connection is lost")
+        await conn.send_command(*args, check_health=False)
+
+    async def events(self, timeout: float) -> list[resp.Event]:
+        """The events received by now, else those of the next read within ``timeout`` seconds
+        (``[]`` if none came). Raises ``ConnectionError`` when the connection is lost or
+        carries what a subscription never gets."""
+        reader = self._reader
+        if reader is None:
+            raise redis_errors.ConnectionError("the subscription is not open")
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await reader.read(READ_SIZE)
+        except TimeoutError:
+            return []
+        if not chunk:
+            raise redis_errors.ConnectionError("Redis closed the subscription's connection")
+        data = self._pending + chunk if self._pending else chunk
+        try:
+            replies, used = resp.parse(data)
+            events = resp.events(replies)
+        except resp.ProtocolError as exc:
+            raise redis_errors.ConnectionError(str(exc)) from None
+        self._pending = data[used:]
+        return events
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()
+        conn, self._conn, self._reader = self._conn, None, None
+        if conn is not None:
+            await conn.disconnect()
+            await self._pool.release(conn)
 
 
 class _ShardedSubscription:
@@ -198,19 +244,25 @@ class _ShardedSubscription:
         except Exception as exc:  # handed to the link's loop, which starts over
             self._queue.put_nowait(exc)
 
-    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+    async def events(self, timeout: float) -> list[resp.Event]:
+        """As :meth:`_Subscription.events`, from every node's connection."""
         try:
             item = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
-            return None
-        if isinstance(item, BaseException):
-            if isinstance(item, (RedisError, OSError)):
-                raise item
-            raise redis_errors.ConnectionError(str(item) or type(item).__name__)
-        kind = item["type"]
-        if kind in ("smessage", "ssubscribe", "sunsubscribe"):
-            item = {**item, "type": kind[1:]}
-        return item
+            return []
+        events = []
+        while True:
+            if isinstance(item, BaseException):
+                if isinstance(item, (RedisError, OSError)):
+                    raise item
+                raise redis_errors.ConnectionError(str(item) or type(item).__name__)
+            kind = item["type"]
+            if kind in ("smessage", "ssubscribe", "sunsubscribe"):
+                kind = kind[1:]
+            events.append((kind, item["channel"], item["data"]))
+            if self._queue.empty():
+                return events
+            item = self._queue.get_nowait()
 
     async def aclose(self) -> None:
         for reader in self._readers:
@@ -448,10 +500,10 @@ class RedisLink:
                 barrier.set_exception(BrokerUnavailable("the Redis link went down"))
         self._barriers.clear()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind, channel = message["type"], message["channel"]
-        if kind == "message" and self._barriers and message["data"][:1] == b"b":
-            self._marker_back(channel, message["data"])  # then counts as a probe, below
+    def _dispatch(self, event: resp.Event) -> None:
+        kind, channel, data = event
+        if kind == "message" and self._barriers and data[:1] == b"b":
+            self._marker_back(channel, data)  # then counts as a probe, below
         if kind == "message" and channel in self._probes_out:
             self._probes_out.discard(channel)
             if not self._probes_out:
@@ -461,11 +513,11 @@ class RedisLink:
         elif kind == "message":
             on_message = self._listeners.get(channel)
             if on_message is not None:
-                on_message(message["data"])
+                on_message(data)
                 return
             for prefix, on_prefixed in self._prefixed:
                 if channel.startswith(prefix):
-                    on_prefixed(channel, message["data"])
+                    on_prefixed(channel, data)
                     return
         elif kind == "subscribe":
             for waiter in self._confirmations.pop(channel, ()):
@@ -501,9 +553,8 @@ class RedisLink:
         last_run = [time.monotonic()] * len(self._periodic)
         last_probe = 0.0
         while True:
-            message = await pubsub.get_message(timeout=min(1.0, PROBE_INTERVAL))
-            if message is not None:
-                self._dispatch(message)
+            for event in await pubsub.events(min(1.0, PROBE_INTERVAL)):
+                self._dispatch(event)
             now = time.monotonic()
             if now - last_probe >= PROBE_INTERVAL:
                 last_probe = now

@@ -1,0 +1,113 @@
+"""The pub/sub reader's RESP parsing (tornado_sse.cluster.resp): byte-exact replies of RESP2
+and RESP3, replies split anywhere, and streams that are not RESP."""
+
+from __future__ import annotations
+
+import pytest
+
+from tornado_sse.cluster import resp
+
+
+def message(channel: bytes, data: bytes, push: bytes = b">") -> bytes:
+    return b"%s3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        push,
+        len(channel),
+        channel,
+        len(data),
+        data,
+    )
+
+
+SUBSCRIBED = b">3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        (b"+OK\r\n", "OK"),
+        (b":42\r\n", 42),
+        (b":-3\r\n", -3),
+        (b"$5\r\nhello\r\n", b"hello"),
+        (b"$0\r\n\r\n", b""),
+        (b"$-1\r\n", None),
+        (b"*-1\r\n", None),
+        (b"_\r\n", None),
+        (b"#t\r\n", True),
+        (b"#f\r\n", False),
+        (b",1.5\r\n", "1.5"),
+        (b"(12345678901234567890\r\n", 12345678901234567890),
+        (b"*2\r\n$1\r\na\r\n:1\r\n", [b"a", 1]),
+        (b">2\r\n$4\r\npong\r\n$0\r\n\r\n", [b"pong", b""]),
+        (b"~1\r\n$1\r\nx\r\n", [b"x"]),
+        (b"*1\r\n*1\r\n:7\r\n", [[7]]),
+        (b"$4\r\na\r\nb\r\n", b"a\r\nb"),  # a bulk string holds any bytes, line ends too
+        (b"=7\r\ntxt:abc\r\n", b"txt:abc"),
+    ],
+)
+def test_each_reply_type_parses_to_its_value(raw: bytes, value: object) -> None:
+    replies, used = resp.parse(raw)
+    assert replies == [value]
+    assert used == len(raw)
+
+
+def test_error_replies_are_values_with_their_message() -> None:
+    replies, used = resp.parse(b"-ERR unknown command\r\n!9\r\nSYNTAX no\r\n")
+    assert [r.message for r in replies] == ["ERR unknown command", "SYNTAX no"]
+    assert used == 37
+
+
+def test_a_stream_split_anywhere_gives_only_whole_replies_and_the_rest_later() -> None:
+    stream = SUBSCRIBED + message(b"room", b"one\r\ntwo") + message(b"room", b"", b"*")
+    whole, used = resp.parse(stream)
+    assert used == len(stream)
+    for cut in range(len(stream) + 1):
+        first, used = resp.parse(stream[:cut])
+        rest, used_rest = resp.parse(stream[:cut][used:] + stream[cut:])
+        assert first + rest == whole, cut
+        assert used + used_rest == len(stream)
+
+
+def test_events_are_kind_channel_and_payload() -> None:
+    stream = (
+        SUBSCRIBED
+        + message(b"room", b"x")
+        + message(b"tornado_sse:c:a b", b'{"id":1}', b"*")
+        + b">3\r\n$11\r\nunsubscribe\r\n$4\r\nroom\r\n:0\r\n"
+        + b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"  # a RESP2 pong: the link ignores the kind
+    )
+    replies, _ = resp.parse(stream)
+    assert resp.events(replies) == [
+        ("subscribe", b"room", 1),
+        ("message", b"room", b"x"),
+        ("message", b"tornado_sse:c:a b", b'{"id":1}'),
+        ("unsubscribe", b"room", 0),
+        ("pong", b"", None),
+    ]
+
+
+def test_an_error_reply_on_a_subscription_is_a_protocol_error() -> None:
+    replies, _ = resp.parse(SUBSCRIBED + b"-NOAUTH Authentication required.\r\n")
+    with pytest.raises(resp.ProtocolError, match="NOAUTH"):
+        resp.events(replies)
+
+
+@pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*0\r\n", b"*1\r\n:1\r\n"])
+def test_replies_a_subscription_never_gets_are_protocol_errors(reply: bytes) -> None:
+    replies, _ = resp.parse(reply)
+    with pytest.raises(resp.ProtocolError, match="not a pub/sub reply"):
+        resp.events(replies)
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"?what\r\n", "unexpected reply type"),
+        (b"$x\r\n", "not an integer"),
+        (b"*two\r\n", "not an integer"),
+        (b"$3\r\nabcde\r\n", "without its end of line"),
+        (b"+" + b"a" * (64 * 1024 + 1), "without an end of line"),
+    ],
+)
+def test_bytes_that_are_not_resp_are_refused(raw: bytes, match: str) -> None:
+    with pytest.raises(resp.ProtocolError, match=match):
+        resp.parse(raw)
