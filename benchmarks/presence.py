@@ -148,12 +148,14 @@ async def connect_run(
     run: int,
     pin: bool,
     profile: str | None = None,
+    blocking: bool = False,
 ) -> dict[str, float]:
     """One run: ``connects`` streams, 50 connects in flight, each closed as soon as it is open
     (so this measures the connect and its bookkeeping, not held streams), against a fresh
     gateway process. Returns ``connects_per_s`` and ``cpu_us_per_connect`` (the gateway's).
     With ``profile`` (a file name), ``py-spy record`` samples the gateway meanwhile (raw
-    collapsed stacks, 1000 Hz; see :mod:`benchmarks.profile`)."""
+    collapsed stacks, 1000 Hz; see :mod:`benchmarks.profile`), pausing it for each sample
+    with ``blocking``."""
     if redis is not None:
         redis.command("FLUSHALL")
     backend = MockBackend(workdir, 1 if pin else None)
@@ -194,7 +196,7 @@ async def connect_run(
                     "pid": gateway.pid,
                     "backend_port": backend.port,
                     "backend_pid": backend.pid,
-                    "profile": {"out": profile, "rate": 1000},
+                    "profile": {"out": profile, "rate": 1000, "blocking": blocking},
                 }
             )
             await profiler.profile_start()
@@ -259,7 +261,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                             args.profile, "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
                         )
                     runs[variant].append(
-                        await connect_run(workdir, redis, args.connects, variant, run, pin, profile)
+                        await connect_run(
+                            workdir,
+                            redis,
+                            args.connects,
+                            variant,
+                            run,
+                            pin,
+                            profile,
+                            args.profile_blocking,
+                        )
                     )
             figures: dict[str, Any] = {"presence": latency, "runs": runs}
             for metric in ("connects_per_s", "cpu_us_per_connect"):
@@ -352,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="attach py-spy to the gateway in each connect run, one profile per run in DIR "
         "(it takes CPU of its own: the figures of such runs are not comparable with others)",
+    )
+    parser.add_argument(
+        "--profile-blocking",
+        action="store_true",
+        help="with --profile, pause the gateway for each sample: exact stacks (without it "
+        "py-spy may join frames of different moments into one), more overhead",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv)
