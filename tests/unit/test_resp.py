@@ -42,29 +42,41 @@ SUBSCRIBED = b">3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n"
         (b"*1\r\n*1\r\n:7\r\n", [[7]]),
         (b"$4\r\na\r\nb\r\n", b"a\r\nb"),  # a bulk string holds any bytes, line ends too
         (b"=7\r\ntxt:abc\r\n", b"txt:abc"),
+        (b"%1\r\n+key\r\n:2\r\n", ["key", 2]),  # a map: its keys and values in turn
+        (b"|1\r\n+ttl\r\n:3\r\n:9\r\n", 9),  # an attribute is skipped
     ],
 )
 def test_each_reply_type_parses_to_its_value(raw: bytes, value: object) -> None:
-    replies, used = resp.parse(raw)
+    replies, used, need = resp.parse(raw)
     assert replies == [value]
     assert used == len(raw)
+    assert need == used + 1
 
 
 def test_error_replies_are_values_with_their_message() -> None:
-    replies, used = resp.parse(b"-ERR unknown command\r\n!9\r\nSYNTAX no\r\n")
+    replies, used, _ = resp.parse(b"-ERR unknown command\r\n!9\r\nSYNTAX no\r\n")
     assert [r.message for r in replies] == ["ERR unknown command", "SYNTAX no"]
     assert used == 37
 
 
 def test_a_stream_split_anywhere_gives_only_whole_replies_and_the_rest_later() -> None:
     stream = SUBSCRIBED + message(b"room", b"one\r\ntwo") + message(b"room", b"", b"*")
-    whole, used = resp.parse(stream)
+    whole, used, _ = resp.parse(stream)
     assert used == len(stream)
     for cut in range(len(stream) + 1):
-        first, used = resp.parse(stream[:cut])
-        rest, used_rest = resp.parse(stream[:cut][used:] + stream[cut:])
+        first, used, need = resp.parse(stream[:cut])
+        assert used <= cut < need <= len(stream) + 1, cut
+        rest, used_rest, _ = resp.parse(stream[:cut][used:] + stream[cut:])
         assert first + rest == whole, cut
         assert used + used_rest == len(stream)
+
+
+def test_a_large_bulk_string_says_how_many_bytes_it_needs_once_its_length_has_arrived() -> None:
+    big = message(b"room", b"x" * 1_000_000)
+    replies, used, need = resp.parse(SUBSCRIBED + big[:100_000])
+    assert (len(replies), used, need) == (1, len(SUBSCRIBED), len(SUBSCRIBED) + len(big))
+    _, used, need = resp.parse(big[:20])  # its length not here yet: any more bytes may do
+    assert (used, need) == (0, 21)
 
 
 def test_events_are_kind_channel_and_payload() -> None:
@@ -75,7 +87,7 @@ def test_events_are_kind_channel_and_payload() -> None:
         + b">3\r\n$11\r\nunsubscribe\r\n$4\r\nroom\r\n:0\r\n"
         + b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"  # a RESP2 pong: the link ignores the kind
     )
-    replies, _ = resp.parse(stream)
+    replies, _, _ = resp.parse(stream)
     assert resp.events(replies) == [
         ("subscribe", b"room", 1),
         ("message", b"room", b"x"),
@@ -85,15 +97,22 @@ def test_events_are_kind_channel_and_payload() -> None:
     ]
 
 
+def test_notices_without_a_channel_are_events_with_an_empty_channel() -> None:
+    moving = b">4\r\n+MOVING\r\n:1\r\n:15\r\n+10.0.0.2:6379\r\n"
+    replies, _, _ = resp.parse(moving + b">2\r\n$9\r\nMIGRATING\r\n:2\r\n")
+    assert [kind for kind, _, _ in resp.events(replies)] == ["MOVING", "MIGRATING"]
+    assert {channel for _, channel, _ in resp.events(replies)} == {b""}
+
+
 def test_an_error_reply_on_a_subscription_is_a_protocol_error() -> None:
-    replies, _ = resp.parse(SUBSCRIBED + b"-NOAUTH Authentication required.\r\n")
+    replies, _, _ = resp.parse(SUBSCRIBED + b"-NOAUTH Authentication required.\r\n")
     with pytest.raises(resp.ProtocolError, match="NOAUTH"):
         resp.events(replies)
 
 
 @pytest.mark.parametrize("reply", [b"+OK\r\n", b":1\r\n", b"*0\r\n", b"*1\r\n:1\r\n"])
 def test_replies_a_subscription_never_gets_are_protocol_errors(reply: bytes) -> None:
-    replies, _ = resp.parse(reply)
+    replies, _, _ = resp.parse(reply)
     with pytest.raises(resp.ProtocolError, match="not a pub/sub reply"):
         resp.events(replies)
 
@@ -105,6 +124,12 @@ def test_replies_a_subscription_never_gets_are_protocol_errors(reply: bytes) -> 
         (b"$x\r\n", "not an integer"),
         (b"*two\r\n", "not an integer"),
         (b"$3\r\nabcde\r\n", "without its end of line"),
+        (b"!3\r\nabcde\r\n", "without its end of line"),
+        (b"!-7\r\n", "a negative length"),
+        (b"$-2\r\n", "a negative length"),
+        (b"=-1\r\n", "a negative length"),
+        (b">-1\r\n", "a negative count"),
+        (b"%-3\r\n", "a negative count"),
         (b"+" + b"a" * (64 * 1024 + 1), "without an end of line"),
     ],
 )

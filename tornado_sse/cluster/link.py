@@ -114,7 +114,13 @@ class _Subscription:
         self._pool = client.connection_pool
         self._conn: Any = None
         self._reader: asyncio.StreamReader | None = None
-        self._pending = b""
+        #: What was read and not parsed yet (the start of a reply), in pieces, their size, and
+        #: the size at which it is worth parsing again (see :func:`resp.parse`).
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._need = 0
+        #: Why the subscription must start over, once the events read before it are out.
+        self._lost: str | None = None
         self.probes = [probe]
 
     async def open(self, channels: list[str]) -> None:
@@ -137,12 +143,12 @@ class _Subscription:
         await conn.send_command(*args, check_health=False)
 
     async def events(self, timeout: float) -> list[resp.Event]:
-        """The events received by now, else those of the next read within ``timeout`` seconds
-        (``[]`` if none came). Raises ``ConnectionError`` when the connection is lost or
-        carries what a subscription never gets."""
+        """The events of the next read within ``timeout`` seconds (``[]`` if none came, or
+        if it brought only part of a reply). Raises ``ConnectionError`` when the connection
+        is lost, carries what a subscription never gets, or Redis says it moves elsewhere."""
         reader = self._reader
-        if reader is None:
-            raise redis_errors.ConnectionError("the subscription is not open")
+        if reader is None or self._lost is not None:
+            raise redis_errors.ConnectionError(self._lost or "the subscription is not open")
         try:
             async with asyncio.timeout(timeout):
                 chunk = await reader.read(READ_SIZE)
@@ -150,20 +156,34 @@ class _Subscription:
             return []
         if not chunk:
             raise redis_errors.ConnectionError("Redis closed the subscription's connection")
-        data = self._pending + chunk if self._pending else chunk
+        self._size += len(chunk)
+        if self._pieces:
+            self._pieces.append(chunk)
+            if self._size < self._need:
+                return []  # a large reply still arriving: joined once it is whole
+            chunk = b"".join(self._pieces)
         try:
-            replies, used = resp.parse(data)
+            replies, used, need = resp.parse(chunk)
             events = resp.events(replies)
         except resp.ProtocolError as exc:
             raise redis_errors.ConnectionError(str(exc)) from None
-        self._pending = data[used:]
+        rest = chunk[used:]
+        self._pieces = [rest] if rest else []
+        self._size = len(rest)
+        self._need = need - used
+        for i, (kind, _, _) in enumerate(events):
+            if kind == "MOVING":  # a maintenance notice: the endpoint moves
+                self._lost = "Redis moves the subscription's endpoint"
+                return events[:i]
         return events
 
     async def aclose(self) -> None:
         conn, self._conn, self._reader = self._conn, None, None
         if conn is not None:
-            await conn.disconnect()
-            await self._pool.release(conn)
+            try:
+                await conn.disconnect(nowait=True)
+            finally:
+                await self._pool.release(conn)
 
 
 class _ShardedSubscription:

@@ -22,6 +22,8 @@ Event = tuple[str, bytes, Any]
 _SCALARS = frozenset(b"+-:_#,(")
 _AGGREGATES = frozenset(b"*>~")
 _BULKS = frozenset(b"$=")
+#: The longest reply head (type, length or simple value, line end) accepted.
+MAX_HEAD = 64 * 1024
 
 
 class ProtocolError(ValueError):
@@ -41,52 +43,74 @@ class ReplyError:
         return "ReplyError(%r)" % self.message
 
 
-def parse(data: bytes) -> tuple[list[Any], int]:
-    """Every complete reply at the start of ``data``, in order, and the number of bytes they
-    took (what follows is the start of an incomplete one). Bulk strings are ``bytes``, simple
-    strings ``str``, integers ``int``, nulls ``None``, errors :class:`ReplyError`, arrays,
-    pushes and sets ``list``. Raises :class:`ProtocolError` for bytes that are not RESP."""
+class _Incomplete(Exception):
+    """The reply being parsed needs at least ``need`` bytes of the data (from its start)."""
+
+    def __init__(self, need: int) -> None:
+        self.need = need
+
+
+def parse(data: bytes) -> tuple[list[Any], int, int]:
+    """Every complete reply at the start of ``data``, in order; the number of bytes they took
+    (what follows is the start of an incomplete reply); and how long ``data`` must at least be
+    before the next reply can be complete (so that a large bulk string arriving over many
+    reads is parsed once, when it is whole).
+
+    Bulk strings are ``bytes``, simple strings ``str``, integers ``int``, nulls ``None``,
+    errors :class:`ReplyError`, arrays, pushes and sets ``list``, maps ``list`` of their keys
+    and values in turn; attributes are skipped. Raises :class:`ProtocolError` for bytes that
+    are not RESP."""
     replies: list[Any] = []
     pos = 0
     end = len(data)
     while pos < end:
-        value, after = _value(data, pos)
-        if after < 0:
-            break
+        try:
+            value, pos_after = _value(data, pos)
+        except _Incomplete as incomplete:
+            return replies, pos, incomplete.need
         replies.append(value)
-        pos = after
-    return replies, pos
+        pos = pos_after
+    return replies, pos, pos + 1
 
 
 def _value(data: bytes, pos: int) -> tuple[Any, int]:
-    """The reply at ``pos`` and the offset after it; ``(None, -1)`` when it is incomplete."""
-    line_end = data.find(b"\r\n", pos)
+    """The reply at ``pos`` and the offset after it; raises :class:`_Incomplete`."""
+    line_end = data.find(b"\r\n", pos, pos + MAX_HEAD)
     if line_end < 0:
-        if len(data) - pos > 64 * 1024:  # no reply head is this long
+        if len(data) - pos >= MAX_HEAD:
             raise ProtocolError("a reply head without an end of line")
-        return None, -1
+        raise _Incomplete(len(data) + 1)
     kind = data[pos]
     head = data[pos + 1 : line_end]
     after = line_end + 2
-    if kind in _BULKS:
+    if kind in _BULKS or kind == 0x21:  # $ = and ! (a bulk error)
         size = _integer(head)
-        if size < 0:
+        if size == -1 and kind == 0x24:
             return None, after  # RESP2 null bulk string
-        if len(data) < after + size + 2:
-            return None, -1
-        if data[after + size : after + size + 2] != b"\r\n":
+        if size < 0:
+            raise ProtocolError("a negative length: %d" % size)
+        end = after + size
+        if len(data) < end + 2:
+            raise _Incomplete(end + 2)
+        if data[end : end + 2] != b"\r\n":
             raise ProtocolError("a bulk string without its end of line")
-        return data[after : after + size], after + size + 2
-    if kind in _AGGREGATES:
+        if kind == 0x21:
+            return ReplyError(data[after:end].decode("utf-8", "replace")), end + 2
+        return data[after:end], end + 2
+    if kind in _AGGREGATES or kind == 0x25 or kind == 0x7C:  # and % (map), | (attribute)
         count = _integer(head)
-        if count < 0:
+        if count == -1 and kind == 0x2A:
             return None, after  # RESP2 null array
+        if count < 0:
+            raise ProtocolError("a negative count: %d" % count)
+        if kind != 0x2A and kind != 0x3E and kind != 0x7E:
+            count *= 2  # a map's or an attribute's keys and values
         items = []
         for _ in range(count):
             item, after = _value(data, after)
-            if after < 0:
-                return None, -1
             items.append(item)
+        if kind == 0x7C:
+            return _value(data, after)  # the value the attribute annotates
         return items, after
     if kind in _SCALARS:
         if kind == 0x2B:  # +
@@ -100,12 +124,6 @@ def _value(data: bytes, pos: int) -> tuple[Any, int]:
         if kind == 0x23:  # #
             return head == b"t", after
         return head.decode("ascii", "replace"), after  # , (a double, as text)
-    if kind == 0x21:  # ! a bulk error
-        size = _integer(head)
-        if len(data) < after + size + 2:
-            return None, -1
-        message = data[after : after + size].decode("utf-8", "replace")
-        return ReplyError(message), after + size + 2
     raise ProtocolError("unexpected reply type %r" % chr(kind))
 
 
@@ -118,19 +136,20 @@ def _integer(text: bytes) -> int:
 
 def events(replies: list[Any]) -> list[Event]:
     """The pub/sub events among ``replies`` (as :func:`parse` returns them): each push or
-    array that starts with a kind and a channel. Raises :class:`ProtocolError` for an error
-    reply (Redis refused a command of the subscription) or a reply no subscribed connection
-    gets."""
+    array that starts with its kind, as ``(kind, channel, payload)``; a notice without a
+    channel (a RESP2 ``pong``, a server's ``MOVING``, ...) has ``b""`` for its channel. Raises
+    :class:`ProtocolError` for an error reply (Redis refused a command of the subscription)
+    or a reply no subscribed connection gets."""
     out: list[Event] = []
     for reply in replies:
         if isinstance(reply, ReplyError):
             raise ProtocolError("Redis refused a subscription command: %s" % reply.message)
-        if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
-            raise ProtocolError("not a pub/sub reply: %r" % (reply,))
-        kind = reply[0].decode("ascii", "replace")
+        if not isinstance(reply, list) or not reply or not isinstance(reply[0], (bytes, str)):
+            raise ProtocolError("not a pub/sub reply: %.200r" % (reply,))
+        kind = reply[0] if isinstance(reply[0], str) else reply[0].decode("ascii", "replace")
         if kind == "message" and len(reply) == 3:
             out.append((kind, reply[1], reply[2]))
-        elif len(reply) >= 2 and isinstance(reply[1], bytes):
-            out.append((kind, reply[1], reply[2] if len(reply) > 2 else None))
-        # else a server notice without a channel (a RESP2 pong, ...): nothing to deliver
+            continue
+        channel = reply[1] if len(reply) > 1 and isinstance(reply[1], bytes) else b""
+        out.append((kind, channel, reply[2] if len(reply) > 2 else None))
     return out
