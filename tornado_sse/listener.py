@@ -423,6 +423,10 @@ class GatewayHTTPServer(HTTPServer):
         **kwargs: Any,
     ) -> None:
         super().initialize(request_callback, **kwargs)
+        # The heads' deadlines are :attr:`deadlines`; without this Tornado would also wrap the
+        # read of every head in a timeout of its own (an hour, its default), a timer and a
+        # future more per request.
+        self.conn_params.header_timeout = None
         self.registry = registry
         self.acceptor = acceptor
         self.header_timeout = header_timeout
