@@ -38,6 +38,7 @@ from tornado import httputil
 from tornado.concurrent import future_add_done_callback
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
 
 from . import protocol
 from .errors import (
@@ -53,6 +54,7 @@ from .handlers import AUTH_CHALLENGES
 from .log import fields
 from .ops import log_access
 from .protocol import SubscriptionRequest
+from .writer import write_all
 
 log = logging.getLogger("tornado_sse.handlers")
 
@@ -117,6 +119,9 @@ class JSONPost(httputil.HTTPMessageDelegate):
         self._version = "HTTP/1.1"
         self._keep_alive = True
         self._task: asyncio.Future[None] | None = None
+        #: Whether the answer was written, and the future of Tornado's write of what the
+        #: socket did not take at once (``None``: it took it all).
+        self._answered = False
         self._written: Future[None] | None = None
 
     # -- Tornado's HTTPMessageDelegate -------------------------------------------------------
@@ -209,9 +214,15 @@ class JSONPost(httputil.HTTPMessageDelegate):
     def _reply(self, answered: Answered) -> None:
         """Write the answer, then finish the request on the connection once it is out."""
         status, value = answered
-        self._write(status, protocol.dumps(value))
-        if self._written is not None:
-            future_add_done_callback(self._written, lambda _: self._connection.finish())
+        if self._write(status, protocol.dumps(value)):
+            self._once_written(self._connection.finish)
+
+    def _once_written(self, then: Callable[[], None]) -> None:
+        """Call ``then()`` once the answer written is out: now if the socket took it all."""
+        if self._written is None:
+            then()
+        else:
+            future_add_done_callback(self._written, lambda _: then())
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer ``error`` now, before the body has been read, then linger (module doc)."""
@@ -235,19 +246,20 @@ class JSONPost(httputil.HTTPMessageDelegate):
         if self._linger_timer is not None:
             IOLoop.current().remove_timeout(self._linger_timer)
             self._linger_timer = None
-        if drained and self._written is not None:
-            future_add_done_callback(self._written, lambda _: self._connection.close())
+        if drained and self._answered:
+            self._once_written(self._connection.close)
         else:
             self._connection.close()
 
-    def _write(self, status: int, body: bytes, *, close: bool = False, extra: bytes = b"") -> None:
-        """Write the whole answer (head and body) in one piece, count it and log it; then
-        finish the request on the connection once the bytes are out (``finish``), or leave
-        that to the lingering close."""
+    def _write(self, status: int, body: bytes, *, close: bool = False, extra: bytes = b"") -> bool:
+        """Write the whole answer (head and body) in one piece, count it and log it; whether
+        it was written (not if the client had left). The caller finishes the request on the
+        connection once the bytes are out (:meth:`_once_written`), or the lingering close
+        does."""
         self._gateway.count_request(self._route, status)
         log_access(status, self._method, self._route, time.monotonic() - self._started)
         if self._closed:
-            return
+            return False
         connection = b""
         if close or not self._keep_alive:
             connection = b"Connection: close\r\n" if self._version == "HTTP/1.1" else b""
@@ -258,10 +270,16 @@ class JSONPost(httputil.HTTPMessageDelegate):
             httputil.responses.get(status, "Unknown").encode("latin-1"),
             len(body),
         )
-        self._written = self._connection.stream.write(
-            b"%sDate: %s\r\n%s%s\r\n%s"
-            % (head, self._date.now().encode("latin-1"), extra, connection, body)
-        )
+        try:
+            self._written = write_all(
+                self._connection.stream,
+                b"%sDate: %s\r\n%s%s\r\n%s"
+                % (head, self._date.now().encode("latin-1"), extra, connection, body),
+            )
+        except StreamClosedError:
+            return False  # the client left: the connection's close ends the request
+        self._answered = True
+        return True
 
 
 def keeps_alive(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> bool:

@@ -56,6 +56,41 @@ def backlog(stream: IOStream) -> int:
     return stream._total_write_index - stream._total_write_done_index
 
 
+def is_plain(stream: IOStream) -> bool:
+    """Whether ``stream`` is plain TCP (an ``IOStream`` or the gateway's subclass of it,
+    ``listener.NoDelayStream``), whose socket may be written directly; never TLS."""
+    return isinstance(stream, IOStream) and not isinstance(stream, SSLIOStream)
+
+
+def send_direct(stream: IOStream, data: bytes) -> int:
+    """Send what the socket of the plain ``stream`` (:func:`is_plain`), with nothing queued
+    on it (:func:`backlog` 0), takes of ``data`` at once; the number of bytes it took. Raises
+    ``StreamClosedError`` (having closed the stream) if the client is gone."""
+    sock = stream.socket
+    if sock is None:  # closed
+        raise StreamClosedError()
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        stream.close(exc_info=exc)
+        raise StreamClosedError(real_error=exc) from None
+
+
+def write_all(stream: IOStream, data: bytes) -> Future[None] | None:
+    """Write the whole of ``data`` (an answer) to ``stream``: straight to the socket when
+    nothing is queued before it on a plain TCP stream, and only what the socket did not take
+    through Tornado's buffer. ``None`` when the socket took everything, else the future of
+    Tornado's write of the rest. Raises ``StreamClosedError`` if the client is gone."""
+    if is_plain(stream) and stream._total_write_index == stream._total_write_done_index:
+        sent = send_direct(stream, data)
+        if sent == len(data):
+            return None
+        data = data[sent:]
+    return stream.write(data)
+
+
 class SocketWriter:
     """Writes the frames of one open stream to its HTTP/1 connection.
 
@@ -90,11 +125,7 @@ class SocketWriter:
         self._http = http
         self._stream = http.stream
         self._chunks = chunks
-        # Direct socket writes on a plain TCP stream (IOStream or the gateway's subclass of it,
-        # listener.NoDelayStream), never through TLS.
-        self._direct = isinstance(self._stream, IOStream) and not isinstance(
-            self._stream, SSLIOStream
-        )
+        self._direct = is_plain(self._stream)  # direct socket writes, never through TLS
         self._on_end = on_end
         self._behind = False  # a write handed to Tornado has not drained yet
         self._in_flight = 0  # what that write costs until it drains
@@ -124,16 +155,7 @@ class SocketWriter:
         if self._behind:
             return self._queue(frame)
         if self._direct and stream._total_write_index == stream._total_write_done_index:
-            sock = stream.socket
-            if sock is None:  # closed
-                raise StreamClosedError()
-            try:
-                sent = sock.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                stream.close(exc_info=exc)
-                raise StreamClosedError(real_error=exc) from None
+            sent = send_direct(stream, frame)
             if sent == len(frame):
                 return 0
             if sent:

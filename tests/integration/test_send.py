@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -637,5 +638,38 @@ async def test_pipelined_sends_are_answered_in_order(gateway, backend):
         assert answers[20][0].startswith(b"HTTP/1.1 404 ")
         events = await stream.wait_events(20)
         assert [e.data for e in events] == [str(i) for i in range(20)]
+    finally:
+        writer.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_pipelined_answers_larger_than_the_socket_takes_arrive_whole_and_in_order(gateway):
+    # A client with a small receive buffer: each batch's answer (about 2 MB) is more than
+    # the gateway's socket takes at once, so the rest waits in the gateway's buffer while the
+    # next requests wait for it.
+    gw = gateway()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gw.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        batches = [
+            json.dumps([{"token": "gone-%d-%d" % (n, i)} for i in range(20000)]).encode()
+            for n in range(4)
+        ]
+
+        async def write_all() -> None:
+            for body in batches:
+                await _post_raw(writer, "HTTP/1.1", body, None)
+
+        writing = asyncio.ensure_future(write_all())
+        answers = [await _read_answer(reader) for _ in batches]
+        await writing
+        for status_line, _, body in answers:
+            assert status_line.startswith(b"HTTP/1.1 200 "), status_line
+            results = json.loads(body)["results"]
+            assert [r["status"] for r in results] == [404] * 20000
+        assert len(answers[0][2]) > 1_000_000
     finally:
         writer.close()
