@@ -20,8 +20,10 @@ Event = tuple[str, bytes, Any]
 
 #: The reply types read here, by their first byte; every other one is a ProtocolError.
 _SCALARS = frozenset(b"+-:_#,(")
-_AGGREGATES = frozenset(b"*>~")
-_BULKS = frozenset(b"$=")
+_BULKS = frozenset(b"$=!")  # string, verbatim string, error
+_AGGREGATES = frozenset(b"*>~%|")  # array, push, set, map, attribute
+_PAIRED = frozenset(b"%|")  # aggregates of keys and values
+_ARRAY, _BULK, _BULK_ERROR, _ATTRIBUTE = b"*$!|"
 #: The longest reply head (type, length or simple value, line end) accepted.
 MAX_HEAD = 64 * 1024
 
@@ -83,9 +85,9 @@ def _value(data: bytes, pos: int) -> tuple[Any, int]:
     kind = data[pos]
     head = data[pos + 1 : line_end]
     after = line_end + 2
-    if kind in _BULKS or kind == 0x21:  # $ = and ! (a bulk error)
+    if kind in _BULKS:
         size = _integer(head)
-        if size == -1 and kind == 0x24:
+        if size == -1 and kind == _BULK:
             return None, after  # RESP2 null bulk string
         if size < 0:
             raise ProtocolError("a negative length: %d" % size)
@@ -94,22 +96,22 @@ def _value(data: bytes, pos: int) -> tuple[Any, int]:
             raise _Incomplete(end + 2)
         if data[end : end + 2] != b"\r\n":
             raise ProtocolError("a bulk string without its end of line")
-        if kind == 0x21:
+        if kind == _BULK_ERROR:
             return ReplyError(data[after:end].decode("utf-8", "replace")), end + 2
         return data[after:end], end + 2
-    if kind in _AGGREGATES or kind == 0x25 or kind == 0x7C:  # and % (map), | (attribute)
+    if kind in _AGGREGATES:
         count = _integer(head)
-        if count == -1 and kind == 0x2A:
+        if count == -1 and kind == _ARRAY:
             return None, after  # RESP2 null array
         if count < 0:
             raise ProtocolError("a negative count: %d" % count)
-        if kind != 0x2A and kind != 0x3E and kind != 0x7E:
-            count *= 2  # a map's or an attribute's keys and values
+        if kind in _PAIRED:
+            count *= 2
         items = []
         for _ in range(count):
             item, after = _value(data, after)
             items.append(item)
-        if kind == 0x7C:
+        if kind == _ATTRIBUTE:
             return _value(data, after)  # the value the attribute annotates
         return items, after
     if kind in _SCALARS:
