@@ -59,6 +59,7 @@ from .errors import (
 from .gateway import Answered
 from .handlers import InternalHandler
 from .log import fields
+from .writer import write_all
 
 log = logging.getLogger("tornado_sse.socket")
 
@@ -258,7 +259,8 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         return self._unwritten_bytes
 
     def _flush(self) -> None:
-        """Write the queued answers in one write."""
+        """Write the queued answers in one write: straight to the socket when it takes them
+        (:func:`~tornado_sse.writer.write_all`), else through Tornado's buffer."""
         self._reap()
         frames = self._frames
         if not frames or self._protocol is None:
@@ -266,11 +268,13 @@ class PublishSocketHandler(InternalHandler, WebSocketHandler):
         data = b"".join(frames)
         frames.clear()
         try:
-            future = self._protocol.stream.write(data)
+            future = write_all(self._protocol.stream, data)
         except StreamClosedError:
+            future = None  # the socket's end, seen in on_close
+        if future is None:  # taken by the socket at once (or never to be)
             self._unwritten_bytes -= len(data)
-            return
-        self._unwritten.append((future, len(data)))
+        else:
+            self._unwritten.append((future, len(data)))
 
     def _close(self, code: int, why: str, reason: str) -> None:
         if self._closed_by is None:
