@@ -122,7 +122,7 @@ async def presence_latency(redis_url: str | None, members: int) -> dict[str, flo
             await asyncio.gather(
                 *(
                     broker.enter(
-                        "user-%d" % i, {"name": "User %d" % i}, ["big"], announce=(), limit=0
+                        "user-%d" % i, '{"name":"User %d"}' % i, ["big"], announce=(), limit=0
                     )
                     for i in range(start, min(start + 500, members))
                 )

@@ -138,7 +138,7 @@ class ConnectOutcome:
     message: str = ""
     #: The user the accepted stream belongs to (``None``: anonymous) and their presence info.
     user: str | None = None
-    info: dict[str, Any] | None = None
+    info: protocol.Info | None = None
 
 
 #: Called after every callback with (action, outcome label, seconds); used for metrics.

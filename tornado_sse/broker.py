@@ -154,7 +154,7 @@ class Broker(Protocol):
     async def enter(
         self,
         user: str | None,
-        info: dict[str, Any] | None,
+        info: str | None,
         channels: Collection[str],
         *,
         announce: Collection[str],
@@ -300,7 +300,7 @@ class LocalBroker:
     async def enter(
         self,
         user: str | None,
-        info: dict[str, Any] | None,
+        info: str | None,
         channels: Collection[str],
         *,
         announce: Collection[str],
@@ -327,7 +327,7 @@ class LocalBroker:
         for channel, user in due:
             leave = self.ledger.settle_leave(channel, user, delay)
             if leave is not None:
-                self._publish(channel, presence_event("presence_leave", user, leave.info))
+                self._publish(channel, presence_event("presence_leave", user, leave.info_text))
                 leaves.append(leave)
         return leaves
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from .errors import BufferFull, CloseDetail, CloseReason
-from .protocol import RequestSnapshot
+from .protocol import Info, RequestSnapshot
 
 
 class StreamWriter(Protocol):
@@ -89,9 +89,9 @@ class Connection:
         #: Whether the broker counts this stream on its channels (undone when it ends).
         self.subscribed = False
         #: The user this stream belongs to (``None``: anonymous) and the info shown beside
-        #: them in presence (a JSON object), from the connect answer or the JWT.
+        #: them in presence, from the connect answer or the JWT.
         self.user: str | None = None
-        self.info: dict[str, Any] | None = None
+        self.info: Info | None = None
         #: The channels presence counts this stream on (and its user's stream count), or
         #: ``None`` while it is not counted; undone when it ends.
         self.counted: tuple[str, ...] | None = None

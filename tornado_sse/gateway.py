@@ -677,6 +677,7 @@ class Gateway:
                     "channels": list(conn.channels),
                     "connected_at": _iso(conn.connected_at),
                     "user": conn.user,
+                    "info": conn.info.value if conn.info is not None else None,
                     "instance": self.broker.instance,
                 }
             )

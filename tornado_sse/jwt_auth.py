@@ -54,7 +54,7 @@ class StreamClaims:
 
     user: str | None
     channels: tuple[str, ...]
-    info: dict[str, Any] | None
+    info: protocol.Info | None
     expires_at: float
 
 

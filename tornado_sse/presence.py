@@ -62,11 +62,17 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Leave:
-    """A leave to announce now: the user and the info they were shown with."""
+    """A leave to announce now: the user and the info they were shown with, as compact JSON
+    (``None``: none)."""
 
     channel: str
     user: str
-    info: dict[str, Any] | None = None
+    info_text: str | None = None
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        """The info, decoded."""
+        return decode_info(self.info_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +133,16 @@ def matches(globs: Collection[str], channel: str) -> bool:
     return any(fnmatch.fnmatchcase(channel, glob) for glob in globs)
 
 
-def event_data(user: str, info: dict[str, Any] | None) -> str:
-    """The data of a presence event: ``{"user": ..., "info": ...}`` as compact JSON."""
-    return protocol.compact_json({"user": user, "info": info})
+def event_data(user: str, info: str | None) -> str:
+    """The data of a presence event, ``{"user": ..., "info": ...}`` as compact JSON, from the
+    user id and their info as compact JSON (``None``: none)."""
+    return '{"user":%s,"info":%s}' % (quote(user), info or "null")
 
 
-def presence_event(name: str, user: str, info: dict[str, Any] | None) -> bytes:
+def presence_event(name: str, user: str, info: str | None) -> bytes:
     """A presence event (``presence_join`` or ``presence_leave``) encoded without its id, as
-    a channel event is published (the Redis scripts that publish a leave build these same
-    bytes)."""
+    a channel event is published, from the user id and their info as compact JSON (the Redis
+    scripts that publish presence events build these same bytes)."""
     return protocol.encode_event(event_data(user, info), name)
 
 
@@ -151,8 +158,7 @@ class Ledger:
         self.clock = clock
         self._streams: dict[str, int] = {}
         self._members: dict[str, dict[str | None, int]] = {}
-        #: Per channel, per user: their info as compact JSON (``None``: none), encoded once
-        #: when it is counted, not at every read.
+        #: Per channel, per user: their info as compact JSON (``None``: none).
         self._info: dict[str, dict[str, str | None]] = {}
         #: Per channel, per announced user: ``None`` while they hold a stream there, else the
         #: time their last stream there ended.
@@ -161,12 +167,13 @@ class Ledger:
     def enter(
         self,
         user: str | None,
-        info: dict[str, Any] | None,
+        info: str | None,
         channels: Iterable[str],
         announce: Collection[str],
         limit: int | None,
     ) -> list[str]:
-        """Count one stream of ``user`` (``None``: anonymous) on ``channels``.
+        """Count one stream of ``user`` (``None``: anonymous) with ``info`` (compact JSON,
+        ``None``: none) on ``channels``.
 
         ``limit`` ``None`` counts no new stream (a live subscription of a counted one); else the
         user's streams are counted one up, unless they already hold ``limit`` (> 0), which
@@ -178,7 +185,6 @@ class Ledger:
             if limit > 0 and held >= limit:
                 raise TooManyStreams(limit)
             self._streams[user] = held + 1
-        info_text = protocol.compact_json(info) if info is not None else None
         joins = []
         for channel in channels:
             members = self._members.setdefault(channel, {})
@@ -186,8 +192,8 @@ class Ledger:
             if user is None:
                 continue
             known = self._info.setdefault(channel, {})
-            if info_text is not None or user not in known:
-                known[user] = info_text
+            if info is not None or user not in known:
+                known[user] = info
             if channel in announce:
                 announced = self._announced.setdefault(channel, {})
                 if user not in announced:
@@ -241,7 +247,7 @@ class Ledger:
             self._announced.pop(channel, None)
         info = self._info.get(channel, {}).get(user)
         self._forget_info(channel, user)
-        return Leave(channel, user, decode_info(info))
+        return Leave(channel, user, info)
 
     def snapshot(self, channel: str) -> Snapshot:
         """Who holds streams on ``channel`` now."""
@@ -308,8 +314,9 @@ class Presence:
         channels = conn.channels
         announce = self.announced(channels)
         join = self._join(conn) if announce else None
+        info = conn.info.text if conn.info is not None else None
         joins = await self.broker.enter(
-            conn.user, conn.info, channels, announce=announce, limit=self.limit, join=join
+            conn.user, info, channels, announce=announce, limit=self.limit, join=join
         )
         conn.counted = channels
         if join is not None:
@@ -333,7 +340,7 @@ class Presence:
             announce = self.announced(added)
             await self.broker.enter(
                 conn.user,
-                conn.info,
+                conn.info.text if conn.info is not None else None,
                 added,
                 announce=announce,
                 limit=None,
@@ -361,7 +368,10 @@ class Presence:
     @staticmethod
     def _join(conn: Connection) -> bytes | None:
         """The ``presence_join`` event of ``conn``'s user (``None`` when anonymous)."""
-        return None if conn.user is None else presence_event("presence_join", conn.user, conn.info)
+        if conn.user is None:
+            return None
+        info = conn.info.text if conn.info is not None else None
+        return presence_event("presence_join", conn.user, info)
 
     def _arm(self) -> None:
         """Have the leaves waiting in ``_due`` checked :data:`LEAVE_BATCH` after the first of
@@ -388,9 +398,7 @@ class Presence:
         except GatewayError as error:
             log.warning("presence leaves not checked", extra=fields(error=error.message))
 
-    async def _publish(
-        self, name: str, channel: str, user: str, info: dict[str, Any] | None
-    ) -> None:
+    async def _publish(self, name: str, channel: str, user: str, info: str | None) -> None:
         tail = presence_event(name, user, info)
         try:
             await self.broker.publish(channel, tail)
@@ -406,7 +414,7 @@ class Presence:
         leaves decided meanwhile are announced."""
         snapshot = await self.broker.presence(channel, self.delay)
         for leave in snapshot.leaves:
-            self._spawn(self._publish("presence_leave", leave.channel, leave.user, leave.info))
+            self._spawn(self._publish("presence_leave", leave.channel, leave.user, leave.info_text))
         return snapshot
 
     # -- life -----------------------------------------------------------------------------------

@@ -81,13 +81,23 @@ class SubscriptionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Info:
+    """The info shown beside a user in presence, as a connect answer (or a JWT) gave it: the
+    JSON object, and its compact JSON text, encoded once when it was validated (presence
+    records, events and listings are built from the text)."""
+
+    value: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectAnswer:
     """What a 2xx connect answer names (wire contract 3.1): channels, the stream's user (``None``
-    for anonymous) and the info shown beside that user in presence (a JSON object)."""
+    for anonymous) and the info shown beside that user in presence."""
 
     channels: tuple[str, ...] = ()
     user: str | None = None
-    info: dict[str, Any] | None = None
+    info: Info | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,16 +409,17 @@ def _answer_user(user: Any) -> str | None:
     return str(user)
 
 
-def validate_info(info: Any) -> dict[str, Any] | None:
+def validate_info(info: Any) -> Info | None:
     """``info`` as a connect answer (or a JWT) may give it: ``None``, or a JSON object of at
     most :data:`MAX_INFO_BYTES` as compact JSON; else raises ``ValueError``."""
     if info is None:
         return None
     if not isinstance(info, dict):
         raise ValueError("'info' must be a JSON object")
-    if len(compact_json(info).encode("utf-8")) > MAX_INFO_BYTES:
+    text = compact_json(info)
+    if len(text.encode("utf-8")) > MAX_INFO_BYTES:
         raise ValueError("'info' is larger than %d bytes" % MAX_INFO_BYTES)
-    return info
+    return Info(info, text)
 
 
 def compact_json(value: Any) -> str:

@@ -22,6 +22,7 @@ from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyStreams
 from tornado_sse.history import Retention, first_id
 from tornado_sse.presence import presence_event
+from tornado_sse.protocol import compact_json
 
 BROKERS = ["local", "redis"]
 
@@ -255,9 +256,9 @@ async def test_subscriptions_are_counted_and_dropped_after_the_last_one(make_pai
 @pytest.mark.gen_test(timeout=20)
 async def test_presence_counts_streams_per_user_with_info_and_anonymous_ones(make_pair):
     a, _, b, _ = await make_pair()
-    await a.enter("ann", {"name": "Ann"}, ["room"], announce=(), limit=0)
+    await a.enter("ann", compact_json({"name": "Ann"}), ["room"], announce=(), limit=0)
     await b.enter("ann", None, ["room", "other"], announce=(), limit=0)
-    await b.enter("bob", {"name": "Bob"}, ["room"], announce=(), limit=0)
+    await b.enter("bob", compact_json({"name": "Bob"}), ["room"], announce=(), limit=0)
     await a.enter(None, None, ["room"], announce=(), limit=0)
     snapshot = await b.presence("room", 5.0)
     assert snapshot.to_json("room") == {
@@ -283,7 +284,7 @@ async def test_presence_encodes_any_user_id_and_info_and_lists_users_by_id(make_
     users = ["b", 'a"q', "a\\z", "a/b", "a", "a!"]
     for n, user in enumerate(users):
         await (a if n % 2 else b).enter(
-            user, {"n": n, "name": "Zoë"}, ["room"], announce=(), limit=0
+            user, compact_json({"n": n, "name": "Zoë"}), ["room"], announce=(), limit=0
         )
     await a.enter("a", None, ["room"], announce=(), limit=0)  # no info: the known one stays
     body = json.loads((await b.presence("room", 5.0)).body("room"))
@@ -308,7 +309,7 @@ async def test_presence_is_written_again_when_redis_lost_it(redis_server):
     broker.start(RecordingHandler())
     try:
         await until(lambda: broker.ready)
-        await broker.enter("ann", {"name": "Ann"}, ["room"], announce=(), limit=0)
+        await broker.enter("ann", compact_json({"name": "Ann"}), ["room"], announce=(), limit=0)
         await broker.enter("ann", None, ["room"], announce=(), limit=0)
         await broker.enter(None, None, ["room"], announce=(), limit=0)
         client = aioredis.from_url(redis_server.url)
@@ -335,9 +336,9 @@ async def test_a_dead_instances_streams_leave_the_listing_and_their_leaves_are_d
     a, b = brokers
     try:
         await until(lambda: a.ready and b.ready)
-        await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
+        await a.enter("ann", compact_json({"n": 1}), ["room"], announce=["room"], limit=0)
         await b.enter("ann", None, ["room"], announce=["room"], limit=0)
-        await a.enter("bob", {"n": 2}, ["room"], announce=["room"], limit=0)
+        await a.enter("bob", compact_json({"n": 2}), ["room"], announce=["room"], limit=0)
         await a.enter(None, None, ["room"], announce=(), limit=0)
         await b.enter(None, None, ["room"], announce=(), limit=0)
         # a dies as a crash leaves it: its presence counts stay, its instance key is gone, and
@@ -386,9 +387,9 @@ async def test_the_broker_publishes_the_joins_and_leaves_it_decides(make_pair):
     a, handler_a, b, handler_b = await make_pair()
     for broker in (a, b):
         await broker.subscribe({"room"})
-    join = presence_event("presence_join", ODD_USER, ODD_INFO)
+    join = presence_event("presence_join", ODD_USER, compact_json(ODD_INFO))
     joins = await a.enter(
-        ODD_USER, ODD_INFO, ["room", "quiet"], announce=["room"], limit=0, join=join
+        ODD_USER, compact_json(ODD_INFO), ["room", "quiet"], announce=["room"], limit=0, join=join
     )
     assert list(joins) == ["room"] and joins["room"] > 0
     assert await b.enter(ODD_USER, None, ["room"], announce=["room"], limit=0, join=join) == {}
@@ -403,7 +404,7 @@ async def test_the_broker_publishes_the_joins_and_leaves_it_decides(make_pair):
     await until(settled)
     assert [(x.channel, x.user, x.info) for x in leaves] == [("room", ODD_USER, ODD_INFO)]
     assert await a.settle_leaves([("room", ODD_USER)], 0.05) == []  # decided already
-    leave = presence_event("presence_leave", ODD_USER, ODD_INFO)
+    leave = presence_event("presence_leave", ODD_USER, compact_json(ODD_INFO))
     for handler in (handler_a, handler_b):
         await handler.wait_publications(2)
         assert [(c, tail) for c, _, tail in handler.publications] == [
@@ -422,7 +423,13 @@ async def test_the_leaves_due_together_are_decided_in_one_call_each_once(make_pa
     await a.subscribe({"room.1", "room.2"})
     users = ["u%d" % i for i in range(5)]
     for n, user in enumerate(users):
-        await b.enter(user, {"n": n}, ["room.1", "room.2"], announce=["room.1", "room.2"], limit=0)
+        await b.enter(
+            user,
+            compact_json({"n": n}),
+            ["room.1", "room.2"],
+            announce=["room.1", "room.2"],
+            limit=0,
+        )
     for user in users[:4]:  # the last one stays
         await b.exit(user, ["room.1", "room.2"], announce=["room.1", "room.2"], stream=True)
     due = [(c, u) for u in users for c in ("room.1", "room.2")]
@@ -434,7 +441,7 @@ async def test_the_leaves_due_together_are_decided_in_one_call_each_once(make_pa
     assert await b.settle_leaves(due, 0.05) == []
     await handler_a.wait_publications(8)
     assert sorted((c, tail) for c, _, tail in handler_a.publications) == sorted(
-        (c, presence_event("presence_leave", u, {"n": n}))
+        (c, presence_event("presence_leave", u, compact_json({"n": n})))
         for n, u in enumerate(users[:4])
         for c in ("room.1", "room.2")
     )
@@ -443,7 +450,7 @@ async def test_the_leaves_due_together_are_decided_in_one_call_each_once(make_pa
 @pytest.mark.gen_test(timeout=20)
 async def test_a_leave_is_due_only_after_the_delay_and_only_once(make_pair):
     a, _, b, _ = await make_pair()
-    await a.enter("ann", {"n": 1}, ["room"], announce=["room"], limit=0)
+    await a.enter("ann", compact_json({"n": 1}), ["room"], announce=["room"], limit=0)
     assert await a.exit("ann", ["room"], announce=["room"], stream=True) == ["room"]
     assert await b.settle_leaves([("room", "ann")], 0.3) == []  # too early
     leaves: list[Any] = []

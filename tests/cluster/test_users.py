@@ -135,7 +135,7 @@ async def test_a_stream_leaves_presence_when_it_ends(instances, backend):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_connections_show_the_user_and_filter_by_user(instances):
+async def test_connections_show_the_user_and_info_and_filter_by_user(instances):
     (gw,) = instances()
     await ready(gw)
     await gw.open("/sse/ann/room/1")
@@ -143,9 +143,11 @@ async def test_connections_show_the_user_and_filter_by_user(instances):
     await gw.open("/sse/-/room/1")
     response = await gw.get("/internal/connections?user=ann", internal=True)
     body = json.loads(response.body)
-    assert body["count"] == 2 and {c["user"] for c in body["connections"]} == {"ann"}
+    assert body["count"] == 2
+    assert [(c["user"], c["info"]) for c in body["connections"]] == [("ann", {"name": "Ann"})] * 2
     everyone = json.loads((await gw.get("/internal/connections", internal=True)).body)
     assert sorted(str(c["user"]) for c in everyone["connections"]) == ["None", "ann", "ann"]
+    assert [c["info"] for c in everyone["connections"] if c["user"] is None] == [None]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -402,6 +404,7 @@ async def test_presence_is_cluster_wide(redis_cluster):
         }
     body = json.loads((await c.get("/internal/connections?user=ann", internal=True)).body)
     assert body["count"] == 2 and len(body["connections"]) == 2
+    assert {c["info"]["name"] for c in body["connections"]} == {"Ann"}  # from a and from b
 
 
 @pytest.mark.gen_test(timeout=30)

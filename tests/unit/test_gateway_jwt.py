@@ -43,7 +43,7 @@ async def test_a_jwt_stream_opens_without_a_callback_and_its_backend_hears_the_d
     token = sign(claims(sub="7", channels=["room"], info={"name": "Ann"}))
     conn, writer = await open_jwt_stream(gw, token)
     assert backend.connects == []
-    assert (conn.user, conn.channels, conn.info) == ("7", ("room",), {"name": "Ann"})
+    assert (conn.user, conn.channels, conn.info.value) == ("7", ("room",), {"name": "Ann"})
     assert (await gw.connections(10))["connections"][0]["user"] == "7"
     gw.client_left(conn)
     assert backend.disconnects == [(conn.token, "client_closed", None, conn.request.url)]

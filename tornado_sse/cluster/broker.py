@@ -141,7 +141,7 @@ class RedisBroker:
     async def enter(
         self,
         user: str | None,
-        info: dict[str, Any] | None,
+        info: str | None,
         channels: Collection[str],
         *,
         announce: Collection[str],

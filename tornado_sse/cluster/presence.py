@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from .. import protocol
 from ..errors import BrokerUnavailable, TooManyStreams
 from ..log import fields
-from ..presence import Leave, Snapshot, decode_info, presence_event
+from ..presence import Leave, Snapshot, presence_event
 from .channels import PUBLISH_FUNCTION, ChannelBus
 from .keys import KeySpace
 from .link import RedisLink
@@ -434,7 +434,7 @@ class PresenceStore:
     async def enter(
         self,
         user: str | None,
-        info: dict[str, Any] | None,
+        info: str | None,
         channels: Collection[str],
         announce: Collection[str],
         limit: int | None,
@@ -445,7 +445,7 @@ class PresenceStore:
         right after it."""
         self.link.require()
         channels = list(channels)
-        info_text = protocol.compact_json(info) if info is not None else ""
+        info_text = info or ""
         flags = ["1" if c in announce else "0" for c in channels]
         inline = join is not None and not self.link.cluster and "1" in flags
         head = self._args() + [user or "", -1 if limit is None else limit, info_text]
@@ -532,7 +532,7 @@ class PresenceStore:
                 for channel, user in due:
                     leave = await self._settle_one(channel, user, delay)
                     if leave is not None:
-                        event = presence_event("presence_leave", user, leave.info)
+                        event = presence_event("presence_leave", user, leave.info_text)
                         await self._publish(channel, event, "presence_leave")
                         leaves.append(leave)
                 return leaves
@@ -547,7 +547,7 @@ class PresenceStore:
                 answer = await self._run(partial(self._settle_many, keys=keys, args=args))
                 for k in range(0, len(answer), 2):
                     channel, user = batch[int(answer[k]) - 1]
-                    leaves.append(Leave(channel, user, decode_info(answer[k + 1])))
+                    leaves.append(Leave(channel, user, answer[k + 1].decode() or None))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return leaves
@@ -557,7 +557,7 @@ class PresenceStore:
         result = await self._run(lambda: self._settle(keys=self._channel_keys(channel), args=args))
         if int(result[0]) == 0:
             return None
-        return Leave(channel, user, decode_info(result[1]))
+        return Leave(channel, user, result[1].decode() or None)
 
     async def _publish(self, channel: str, event: bytes, name: str) -> int:
         """Publish the presence event ``name`` decided already (in a cluster); its id. A
@@ -580,7 +580,7 @@ class PresenceStore:
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         anonymous, users, left = raw
-        leaves = tuple(Leave(channel, user, _object(info)) for user, info in json.loads(left))
+        leaves = tuple(Leave(channel, user, _text(info)) for user, info in json.loads(left))
         return Snapshot(users_json=users.decode(), anonymous=int(anonymous), leaves=leaves)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -647,5 +647,6 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
         counts.pop(key, None)
 
 
-def _object(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
+def _text(value: Any) -> str | None:
+    """An info decoded from a script's JSON answer as compact JSON again (``None``: none)."""
+    return protocol.compact_json(value) if isinstance(value, dict) else None
