@@ -41,7 +41,6 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from .. import protocol
 from ..errors import BrokerUnavailable, TooManyStreams
 from ..log import fields
 from ..presence import Leave, Snapshot, presence_event
@@ -120,9 +119,10 @@ end
 # caller publishes the joins), ARGV[8..]: '1' where the channel announces. With a join event
 # (one Redis only), KEYS go on with the id counter and epoch, then each channel's history list
 # and dropped id, and ARGV with each channel's history size, ttl in ms and pub/sub channel: each
-# join decided is published here, in the step that decides it. Returns {0} over the limit, else
-# {1, indexes of the channels where this is the user's join} (with a join event: {1, index, id
-# of the join published, index, id, ...}).
+# join decided is published here, in the step that decides it. Returns '0' over the limit, else
+# '1' and the indexes of the channels where this is the user's join (with a join event: each
+# index followed by the id of the join published), separated by spaces: one string, which the
+# client reads in one go.
 ENTER_SCRIPT = (
     _COMMON
     + PUBLISH_FUNCTION
@@ -141,7 +141,7 @@ if user ~= '' and limit >= 0 then
         redis.call('HDEL', KEYS[1], all[k])
       end
     end
-    if held >= limit then return {0} end
+    if held >= limit then return '0' end
   end
   redis.call('HINCRBY', KEYS[1], me, 1)
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -174,13 +174,13 @@ for c = 1, n do
     end
   end
 end
-return result
+return table.concat(result, ' ')
 """
 )
 
 # KEYS as ENTER. ARGV[4]: user, ARGV[5]: '1' to count the stream out of the user's, ARGV[6..]:
 # '1' where the channel announces. Returns the indexes of the channels where the user now holds
-# no stream and their leave is due after the delay.
+# no stream and their leave is due after the delay, separated by spaces ('' for none).
 EXIT_SCRIPT = (
     _COMMON
     + """
@@ -203,7 +203,7 @@ for c = 1, (#KEYS - 1) / 5 do
     end
   end
 end
-return due
+return table.concat(due, ' ')
 """
 )
 
@@ -225,8 +225,9 @@ return {1, info}
 # instances, infos, announced states, history list and dropped id. ARGV[4]: the delay in ms,
 # then fours: the user, and the channel's history size, ttl in ms and pub/sub channel. Decides
 # each (channel, user) leave as SETTLE_SCRIPT, and publishes each one decided, in the same step,
-# as the presence_leave event (PROTOCOL 8) with the info the user was shown with. Returns
-# {index, info, index, info, ...} of the leaves published.
+# as the presence_leave event (PROTOCOL 8) with the info the user was shown with. Returns the
+# leaves published as the JSON text [[index, info], ...], each info the compact JSON text the
+# user was shown with, as a JSON string ("" for none): one string for the whole batch.
 SETTLE_MANY_SCRIPT = (
     _COMMON
     + PUBLISH_FUNCTION
@@ -245,11 +246,10 @@ for k = 1, (#KEYS - 2) / 6 do
       .. shown(info) .. '}\\n\\n'
     publish_event(KEYS[1], KEYS[2], KEYS[6 * k + 1], KEYS[6 * k + 2], tail,
       ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
-    result[#result + 1] = k
-    result[#result + 1] = info
+    result[#result + 1] = '[' .. k .. ',' .. quoted(info) .. ']'
   end
 end
-return result
+return '[' .. table.concat(result, ',') .. ']'
 """
 )
 
@@ -258,7 +258,8 @@ return result
 # gone now); then returns {anonymous, users, leaves}. users is the "users" array of the presence
 # answer as JSON text, the listing's entries in their order (by user id) joined, so that
 # neither this script nor the gateway does work per user; leaves is the JSON text
-# [[user, info], ...] of the leaves decided now.
+# [[user, info], ...] of the leaves decided now, each info the user's compact JSON text as a
+# JSON string ("" for none).
 PRESENCE_SCRIPT = (
     _COMMON
     + """
@@ -306,7 +307,7 @@ local states = redis.call('HGETALL', announced)
 for k = 1, #states, 2 do
   local user = states[k]
   local info = take_leave(members, instances, infos, announced, user, states[k + 1], delay)
-  if info then leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. shown(info) .. ']' end
+  if info then leaves[#leaves + 1] = '[' .. quoted(user) .. ',' .. quoted(info) .. ']' end
 end
 return {anonymous, '[' .. table.concat(users, ',') .. ']', '[' .. table.concat(leaves, ',') .. ']'}
 """
@@ -408,15 +409,16 @@ class PresenceStore:
         the answers joined as one call over every key would give them (the first item, then
         the indexes of the channels reported). The parts that succeeded before a failure are
         undone by :meth:`_restore` when the link comes back."""
-        first: list[Any] = [1]
+        first = [1]
         if user is not None:
-            first = list(await script(keys=[self._user_key(user)], args=user_args))
-            if first and int(first[0]) == 0 and script is self._enter:
+            first = _numbers(await script(keys=[self._user_key(user)], args=user_args))
+            if first and first[0] == 0 and script is self._enter:
                 return first  # over the limit: no channel counted
         found = [] if script is self._exit else first[:1]
         for index, channel in enumerate(channels, start=1):
             keys = self._channel_keys(channel)
-            answer = await script(keys=[keys[0], *keys], args=channel_args + [flags[index - 1]])
+            args = channel_args + [flags[index - 1]]
+            answer = _numbers(await script(keys=[keys[0], *keys], args=args))
             if script is self._exit:
                 found += [index for _ in answer]
             else:
@@ -468,10 +470,10 @@ class PresenceStore:
                         more_keys, more_args = self.channels.publish_in_script(channel)
                         keys += more_keys
                         args += more_args
-                result = await self._run(lambda: self._enter(keys=keys, args=args))
+                result = _numbers(await self._run(lambda: self._enter(keys=keys, args=args)))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
-        if int(result[0]) == 0:
+        if result[0] == 0:
             raise TooManyStreams(limit or 0)
         if user is not None and limit is not None:
             self._users[user] = self._users.get(user, 0) + 1
@@ -480,8 +482,8 @@ class PresenceStore:
             self._here[key] = self._here.get(key, 0) + 1
         if inline:  # {1, index, id, index, id, ...}
             pairs = zip(result[1::2], result[2::2], strict=True)
-            return {channels[int(i) - 1]: int(n) for i, n in pairs}
-        joined = dict.fromkeys((channels[int(i) - 1] for i in result[1:]), 0)
+            return {channels[i - 1]: n for i, n in pairs}
+        joined = dict.fromkeys((channels[i - 1] for i in result[1:]), 0)
         if join is not None:
             for channel in joined:
                 joined[channel] = await self._publish(channel, join, "presence_join")
@@ -514,12 +516,12 @@ class PresenceStore:
                     )
                 )
             else:
-                due = await self._run(
-                    lambda: self._exit(keys=self._keys(user, channels), args=args)
+                due = _numbers(
+                    await self._run(lambda: self._exit(keys=self._keys(user, channels), args=args))
                 )
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
-        return [channels[int(i) - 1] for i in due]
+        return [channels[i - 1] for i in due]
 
     async def settle_leaves(self, due: Sequence[tuple[str, str]], delay: float) -> list[Leave]:
         """See :meth:`tornado_sse.broker.Broker.settle_leaves`. With one Redis, one script
@@ -545,9 +547,9 @@ class PresenceStore:
                     keys += self._channel_keys(channel)[:4] + more_keys
                     args += [user, *more_args]
                 answer = await self._run(partial(self._settle_many, keys=keys, args=args))
-                for k in range(0, len(answer), 2):
-                    channel, user = batch[int(answer[k]) - 1]
-                    leaves.append(Leave(channel, user, answer[k + 1].decode() or None))
+                for index, info in json.loads(answer):
+                    channel, user = batch[index - 1]
+                    leaves.append(Leave(channel, user, info or None))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         return leaves
@@ -580,7 +582,7 @@ class PresenceStore:
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
         anonymous, users, left = raw
-        leaves = tuple(Leave(channel, user, _text(info)) for user, info in json.loads(left))
+        leaves = tuple(Leave(channel, user, info or None) for user, info in json.loads(left))
         return Snapshot(users_json=users.decode(), anonymous=int(anonymous), leaves=leaves)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -647,6 +649,6 @@ def _count_down(counts: dict[Any, int], key: Any) -> None:
         counts.pop(key, None)
 
 
-def _text(value: Any) -> str | None:
-    """An info decoded from a script's JSON answer as compact JSON again (``None``: none)."""
-    return protocol.compact_json(value) if isinstance(value, dict) else None
+def _numbers(answer: bytes) -> list[int]:
+    """The numbers of a script's answer given as one string of them, separated by spaces."""
+    return [int(n) for n in answer.split()]
