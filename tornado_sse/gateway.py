@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
@@ -293,10 +293,13 @@ class Gateway:
             "the gateway cannot reach its message broker just now; try again shortly"
         )
 
-    async def open(self, conn: Connection, writer: StreamWriter) -> None:
-        """Open an accepted stream on ``writer``: queued sends, then replay (or a gap event)
-        when the client sent ``Last-Event-ID``, and the ``presence_join`` events its own count
-        published, then live events; a JWT stream until its ``exp``."""
+    def open(self, conn: Connection, writer: StreamWriter) -> Coroutine[Any, Any, None] | None:
+        """Open an accepted stream on ``writer``: the sends queued meanwhile and (without a
+        ``Last-Event-ID`` to resume from) the ``presence_join`` events its own count published
+        are written before this returns, then live events follow; a JWT stream lasts until
+        its ``exp``. When the client sent ``Last-Event-ID``, returns the coroutine to await
+        next, which writes the replay (or a gap event) and those joins before the live events
+        held meanwhile; else ``None``."""
         log.info(
             "stream opened",
             extra=fields(
@@ -314,12 +317,16 @@ class Gateway:
             self._expiries.add(conn.expires_at, conn)
             self._arm_expiry()
         if not opened:
-            return
-        if not replaying:
+            return None
+        if last_event_id is None or not replaying:
             if joins:  # its own joins first; the same ones arriving live are skipped
                 self.registry.release(conn, joins, after=0)
-            return
-        assert last_event_id is not None
+            return None
+        return self._open_replaying(conn, last_event_id, joins)
+
+    async def _open_replaying(
+        self, conn: Connection, last_event_id: str, joins: tuple[tuple[int, bytes], ...]
+    ) -> None:
         replay = await self._replay(last_event_id, conn.channels)
         if conn.state is not State.OPEN:
             return

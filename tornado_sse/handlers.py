@@ -201,11 +201,14 @@ class StreamHandler(PublicHandler):
             return  # the client left during the callback: nobody is left to answer
         self._set_stream_headers()
         chunks = self.chunks if request.version == "HTTP/1.1" else None
-        writer = SocketWriter(self._http, chunks, self._ended)
-        self.flush()
+        writer = SocketWriter(self._http, chunks, self._ended, early=self.write)
         self._auto_finish = False  # the stream is finished by _ended, not after get()
+        replay = gw.open(conn, writer)  # its first frames go out with the head
+        writer.uncork()
+        self.flush()
         self._drop_request_state()
-        await gw.open(conn, writer)
+        if replay is not None:
+            await replay
 
     def _drop_request_state(self) -> None:
         """Forget what Tornado keeps per request that an open stream never reads again: the

@@ -98,6 +98,12 @@ class SocketWriter:
     with the connection); ``on_end`` is called when the stream ends, cleanly or not (the
     handler then finishes its response).
 
+    With ``early`` (the handler's ``write``, before the response head is flushed) the frames
+    written until :meth:`uncork` go to it instead, unframed: the handler sends them in one
+    write with the head (Tornado frames them as the first chunk), so a stream whose first
+    events are ready when it opens (sends queued during the connect, its own joins) costs the
+    socket one write, not one per frame.
+
     While the stream is *behind* (a write handed to Tornado has not drained yet), new frames
     wait here: small ones appended to :attr:`_buffer`, large ones in :attr:`_pieces` by
     reference. :attr:`queued` is what all of it costs in memory.
@@ -114,6 +120,7 @@ class SocketWriter:
         "_pieces",
         "_pieces_cost",
         "_buffer",
+        "_early",
     )
 
     def __init__(
@@ -121,6 +128,7 @@ class SocketWriter:
         http: HTTP1Connection,
         chunks: ChunkEncoder | None,
         on_end: Callable[[], None],
+        early: Callable[[bytes], object] | None = None,
     ) -> None:
         self._http = http
         self._stream = http.stream
@@ -132,6 +140,7 @@ class SocketWriter:
         self._pieces: list[bytes | memoryview] = []  # waiting, in order
         self._pieces_cost = 0
         self._buffer = bytearray()  # small frames waiting after the pieces
+        self._early = early
 
     @property
     def queued(self) -> int:
@@ -149,6 +158,9 @@ class SocketWriter:
         before it has are queued here and handed over together. Raises
         ``StreamClosedError`` if the client is gone.
         """
+        if self._early is not None:
+            self._early(frame)  # goes out with the head
+            return 0
         stream = self._stream
         if self._chunks is not None:  # Tornado frames an HTTP/1.1 body in chunks
             frame = self._chunks(frame)
@@ -165,6 +177,11 @@ class SocketWriter:
                 return self._in_flight
         self._hand_over([frame], len(frame) + WRITE_OVERHEAD)
         return self._in_flight
+
+    def uncork(self) -> None:
+        """From now on write to the socket (call once the head is flushed, with the frames
+        given to ``early`` in it)."""
+        self._early = None
 
     def _queue(self, frame: bytes) -> int:
         """Keep ``frame`` until the write in flight has drained; returns :attr:`queued`."""

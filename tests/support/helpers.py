@@ -234,3 +234,11 @@ async def wait_for_metric(
             return value
         assert time.monotonic() < deadline, "%s stayed at %s" % (name, value)
         await asyncio.sleep(0.02)
+
+
+async def open_accepted(gateway: Any, conn: Any, writer: Any) -> None:
+    """Open an accepted stream the way the stream handler does: ``Gateway.open``, then its
+    replay when it returns one."""
+    replay = gateway.open(conn, writer)
+    if replay is not None:
+        await replay

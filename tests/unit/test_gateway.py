@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.helpers import open_accepted
 from tornado_sse.app import make_app
 from tornado_sse.backend import ConnectOutcome
 from tornado_sse.broker import LocalBroker
@@ -107,7 +108,7 @@ async def test_an_accepted_connect_opens_with_its_channels_and_queued_sends(back
     backend.before_answer = lambda: gw.registry.send(conn.token, b"early", False)
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     assert conn.state is State.OPEN and conn.channels == ("a",)
     assert writer.frames == [b"early"]
     assert await gw.send(SendRequest(None, "a", Event("hi"), False)) == "ok"
@@ -161,7 +162,7 @@ async def test_an_open_stream_is_reported_once_whatever_ends_it(backend):
     conn = gw.admit(request())
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     gw.client_left(conn)
     gw.client_left(conn)
     with pytest.raises(TokenNotFound):
@@ -192,7 +193,7 @@ async def test_a_reconnect_replays_its_channels_events_after_its_id(backend):
     conn = gw.admit(request(last_event_id=str(first)))
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     assert writer.frames == [b"id: %d\ndata: 3\n\n" % third]
 
 
@@ -205,7 +206,7 @@ async def test_an_unknown_id_starts_the_stream_with_a_gap_event(backend, last_ev
     conn = gw.admit(request(last_event_id=last_event_id))
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     assert writer.frames == [b"event: history_gap\ndata: %s\n\n" % last_event_id.encode()]
 
 
@@ -217,7 +218,7 @@ async def test_with_history_off_a_reconnect_gets_neither_replay_nor_gap(backend)
     conn = gw.admit(request(last_event_id="1"))
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     assert writer.frames == []
 
 
@@ -229,7 +230,7 @@ async def test_shutdown_ends_every_stream_with_a_retry_hint_and_reports_it(backe
         conn = gw.admit(request())
         assert await gw.connect(conn)
         writers.append(FakeWriter())
-        await gw.open(conn, writers[-1])
+        await open_accepted(gw, conn, writers[-1])
     assert await gw.shutdown()
     for writer in writers:
         assert writer.ended and writer.frames[-1].startswith(b"retry: ")

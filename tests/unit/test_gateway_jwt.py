@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.support.helpers import open_accepted
 from tests.support.tokens import SECRET, claims, sign
 from tests.unit.test_gateway import FakeBackend, FakeWriter, make_gateway, request
 from tornado_sse.connection import State
@@ -31,7 +32,7 @@ async def open_jwt_stream(gw: Gateway, token: str, path: str = "/sse/x"):
     conn = gw.admit(request("%s?jwt=%s" % (path, token)))
     assert await gw.connect(conn)
     writer = FakeWriter()
-    await gw.open(conn, writer)
+    await open_accepted(gw, conn, writer)
     return conn, writer
 
 

@@ -227,3 +227,32 @@ async def test_a_gateway_stream_is_written_straight_to_its_socket_with_empty_que
     finally:
         stream.close()
         theirs.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_frames_written_before_the_head_go_to_the_handler_until_uncorked():
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    stream = NoDelayStream(ours)
+    early: list[bytes] = []
+    try:
+        writer = SocketWriter(
+            _Http(stream),  # type: ignore[arg-type]
+            ChunkEncoder(),
+            lambda: None,
+            early=early.append,
+        )
+        assert writer.write_frame(b"data: a\n\n") == 0
+        assert writer.write_frame(b"data: b\n\n") == 0
+        # Unframed, for the handler to send with the head; nothing reached the socket.
+        assert early == [b"data: a\n\n", b"data: b\n\n"]
+        assert stream._total_write_index == 0
+        with pytest.raises(BlockingIOError):
+            theirs.recv(100)
+        writer.uncork()
+        assert writer.write_frame(b"data: c\n\n") == 0
+        assert await receive(theirs, 14) == b"9\r\ndata: c\n\n\r\n"
+        assert len(early) == 2
+    finally:
+        stream.close()
+        theirs.close()
