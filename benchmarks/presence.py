@@ -19,7 +19,9 @@ join/leave bookkeeping adds to the cost of a connect.
   connect until every disconnect callback was heard and the leave delay had passed, over the
   connects). Runs are interleaved, the order turning each round (anonymous, user,
   user+events; user, user+events, anonymous; ...) so that no variant always runs first or
-  last, each on a fresh gateway and backend. Goal: users cost under 10 % more than
+  last, each on a fresh gateway and backend (with ``--one-gateway``: all on one gateway and
+  backend started once, each run with users of its own, so that runs follow each other within
+  a second and more pairs fit in the same time). Goal: users cost under 10 % more than
   anonymous streams.
 
 With ``--broker redis`` a ``redis-server`` child on an unused port is used (emptied between
@@ -140,6 +142,40 @@ async def presence_latency(redis_url: str | None, members: int) -> dict[str, flo
         await stop_gateway(app, server, backend)
 
 
+class ConnectTarget:
+    """The gateway (``PRESENCE_EVENTS=room.*``) and mock backend processes the connect runs go
+    to, and what the backend has heard so far (so that runs can share them)."""
+
+    def __init__(self, workdir: str, redis: Redis | None, pin: bool) -> None:
+        if redis is not None:
+            redis.command("FLUSHALL")
+        self.backend = MockBackend(workdir, 1 if pin else None)
+        settings = {
+            "HEARTBEAT_INTERVAL_SECONDS": "60",
+            "MAX_CONNECTIONS": "100000",
+            "PRESENCE_EVENTS": "room.*",
+            "PRESENCE_LEAVE_DELAY_SECONDS": str(LEAVE_DELAY),
+        }
+        if redis is not None:
+            settings["REDIS_URL"] = redis.url
+        self.workdir, self.pin, self.settings = workdir, pin, settings
+        self.gateway: Gateway | None = None
+        #: Connects (and as many disconnects) the backend has heard of the runs so far.
+        self.heard = 0
+
+    def start(self) -> None:
+        self.backend.start()
+        self.gateway = Gateway(
+            self.workdir, 0 if self.pin else None, self.backend.port, self.settings, defaults=True
+        )
+        self.gateway.start()
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.backend.stop()
+
+
 async def connect_run(
     workdir: str,
     redis: Redis | None,
@@ -149,28 +185,22 @@ async def connect_run(
     pin: bool,
     profile: str | None = None,
     blocking: bool = False,
+    target: ConnectTarget | None = None,
 ) -> dict[str, float]:
     """One run: ``connects`` streams, 50 connects in flight, each closed as soon as it is open
     (so this measures the connect and its bookkeeping, not held streams), against a fresh
-    gateway process. Returns ``connects_per_s`` and ``cpu_us_per_connect`` (the gateway's).
-    With ``profile`` (a file name), ``py-spy record`` samples the gateway meanwhile (raw
-    collapsed stacks, 1000 Hz; see :mod:`benchmarks.profile`), pausing it for each sample
-    with ``blocking``."""
-    if redis is not None:
-        redis.command("FLUSHALL")
-    backend = MockBackend(workdir, 1 if pin else None)
-    backend.start()
-    settings = {
-        "HEARTBEAT_INTERVAL_SECONDS": "60",
-        "MAX_CONNECTIONS": "100000",
-        "PRESENCE_EVENTS": "room.*",
-        "PRESENCE_LEAVE_DELAY_SECONDS": str(LEAVE_DELAY),
-    }
-    if redis is not None:
-        settings["REDIS_URL"] = redis.url
-    gateway = Gateway(workdir, 0 if pin else None, backend.port, settings, defaults=True)
+    gateway process, or against ``target``'s (started) when given. Returns ``connects_per_s``
+    and ``cpu_us_per_connect`` (the gateway's). With ``profile`` (a file name), ``py-spy
+    record`` samples the gateway meanwhile (raw collapsed stacks, 1000 Hz; see
+    :mod:`benchmarks.profile`), pausing it for each sample with ``blocking``."""
+    own = target is None
+    if target is None:
+        target = ConnectTarget(workdir, redis, pin)
     try:
-        gateway.start()
+        if own:
+            target.start()
+        gateway, backend = target.gateway, target.backend
+        assert gateway is not None
         prefix, with_user = VARIANTS[variant]
         paths = [
             "/sse/s?ch=%s.%d&%s=u%d-%d"
@@ -206,15 +236,16 @@ async def connect_run(
         elapsed = time.perf_counter() - started
         if bad:
             raise SystemExit("streams refused: %r" % bad[:5])
-        await settled(backend.port, connects)
+        target.heard += connects
+        await settled(backend.port, target.heard)
         await asyncio.sleep(LEAVE_DELAY + 0.3)  # the leaves are checked and published
         cpu = procstat.cpu_ns(gateway.pid) - cpu0
         if profiler is not None:
             await profiler.profile_stop()
         return {"connects_per_s": connects / elapsed, "cpu_us_per_connect": cpu / 1000 / connects}
     finally:
-        gateway.stop()
-        backend.stop()
+        if own:
+            target.stop()
 
 
 async def settled(port: int, connects: int, timeout: float = 60.0) -> None:
@@ -253,25 +284,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             latency = await presence_latency(url, args.members)
             runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
             names = list(VARIANTS)
-            for run in range(args.runs):  # interleaved, each run in another order (below)
-                for variant in names[run % 3 :] + names[: run % 3]:
-                    profile = None
-                    if args.profile:
-                        profile = os.path.join(
-                            args.profile, "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
+            shared = ConnectTarget(workdir, redis, pin) if args.one_gateway else None
+            try:
+                if shared is not None:
+                    shared.start()
+                for run in range(args.runs):  # interleaved, each run in another order (below)
+                    for variant in names[run % 3 :] + names[: run % 3]:
+                        profile = None
+                        if args.profile:
+                            name = "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
+                            profile = os.path.join(args.profile, name)
+                        runs[variant].append(
+                            await connect_run(
+                                workdir,
+                                redis,
+                                args.connects,
+                                variant,
+                                3 * run + names.index(variant),  # users of its own
+                                pin,
+                                profile,
+                                args.profile_blocking,
+                                shared,
+                            )
                         )
-                    runs[variant].append(
-                        await connect_run(
-                            workdir,
-                            redis,
-                            args.connects,
-                            variant,
-                            run,
-                            pin,
-                            profile,
-                            args.profile_blocking,
-                        )
-                    )
+            finally:
+                if shared is not None:
+                    shared.stop()
             figures: dict[str, Any] = {"presence": latency, "runs": runs}
             for metric in ("connects_per_s", "cpu_us_per_connect"):
                 anon = [r[metric] for r in runs["anonymous"]]
@@ -358,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--broker", choices=["local", "redis", "both"], default="both")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--one-gateway",
+        action="store_true",
+        help="run every connect run of a broker against one gateway and backend, started once "
+        "(runs a second apart instead of a process start apart, so more of them fit in the "
+        "same time; each run's users are its own)",
+    )
     parser.add_argument(
         "--profile",
         metavar="DIR",
