@@ -24,6 +24,10 @@ join/leave bookkeeping adds to the cost of a connect.
   a second and more pairs fit in the same time). Goal: users cost under 10 % more than
   anonymous streams.
 
+With ``--instructions`` the connects are not timed: valgrind's cachegrind counts the
+instructions the gateway executes per connect in each variant (:func:`instruction_runs`), a
+figure that does not move with whatever else the machine does.
+
 With ``--broker redis`` a ``redis-server`` child on an unused port is used (emptied between
 runs). With two or more CPUs the gateway is pinned to CPU 0, the backend, ``redis-server`` and
 this process to CPU 1 (Redis on the gateway's CPU would preempt it at random, and the CPU per
@@ -42,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
@@ -146,7 +151,10 @@ class ConnectTarget:
     """The gateway (``PRESENCE_EVENTS=room.*``) and mock backend processes the connect runs go
     to, and what the backend has heard so far (so that runs can share them)."""
 
-    def __init__(self, workdir: str, redis: Redis | None, pin: bool) -> None:
+    def __init__(
+        self, workdir: str, redis: Redis | None, pin: bool, wrapper: Sequence[str] = ()
+    ) -> None:
+        """``wrapper``: a command to run the gateway under (``valgrind ...``)."""
         if redis is not None:
             redis.command("FLUSHALL")
         self.backend = MockBackend(workdir, 1 if pin else None)
@@ -158,7 +166,9 @@ class ConnectTarget:
         }
         if redis is not None:
             settings["REDIS_URL"] = redis.url
-        self.workdir, self.pin, self.settings = workdir, pin, settings
+        if wrapper:
+            settings["PYTHONMALLOC"] = "malloc"  # what valgrind can follow
+        self.workdir, self.pin, self.settings, self.wrapper = workdir, pin, settings, wrapper
         self.gateway: Gateway | None = None
         #: Connects (and as many disconnects) the backend has heard of the runs so far.
         self.heard = 0
@@ -166,7 +176,12 @@ class ConnectTarget:
     def start(self) -> None:
         self.backend.start()
         self.gateway = Gateway(
-            self.workdir, 0 if self.pin else None, self.backend.port, self.settings, defaults=True
+            self.workdir,
+            0 if self.pin else None,
+            self.backend.port,
+            self.settings,
+            defaults=True,
+            wrapper=self.wrapper,
         )
         self.gateway.start()
 
@@ -186,8 +201,9 @@ async def connect_run(
     profile: str | None = None,
     blocking: bool = False,
     target: ConnectTarget | None = None,
+    in_flight: int = 50,
 ) -> dict[str, float]:
-    """One run: ``connects`` streams, 50 connects in flight, each closed as soon as it is open
+    """One run: ``connects`` streams, ``in_flight`` connects at a time, each closed once open
     (so this measures the connect and its bookkeeping, not held streams), against a fresh
     gateway process, or against ``target``'s (started) when given. Returns ``connects_per_s``
     and ``cpu_us_per_connect`` (the gateway's). With ``profile`` (a file name), ``py-spy
@@ -232,7 +248,7 @@ async def connect_run(
             await profiler.profile_start()
         cpu0 = procstat.cpu_ns(gateway.pid)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(50)))
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
         elapsed = time.perf_counter() - started
         if bad:
             raise SystemExit("streams refused: %r" % bad[:5])
@@ -246,6 +262,55 @@ async def connect_run(
     finally:
         if own:
             target.stop()
+
+
+def cachegrind_total(path: str) -> int:
+    """The instructions a ``valgrind --tool=cachegrind`` run counted (its ``summary:`` line)."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise SystemExit("no summary in %s: did the gateway exit cleanly?" % path)
+
+
+async def instruction_runs(
+    workdir: str, redis: Redis | None, connects: int, runs: int, pin: bool
+) -> dict[str, list[float]]:
+    """Instructions the gateway executes per connect, per variant and run, counted by
+    cachegrind (``valgrind --tool=cachegrind --cache-sim=no``), which counts the same for the
+    same work whatever else the machine does. Each figure is the difference between two
+    fresh gateways, one given ``connects`` connects and one a fifth of them, over the
+    difference in connects, so that the start and the shutdown cancel out. Under valgrind the
+    gateway runs about 50 times slower (10 connects in flight here), so it handles fewer
+    events per turn of its loop than at full speed: a conservative figure for what a
+    connect's extra events cost."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install -y valgrind)")
+    small = max(connects // 5, 1)
+    names = list(VARIANTS)
+    out: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for run in range(runs):
+        for variant in names[run % 3 :] + names[: run % 3]:
+            counts = []
+            for size in (small, connects):
+                path = os.path.join(workdir, "cachegrind-%d-%d.out" % (run, size))
+                wrapper = [valgrind, "--tool=cachegrind", "--cache-sim=no"]
+                target = ConnectTarget(
+                    workdir, redis, pin, wrapper + ["--cachegrind-out-file=" + path]
+                )
+                try:
+                    target.start()
+                    number = 3 * (2 * run + len(counts)) + names.index(variant)
+                    await connect_run(
+                        workdir, redis, size, variant, number, pin, target=target, in_flight=10
+                    )
+                finally:
+                    target.stop()
+                counts.append(cachegrind_total(path))
+                os.unlink(path)
+            out[variant].append((counts[1] - counts[0]) / (connects - small))
+    return out
 
 
 async def settled(port: int, connects: int, timeout: float = 60.0) -> None:
@@ -266,6 +331,41 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> float:
     return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
 
 
+async def timed_runs(
+    workdir: str, redis: Redis | None, args: argparse.Namespace, kind: str, pin: bool
+) -> dict[str, list[dict[str, float]]]:
+    """The timed connect runs of every variant, interleaved (see the module docstring)."""
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    names = list(VARIANTS)
+    shared = ConnectTarget(workdir, redis, pin) if args.one_gateway else None
+    try:
+        if shared is not None:
+            shared.start()
+        for run in range(args.runs):  # interleaved, each run in another order (below)
+            for variant in names[run % 3 :] + names[: run % 3]:
+                profile = None
+                if args.profile:
+                    name = "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
+                    profile = os.path.join(args.profile, name)
+                runs[variant].append(
+                    await connect_run(
+                        workdir,
+                        redis,
+                        args.connects,
+                        variant,
+                        3 * run + names.index(variant),  # users of its own
+                        pin,
+                        profile,
+                        args.profile_blocking,
+                        shared,
+                    )
+                )
+    finally:
+        if shared is not None:
+            shared.stop()
+    return runs
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     kinds = ["local", "redis"] if args.broker == "both" else [args.broker]
@@ -282,36 +382,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 redis.start()
             url = redis.url if redis is not None else None
             latency = await presence_latency(url, args.members)
-            runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-            names = list(VARIANTS)
-            shared = ConnectTarget(workdir, redis, pin) if args.one_gateway else None
-            try:
-                if shared is not None:
-                    shared.start()
-                for run in range(args.runs):  # interleaved, each run in another order (below)
-                    for variant in names[run % 3 :] + names[: run % 3]:
-                        profile = None
-                        if args.profile:
-                            name = "%s-%s-%d.txt" % (kind, variant.replace("+", "-"), run)
-                            profile = os.path.join(args.profile, name)
-                        runs[variant].append(
-                            await connect_run(
-                                workdir,
-                                redis,
-                                args.connects,
-                                variant,
-                                3 * run + names.index(variant),  # users of its own
-                                pin,
-                                profile,
-                                args.profile_blocking,
-                                shared,
-                            )
-                        )
-            finally:
-                if shared is not None:
-                    shared.stop()
+            if args.instructions:
+                counted = await instruction_runs(workdir, redis, args.connects, args.runs, pin)
+                runs = {v: [{"instructions_per_connect": n} for n in counted[v]] for v in counted}
+                metrics: tuple[str, ...] = ("instructions_per_connect",)
+            else:
+                runs = await timed_runs(workdir, redis, args, kind, pin)
+                metrics = ("connects_per_s", "cpu_us_per_connect")
             figures: dict[str, Any] = {"presence": latency, "runs": runs}
-            for metric in ("connects_per_s", "cpu_us_per_connect"):
+            for metric in metrics:
                 anon = [r[metric] for r in runs["anonymous"]]
                 figures[metric] = {"anonymous": statistics.median(anon)}
                 for variant in ("user", "user+events"):
@@ -348,6 +427,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     goals = []
     for kind, r in results.items():
+        if "instructions_per_connect" in r:
+            goals.append(instructions_report(kind, r["instructions_per_connect"], lines))
+            continue
         rate, cpu = r["connects_per_s"], r["cpu_us_per_connect"]
         lines.append(
             "| %s | anonymous | %.0f | | %.0f | |" % (kind, rate["anonymous"], cpu["anonymous"])
@@ -389,6 +471,38 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines + [""] + goals)
 
 
+def instructions_report(kind: str, counted: dict[str, Any], lines: list[str]) -> str:
+    """Table rows (appended to ``lines``) and the goal line of an ``--instructions`` run."""
+    lines.append(
+        "| %s | anonymous | instructions per connect: %.0f | | | |" % (kind, counted["anonymous"])
+    )
+    verdicts = []
+    for variant in ("user", "user+events"):
+        figure = counted[variant]
+        lines.append(
+            "| %s | %s | instructions per connect: %.0f | %s | | |"
+            % (
+                kind,
+                variant,
+                figure["median"],
+                ", ".join("%.3f" % x for x in figure["per_anonymous"]),
+            )
+        )
+        cost = figure["median_ratio"] - 1
+        verdicts.append(
+            "%s, %s: %.1f %% more instructions per connect than anonymous (median of the "
+            "per-run ratios); goal under %.0f %%: %s"
+            % (
+                kind,
+                variant,
+                100 * cost,
+                100 * GOAL_OVERHEAD,
+                "met" if cost < GOAL_OVERHEAD else "NOT met",
+            )
+        )
+    return "\n".join(verdicts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.presence")
     parser.add_argument("--members", type=int, default=10000)
@@ -414,6 +528,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --profile, pause the gateway for each sample: exact stacks (without it "
         "py-spy may join frames of different moments into one), more overhead",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the gateway's instructions per connect with valgrind's cachegrind instead "
+        "of timing the connects (see instruction_runs): the same figure for the same work, "
+        "however busy the machine is; about 50 times slower",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv)

@@ -386,8 +386,11 @@ class Gateway(Process):
         defaults: bool = False,
         ready_path: str = "/healthz",
         source: Checkout | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir, cpu)
+        #: A command the gateway runs under (``valgrind ...``), or none.
+        self.wrapper = list(wrapper)
         self.backend_port = backend_port
         self.settings = settings or {}
         self.requested_port = port
@@ -417,7 +420,7 @@ class Gateway(Process):
 
     def start(self) -> None:
         self.port = self.requested_port or free_port()
-        self._spawn([sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
+        self._spawn([*self.wrapper, sys.executable, "-m", "tornado_sse"], self.env(), "gateway")
         self._ready()
 
 
