@@ -48,7 +48,8 @@ class StreamClaims:
     """What a verified JWT says about its stream.
 
     ``user`` is the ``sub`` claim (``None``: anonymous), ``channels`` the channels to subscribe
-    (as a connect answer names them), ``info`` the ``info`` object (``None`` when absent),
+    (as a connect answer names them), ``info`` the ``info`` object validated
+    (:class:`~tornado_sse.protocol.Info`; ``None`` when absent),
     ``expires_at`` the ``exp`` claim in Unix seconds: the stream ends then.
     """
 

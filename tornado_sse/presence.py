@@ -314,9 +314,8 @@ class Presence:
         channels = conn.channels
         announce = self.announced(channels)
         join = self._join(conn) if announce else None
-        info = conn.info.text if conn.info is not None else None
         joins = await self.broker.enter(
-            conn.user, info, channels, announce=announce, limit=self.limit, join=join
+            conn.user, _info_text(conn), channels, announce=announce, limit=self.limit, join=join
         )
         conn.counted = channels
         if join is not None:
@@ -340,7 +339,7 @@ class Presence:
             announce = self.announced(added)
             await self.broker.enter(
                 conn.user,
-                conn.info.text if conn.info is not None else None,
+                _info_text(conn),
                 added,
                 announce=announce,
                 limit=None,
@@ -370,8 +369,7 @@ class Presence:
         """The ``presence_join`` event of ``conn``'s user (``None`` when anonymous)."""
         if conn.user is None:
             return None
-        info = conn.info.text if conn.info is not None else None
-        return presence_event("presence_join", conn.user, info)
+        return presence_event("presence_join", conn.user, _info_text(conn))
 
     def _arm(self) -> None:
         """Have the leaves waiting in ``_due`` checked :data:`LEAVE_BATCH` after the first of
@@ -454,3 +452,8 @@ class Presence:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _info_text(conn: Connection) -> str | None:
+    """``conn``'s info as compact JSON, as the brokers and presence events take it."""
+    return conn.info.text if conn.info is not None else None
