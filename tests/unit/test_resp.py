@@ -136,3 +136,51 @@ def test_replies_a_subscription_never_gets_are_protocol_errors(reply: bytes) -> 
 def test_bytes_that_are_not_resp_are_refused(raw: bytes, match: str) -> None:
     with pytest.raises(resp.ProtocolError, match=match):
         resp.parse(raw)
+
+
+MIXED = (
+    SUBSCRIBED
+    + message(b"room", b"one\r\ntwo")
+    + message(b"tornado_sse:c:a b", b"", b"*")
+    + b">3\r\n$11\r\nunsubscribe\r\n$4\r\nroom\r\n:0\r\n"
+    + message(b"r", b"x" * 300)
+)
+
+
+def test_parse_events_gives_what_parse_then_events_give_for_a_stream_split_anywhere() -> None:
+    for cut in range(len(MIXED) + 1):
+        expected, used, need = resp.parse(MIXED[:cut])
+        assert resp.parse_events(MIXED[:cut]) == (resp.events(expected), used, need), cut
+    assert [kind for kind, _, _ in resp.parse_events(MIXED)[0]] == [
+        "subscribe",
+        "message",
+        "message",
+        "unsubscribe",
+        "message",
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b">3\r\n$7\r\nmessage\r\n$x\r\nroom\r\n$1\r\na\r\n", "not an integer"),
+        (b">3\r\n$7\r\nmessage\r\n$4\r\nroomy\r\n$1\r\na\r\n", "without its end of line"),
+        (b">3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n:1\r\n", None),  # not a message's payload
+        (b">3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$1\r\nab\r\n", "without its end of line"),
+        (b">3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\na\r\n", None),
+    ],
+)
+def test_parse_events_reads_a_malformed_message_as_parse_does(raw: bytes, match: str) -> None:
+    if match is None:  # not what a server writes, yet RESP: the same event either way
+        assert resp.parse_events(raw) == (resp.events(resp.parse(raw)[0]), len(raw), len(raw) + 1)
+        return
+    with pytest.raises(resp.ProtocolError, match=match):
+        resp.parse(raw)
+    with pytest.raises(resp.ProtocolError, match=match):
+        resp.parse_events(raw)
+
+
+def test_a_well_formed_message_is_read_by_the_shortcut() -> None:
+    raw = message(b"room", b"x\r\ny")
+    assert resp._message(raw, 0) == (("message", b"room", b"x\r\ny"), len(raw))
+    assert resp._message(raw[:-1], 0) is None  # not whole: parse says what it needs

@@ -40,6 +40,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
 #: Seconds between two probes the link publishes to itself, and how long one may take to come
 #: back before the subscription is declared silent and re-established.
 PROBE_INTERVAL, PROBE_TIMEOUT = 1.0, 5.0
+#: Seconds between two looks for a probe or periodic hook that is due.
+TICK = min(1.0, PROBE_INTERVAL)
 #: Retries of a command whose connection turned out dead (a pooled connection left stale by a
 #: Redis restart or failover), each on a fresh connection. Every command the cluster sends is
 #: safe to repeat: writes are idempotent, publishes carry an id their receivers deduplicate.
@@ -142,18 +144,14 @@ class _Subscription:
             raise redis_errors.ConnectionError("the subscription's connection is lost")
         await conn.send_command(*args, check_health=False)
 
-    async def events(self, timeout: float) -> list[resp.Event]:
-        """The events of the next read within ``timeout`` seconds (``[]`` if none came, or
-        if it brought only part of a reply). Raises ``ConnectionError`` when the connection
-        is lost, carries what a subscription never gets, or Redis says it moves elsewhere."""
+    async def events(self) -> list[resp.Event]:
+        """The events of the next read, however long it takes to come (``[]`` if it brought
+        only part of a reply). Raises ``ConnectionError`` when the connection is lost,
+        carries what a subscription never gets, or Redis says it moves elsewhere."""
         reader = self._reader
         if reader is None or self._lost is not None:
             raise redis_errors.ConnectionError(self._lost or "the subscription is not open")
-        try:
-            async with asyncio.timeout(timeout):
-                chunk = await reader.read(READ_SIZE)
-        except TimeoutError:
-            return []
+        chunk = await reader.read(READ_SIZE)
         if not chunk:
             raise redis_errors.ConnectionError("Redis closed the subscription's connection")
         self._size += len(chunk)
@@ -163,8 +161,7 @@ class _Subscription:
                 return []  # a large reply still arriving: joined once it is whole
             chunk = b"".join(self._pieces)
         try:
-            replies, used, need = resp.parse(chunk)
-            events = resp.events(replies)
+            events, used, need = resp.parse_events(chunk)
         except resp.ProtocolError as exc:
             raise redis_errors.ConnectionError(str(exc)) from None
         rest = chunk[used:]
@@ -264,12 +261,9 @@ class _ShardedSubscription:
         except Exception as exc:  # handed to the link's loop, which starts over
             self._queue.put_nowait(exc)
 
-    async def events(self, timeout: float) -> list[resp.Event]:
+    async def events(self) -> list[resp.Event]:
         """As :meth:`_Subscription.events`, from every node's connection."""
-        try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return []
+        item = await self._queue.get()
         events = []
         while True:
             if isinstance(item, BaseException):
@@ -570,19 +564,44 @@ class RedisLink:
                 await self.publish(probe, b"probe")
 
     async def _listen(self, pubsub: Any) -> None:
+        """Read and dispatch the subscription's events while a ticker probes it and runs the
+        periodic hooks; returns (raising why) as soon as either fails, the other stopped."""
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read(pubsub))
+        ticker = loop.create_task(self._tick())
+        try:
+            await asyncio.wait((reader, ticker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, ticker):
+                task.cancel()
+            await asyncio.wait((reader, ticker))
+        for task in (reader, ticker):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+
+    async def _read(self, pubsub: Any) -> None:
+        """Dispatch the events of each read, as they come: no timer armed per read, since a
+        busy link reads thousands of times a second (the ticker watches for silence)."""
+        while True:
+            for event in await pubsub.events():
+                self._dispatch(event)
+
+    async def _tick(self) -> None:
+        """Every :data:`TICK` seconds: the probe (raising once the subscription is found
+        silent) and the periodic hooks that are due."""
         last_run = [time.monotonic()] * len(self._periodic)
         last_probe = 0.0
         while True:
-            for event in await pubsub.events(min(1.0, PROBE_INTERVAL)):
-                self._dispatch(event)
             now = time.monotonic()
             if now - last_probe >= PROBE_INTERVAL:
                 last_probe = now
                 await self._probe(now)
             for i, (seconds, hook) in enumerate(self._periodic):
                 if now - last_run[i] >= seconds and i not in self._running:
-                    # In the background: a stalled Redis must not stop this loop from
+                    # In the background: a stalled Redis must not stop the ticker from
                     # noticing, through the probe, that the subscription went silent.
                     last_run[i] = now
                     self._running.add(i)
                     self.spawn(self._run_periodic(i, hook))
+            await asyncio.sleep(TICK)
