@@ -50,6 +50,43 @@ COMMAND_RETRIES = 2
 READ_SIZE = 256 * 1024
 
 
+class _Packing:
+    """redis-py's ``pack_command`` giving the same bytes, joined once rather than once per
+    argument (the gateway's scripts take dozens of arguments, and redis-py's packing was most
+    of a call's cost). Values it does not expect (floats, memoryviews, anything larger than
+    the connection's buffer cutoff) go to redis-py's own packing."""
+
+    __slots__ = ()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str):
+            args = tuple(first.encode().split()) + args[1:]
+        elif b" " in first:
+            args = tuple(first.split()) + args[1:]
+        encoder = self.encoder  # type: ignore[attr-defined]
+        cutoff = self._buffer_cutoff  # type: ignore[attr-defined]
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            kind = type(arg)
+            if kind is str:
+                arg = arg.encode(encoder.encoding, encoder.encoding_errors)
+            elif kind is int:
+                arg = b"%d" % arg
+            elif kind is not bytes:
+                return super().pack_command(*args)  # type: ignore[misc]
+            if len(arg) > cutoff:
+                return super().pack_command(*args)  # type: ignore[misc]
+            parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        return [b"".join(parts)]
+
+
+def packing(connection_class: type) -> type:
+    """``connection_class`` (whichever redis-py picked: TCP, TLS, Unix socket, Sentinel) with
+    :class:`_Packing`'s ``pack_command``."""
+    return type("Packing" + connection_class.__name__, (_Packing, connection_class), {})
+
+
 def connection_pool(url: str, sentinels: str | None, master: str | None) -> Any:
     """The bounded pool of one instance: of ``url``, or of the primary that ``sentinels``
     (``host:port,...``) name for ``master``. Callers wait for a free connection, so a burst of
@@ -68,12 +105,15 @@ def connection_pool(url: str, sentinels: str | None, master: str | None) -> Any:
             host, _, port = item.strip().rpartition(":")
             hosts.append((host, int(port)))
         sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)
-        return SentinelConnectionPool(
+        pool: Any = SentinelConnectionPool(
             master, sentinel, max_connections=REDIS_CONNECTIONS, **options
         )
-    return aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=POOL_TIMEOUT, **options
-    )
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=POOL_TIMEOUT, **options
+        )
+    pool.connection_class = packing(pool.connection_class)
+    return pool
 
 
 def cluster_client(urls: str) -> Any:
