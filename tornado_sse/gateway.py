@@ -637,7 +637,7 @@ class Gateway:
             removed = self.registry.remove_channels(conn, channels)
             if conn.subscribed:
                 self.broker.unsubscribe(removed)
-            await self.presence.change(conn, (), removed)
+            await self.presence.follow(conn)
             return True
         fresh = tuple(c for c in channels if c not in conn.channels)
         if fresh:
@@ -648,7 +648,7 @@ class Gateway:
             if not conn.channels:
                 conn.subscribed = True  # its count now covers its channels
             self.registry.add_channels(conn, fresh)
-            await self.presence.change(conn, fresh, ())
+            await self.presence.follow(conn)
         return conn.state is not State.CLOSED
 
     # -- questions ------------------------------------------------------------------------------

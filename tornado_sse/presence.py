@@ -21,12 +21,13 @@ announced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as quote
 from typing import TYPE_CHECKING, Any
@@ -275,6 +276,17 @@ class Ledger:
 Publish = Callable[[str, bytes], Awaitable[int]]
 
 
+class _Turns:
+    """The changes of one stream's presence count waiting for their turn (see
+    :meth:`Presence._turn`)."""
+
+    __slots__ = ("lock", "holders")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.holders = 0
+
+
 class Presence:
     """The gateway's presence: counts streams in and out of the broker's records and
     announces joins and (delayed) leaves on the channels matching ``globs``.
@@ -294,6 +306,9 @@ class Presence:
         self._due: deque[tuple[float, str, str]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: The streams whose live subscription change is being followed (by token): whose
+        #: turn it is to change what they are counted on, their end after those changes.
+        self._following: dict[str, _Turns] = {}
         self._closed = False
 
     def announced(self, channels: Iterable[str]) -> list[str]:
@@ -305,13 +320,17 @@ class Presence:
     # -- streams --------------------------------------------------------------------------------
 
     async def enter(self, conn: Connection) -> None:
-        """Count ``conn`` (its user and channels, as its connect answer named them); raises
+        """Count ``conn`` (its user and channels, as they are now); raises
         :class:`TooManyStreams` if its user holds ``limit`` streams already, or
-        ``BrokerUnavailable``. An anonymous stream without channels is not counted at all.
-        The joins this published are kept in ``conn.joins``, for the stream to get first."""
-        if conn.user is None and not conn.channels:
-            return
+        ``BrokerUnavailable``. An anonymous stream without channels is marked counted with
+        nothing in the broker, so that the channels a live subscription gives it later are.
+        The joins this published are kept in ``conn.joins``, for the stream to get first.
+        Channels added or removed while the count was in flight are followed before this
+        returns."""
         channels = conn.channels
+        if conn.user is None and not channels:
+            conn.counted = ()
+            return
         announce = self.announced(channels)
         join = self._join(conn) if announce else None
         joins = await self.broker.enter(
@@ -320,36 +339,73 @@ class Presence:
         conn.counted = channels
         if join is not None:
             conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in joins.values() if i))
+        if conn.channels != channels:
+            await self.follow(conn)
 
     def exit(self, conn: Connection) -> None:
-        """Count ``conn`` out (its stream ended); never waits."""
-        channels, conn.counted = conn.counted, None
-        if channels is None:
-            return
-        self._spawn(self._exit(conn.user, channels, stream=True))
-
-    async def change(
-        self, conn: Connection, added: Collection[str], removed: Collection[str]
-    ) -> None:
-        """Follow a live subscription change of a counted stream (raises
-        ``BrokerUnavailable``)."""
+        """Count ``conn`` out (its stream ended); never waits. Once for each count: a second
+        call finds nothing counted. After a :meth:`follow` in flight for it, when there is one."""
         if conn.counted is None:
-            return  # not counted yet (its own count will include its channels) or not at all
-        if added:
-            announce = self.announced(added)
-            await self.broker.enter(
-                conn.user,
-                _info_text(conn),
-                added,
-                announce=announce,
-                limit=None,
-                join=self._join(conn) if announce else None,
-            )
-            conn.counted = conn.counted + tuple(added)
-        if removed:
-            gone = [c for c in removed if c in conn.counted]
-            conn.counted = tuple(c for c in conn.counted if c not in removed)
-            await self._exit(conn.user, gone, stream=False)
+            return
+        if conn.token in self._following:
+            self._spawn(self._exit_after(conn))
+            return
+        channels, conn.counted = conn.counted, None
+        if channels or conn.user is not None:
+            self._spawn(self._exit(conn.user, channels, stream=True))
+
+    async def _exit_after(self, conn: Connection) -> None:
+        async with self._turn(conn.token):
+            channels, conn.counted = conn.counted, None
+        if channels is not None and (channels or conn.user is not None):
+            await self._exit(conn.user, channels, stream=True)
+
+    async def follow(self, conn: Connection) -> None:
+        """Make presence count ``conn`` on its channels as they are now, after a live
+        subscription changed them: the channels it gained are counted (their joins announced),
+        the ones it lost counted out (their leaves due after the delay). Changes of one stream
+        are followed one at a time, each against what the one before left counted. Nothing to
+        do for a stream not counted yet (its count takes its channels as they are then) or no
+        longer. Raises ``BrokerUnavailable``."""
+        if conn.counted is None:
+            return
+        async with self._turn(conn.token):
+            counted = conn.counted
+            if counted is None:
+                return  # it ended while an earlier change was followed
+            added = tuple(c for c in conn.channels if c not in counted)
+            removed = tuple(c for c in counted if c not in conn.channels)
+            if added:
+                announce = self.announced(added)
+                await self.broker.enter(
+                    conn.user,
+                    _info_text(conn),
+                    added,
+                    announce=announce,
+                    limit=None,
+                    join=self._join(conn) if announce else None,
+                )
+                counted = counted + added
+                conn.counted = counted
+            if removed:
+                conn.counted = tuple(c for c in counted if c not in removed)
+                await self._exit(conn.user, removed, stream=False)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, token: str) -> AsyncIterator[None]:
+        """Hold the turn of stream ``token`` to change what presence counts it on: the holders
+        of one token take turns in the order they asked; the record goes with the last one."""
+        turns = self._following.get(token)
+        if turns is None:
+            turns = self._following[token] = _Turns()
+        turns.holders += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.holders -= 1
+            if not turns.holders:
+                del self._following[token]
 
     async def _exit(self, user: str | None, channels: Collection[str], *, stream: bool) -> None:
         try:

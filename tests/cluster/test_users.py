@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
@@ -241,6 +242,110 @@ async def test_live_subscription_of_a_token_and_its_validation(instances, backen
         assert (status, body["error"]["code"]) == (400, code), bad
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stream_without_channels_counts_on_the_channels_a_subscription_gives_it(
+    instances, backend
+):
+    (gw,) = instances()
+    await ready(gw)
+    anonymous = await gw.open("/sse/-//1")  # a connect answer that names no channel
+    await gw.open("/sse/ann//1")
+    tokens = {cb.body["request"]["url"]: cb.token for cb in backend.of("connect")}
+    for url in ("/sse/-//1", "/sse/ann//1"):
+        body = {"token": tokens[url], "channels": ["news"]}
+        assert await post(gw, "/internal/subscribe", body) == (200, {"status": "ok", "streams": 1})
+    assert await presence(gw, "news") == {
+        "channel": "news",
+        "users": [{"user": "ann", "info": {"name": "Ann"}, "streams": 1}],
+        "anonymous": 1,
+    }
+    await publish(gw, "news", "one")
+    assert [e.data for e in await anonymous.wait_events(1)] == ["one"]
+    body = {"token": tokens["/sse/-//1"], "channels": ["news"]}
+    assert await post(gw, "/internal/unsubscribe", body) == (200, {"status": "ok", "streams": 1})
+    assert (await presence(gw, "news"))["anonymous"] == 0
+    assert await post(gw, "/internal/subscribe", body) == (200, {"status": "ok", "streams": 1})
+    assert (await presence(gw, "news"))["anonymous"] == 1
+    await anonymous.aclose()
+    await backend.wait_for_calls("disconnect")
+    for _ in range(200):  # the count goes out in the background, right after the end
+        if (await presence(gw, "news"))["anonymous"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (await presence(gw, "news"))["anonymous"] == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_subscription_during_the_connect_callback_applies_to_its_answer(instances, backend):
+    (gw,) = instances()
+    await ready(gw)
+    answered: list[Any] = []
+
+    async def change_while_connecting(connect: dict[str, Any]) -> None:
+        for path, channel in [("/internal/subscribe", "news"), ("/internal/unsubscribe", "old")]:
+            change = {"token": connect["token"], "channels": [channel]}
+            answered.append(await post(gw, path, change))
+
+    backend.on_connect = change_while_connecting
+    stream = await gw.open("/sse/ann/base+old/1")
+    backend.on_connect = None
+    assert answered == [(200, {"status": "ok", "streams": 1})] * 2
+    await publish(gw, "old", "not any more")
+    await publish(gw, "news", "one")
+    await publish(gw, "base", "two")
+    assert [e.data for e in await stream.wait_events(2)] == ["one", "two"]
+    assert (await presence(gw, "news"))["users"] == [
+        {"user": "ann", "info": {"name": "Ann"}, "streams": 1}
+    ]
+    assert (await presence(gw, "old"))["users"] == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_subscription_while_the_stream_is_being_counted_is_counted_too(
+    redis_server, gateway, backend
+):
+    backend.answer_for = by_path
+    gw = gateway(redis_url=redis_server.url)
+    await ready(gw)
+    await gw.open("/sse/-/news/watcher")  # this instance follows news: subscribing needs no Redis
+    pauser = aioredis.from_url(redis_server.url)
+    changed: list[Any] = []
+
+    async def subscribe_while_counted(token: str) -> None:
+        for _ in range(400):  # until the connect answer is in, and the count waits for Redis
+            conn = gw.gateway.registry.get(token)
+            if conn is not None and conn.channel_changes is None:
+                break
+            await asyncio.sleep(0.002)
+        changed.append(
+            await post(gw, "/internal/subscribe", {"token": token, "channels": ["news"]})
+        )
+        changed.append(conn.counted)  # still None: the count was in flight all along
+
+    async def pause_redis(connect: dict[str, Any]) -> None:
+        await pauser.execute_command("CLIENT", "PAUSE", "800")  # the count will wait for it
+        changed.append(asyncio.ensure_future(subscribe_while_counted(connect["token"])))
+
+    backend.on_connect = pause_redis
+    try:
+        stream = await gw.open("/sse/ann/base/1")
+        backend.on_connect = None
+        await changed[0]
+    finally:
+        await pauser.aclose()
+    assert changed[1:] == [(200, {"status": "ok", "streams": 1}), None]
+    assert (await presence(gw, "news"))["users"] == [
+        {"user": "ann", "info": {"name": "Ann"}, "streams": 1}
+    ]
+    await stream.aclose()
+    await backend.wait_for_calls("disconnect", count=1)
+    for _ in range(200):  # counted out of both channels, right after the end
+        if (await presence(gw, "news"))["users"] == (await presence(gw, "base"))["users"] == []:
+            break
+        await asyncio.sleep(0.02)
+    assert (await presence(gw, "news"))["users"] == []
+
+
 # -- presence events, either broker ------------------------------------------------------------
 
 
@@ -307,6 +412,32 @@ async def test_anonymous_streams_and_other_channels_get_no_presence_events(insta
     await gw.open("/sse/ann/lobby/1")
     await publish(gw, "room.1", "marker")
     assert [e.type for e in await watcher.wait_events(1)] == ["message"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_presence_events_follow_a_live_subscription(instances, backend):
+    (gw,) = instances(presence_events="room.*", presence_leave_delay_seconds=0.3)
+    await ready(gw)
+    watcher = await gw.open("/sse/-/room.1/watcher")
+    tab = await gw.open("/sse/ann/base/1")
+    assert await post(gw, "/internal/subscribe", {"user": "ann", "channels": ["room.1"]}) == (
+        200,
+        {"status": "ok", "streams": 1},
+    )
+    assert presence_events(await watcher.wait_events(1)) == [JOIN_ANN]
+    assert presence_events(await tab.wait_events(1)) == [JOIN_ANN]  # a channel event of room.1
+    assert await post(gw, "/internal/unsubscribe", {"user": "ann", "channels": ["room.1"]}) == (
+        200,
+        {"status": "ok", "streams": 1},
+    )
+    unsubscribed = time.monotonic()
+    events = await watcher.wait_events(2)
+    assert time.monotonic() - unsubscribed >= 0.3 - 0.05
+    assert presence_events(events) == [JOIN_ANN, LEAVE_ANN]
+    await publish(gw, "room.1", "marker")
+    await publish(gw, "base", "marker")
+    assert [e.data for e in await watcher.wait_events(3)][2] == "marker"
+    assert [e.type for e in await tab.wait_events(2)] == ["presence_join", "message"]
 
 
 # -- three instances over Redis ----------------------------------------------------------------
