@@ -487,17 +487,20 @@ class Gateway:
 
     async def send_user(self, request: SendRequest) -> int:
         """Deliver a user send to every stream of the user on every instance (connecting ones
-        included); returns how many streams it reached."""
+        whose connect answer is in included); returns how many streams it reached. The other
+        instances are asked first, so that when the broker cannot be reached (503) this
+        instance's streams did not get it either, and a retry does not double it here."""
         assert request.user is not None
         frame = protocol.encode(request.event) if request.event is not None else None
-        reached = self.registry.send_user(request.user, frame, request.close)
         question = {
             "op": "send",
             "user": request.user,
             "frame": frame.decode("utf-8") if frame is not None else None,
             "close": request.close,
         }
-        for answer in await self.broker.ask_user(request.user, question):
+        answers = await self.broker.ask_user(request.user, question)
+        reached = self.registry.send_user(request.user, frame, request.close)
+        for answer in answers:
             reached += int(answer.get("streams", 0))
         return reached
 

@@ -632,7 +632,9 @@ async def test_subscribe_a_token_held_by_another_instance(redis_cluster, backend
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(cluster, backend):
+async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(
+    cluster, backend, redis_server
+):
     backend.answer_for = by_path
     env = {"PRESENCE_EVENTS": "room.*", "PRESENCE_LEAVE_DELAY_SECONDS": "0.3"}
     a, b = await cluster(2, **env)
@@ -646,6 +648,12 @@ async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(cluster
         b.signal(signal.SIGKILL)
         await b.wait(10)
         started = time.monotonic()
+        await listeners_gone(redis_server, 1)
+        # b is not known dead yet, but is no longer listening: a user send reaches the stream
+        # that can be reached, and says so, rather than failing after delivering it.
+        answer = await a.send({"user": "ann", "event": {"data": "still here"}})
+        assert answer == (200, {"status": "ok", "streams": 1})
+        await streams[1].wait_until(lambda s: any(e.data == "still here" for e in s.events))
         while True:  # bounded: the contract gives 60 s
             body = await fetch_presence(a, "room.1")
             if [u["user"] for u in body["users"]] == ["ann"]:
@@ -672,3 +680,17 @@ async def fetch_presence(gw: Any, channel: str) -> dict[str, Any]:
     )
     assert response.code == 200, response.body
     return json.loads(response.body)
+
+
+async def listeners_gone(redis_server: Any, living: int) -> None:
+    """Until Redis has only ``living`` instances listening on their channels (bounded)."""
+    client = aioredis.from_url(redis_server.url)
+    try:
+        for _ in range(500):
+            channels = await client.pubsub_channels("tornado_sse:instance:*")
+            if len(channels) == living:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("instance channels still listened to: %r" % channels)
+    finally:
+        await client.aclose()
