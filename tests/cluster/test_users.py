@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.backend import Answer
+from tests.support.helpers import open_and_close_another
 
 BROKERS = ["local", "redis"]
 
@@ -358,15 +359,20 @@ async def test_two_tabs_join_once_and_leave_after_the_last_tab_and_the_delay(ins
     assert presence_events(await watcher.wait_events(1)) == [JOIN_ANN]
     tab2 = await gw.open("/sse/ann/room.1/2")
     await tab1.aclose()
+    await backend.wait_for_calls("disconnect")
+    await asyncio.sleep(0.6)  # twice the delay: a leave for the first tab would be out by now
+    await publish(gw, "room.1", "first tab gone")
+    events = await watcher.wait_events(2)
+    assert presence_events(events) == [JOIN_ANN] and events[1].data == "first tab gone"
     await tab2.aclose()
     await backend.wait_for_calls("disconnect", count=2)
     last_left = time.monotonic()
-    events = await watcher.wait_events(2)
+    events = await watcher.wait_events(3)
     assert time.monotonic() - last_left >= 0.3 - 0.05
     assert presence_events(events) == [JOIN_ANN, LEAVE_ANN]
-    assert events[1].last_event_id > events[0].last_event_id  # channel events, with ids
+    assert int(events[2].last_event_id) > int(events[1].last_event_id)  # channel events, ids
     await publish(gw, "room.1", "marker")
-    assert [e.data for e in await watcher.wait_events(3)][2] == "marker"  # nothing between
+    assert [e.data for e in await watcher.wait_events(4)][3] == "marker"  # nothing between
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -457,12 +463,17 @@ async def test_a_user_send_reaches_3_streams_on_2_instances(redis_cluster):
         200,
         {"status": "ok", "streams": 3},
     )
-    for tab in tabs:
-        assert [(e.type, e.data) for e in await tab.wait_events(1)] == [("greet", "hello")]
     assert await c.send({"user": "bob", "event": {"data": "only bob"}}) == (
         200,
         {"status": "ok", "streams": 1},
     )
+    assert await a.send({"user": "ann", "event": {"data": "marker"}}) == (
+        200,
+        {"status": "ok", "streams": 3},
+    )
+    for tab in tabs:  # once each, nothing of bob's, nothing twice
+        events = await tab.wait_events(2)
+        assert [(e.type, e.data) for e in events] == [("greet", "hello"), ("message", "marker")]
     assert [e.data for e in await other.wait_events(1)] == ["only bob"]
 
 
@@ -491,6 +502,9 @@ async def test_a_user_close_ends_every_stream_with_one_disconnect_each(redis_clu
         200,
         {"status": "ok", "streams": 0},
     )
+    for gw in (a, b):  # a later stream's disconnect comes alone: none was doubled before it
+        await open_and_close_another(gw, backend, "/sse/-/-/later")
+    assert len(backend.of("disconnect")) == 5
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -540,19 +554,24 @@ async def test_presence_is_cluster_wide(redis_cluster):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_tabs_on_two_instances_join_once_and_leave_once(redis_cluster, backend):
-    a, b, c = redis_cluster(3, presence_events="room.*", presence_leave_delay_seconds=1.5)
+    a, b, c = redis_cluster(3, presence_events="room.*", presence_leave_delay_seconds=1.0)
     await ready(a, b, c)
     watcher = await c.open("/sse/-/room.1/watcher")
     tab1, tab2 = await asyncio.gather(a.open("/sse/ann/room.1/1"), b.open("/sse/ann/room.1/2"))
     await tab1.aclose()
+    await backend.wait_for_calls("disconnect")
+    await asyncio.sleep(1.5)  # past the delay: a leave for the tab on a would be out by now
+    await publish(c, "room.1", "tab on a gone")
+    events = await watcher.wait_events(2)
+    assert presence_events(events) == [JOIN_ANN] and events[1].data == "tab on a gone"
     await tab2.aclose()
     await backend.wait_for_calls("disconnect", count=2)
     last_left = time.monotonic()
-    events = await watcher.wait_events(2)
-    assert time.monotonic() - last_left >= 0.3 - 0.05
+    events = await watcher.wait_events(3)
+    assert time.monotonic() - last_left >= 1.0 - 0.05
     assert presence_events(events) == [JOIN_ANN, LEAVE_ANN]
     await publish(a, "room.1", "marker")
-    assert (await watcher.wait_events(3))[2].data == "marker"
+    assert (await watcher.wait_events(4))[3].data == "marker"
 
 
 @pytest.mark.gen_test(timeout=30)
