@@ -17,8 +17,9 @@
   goes to the backend's ``/demo/push``, which calls ``/internal/send`` with the token), the
   same push as a curl line to copy, a form that says something on the ``lobby`` channel
   (``/demo/say``: every tab sees it), and who is online, from ``/who`` (the backend's window on
-  ``/internal/presence``), asked again at each ``presence_join`` and ``presence_leave``. Tabs of
-  one browser share a name (one user, several streams); a private window gets another.
+  ``/internal/presence``), asked again at each ``presence_join`` and ``presence_leave`` and
+  every 3 seconds (a user's second tab changes their stream count but announces nothing). Tabs
+  of one browser share a name (one user, several streams); a private window gets another.
 
 The routes of the page (``/``, ``/who``, ``/demo/*``) stand for the backend's own web site and
 are served on the gateway's port beside the streams, so that the demo needs one address.
@@ -297,6 +298,8 @@ async function connect() {
   source.onopen = () => {
     $("state").textContent = "open"; $("state").className = "open";
     $("step-open").className = "done"; who();
+    // A second tab of a user already online is no presence event: ask now and then as well.
+    if (!demo.whoTimer) demo.whoTimer = setInterval(who, 3000);
   };
   source.onerror = () => { $("state").textContent = "reconnecting"; $("state").className = "bad"; };
   source.addEventListener("welcome", (e) => {

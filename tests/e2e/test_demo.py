@@ -82,6 +82,12 @@ async def test_demo_explains_itself_pushes_broadcasts_and_lists_who_is_online(br
         assert notes == 0
         await in_browser(tabs.close, "bob")
         await in_browser(tabs.on("ann").until, "!window.demo.who.includes('bob') && 'gone'")
+
+        # A second tab of ann's is no join, yet her first tab comes to show both streams.
+        await in_browser(tabs.open, "ann", "", "ann, second tab")
+        await in_browser(tabs.until, "window.demo.token")
+        two = "document.getElementById('who').textContent === 'ann (2 tabs)'"
+        await in_browser(tabs.on("ann").until, two)
     finally:
         await demo.stop()
 

@@ -61,12 +61,13 @@ class DemoTabs:
         self.handles: dict[str, str] = {}
         driver.set_script_timeout(timeout)
 
-    def open(self, name: str, query: str = "") -> None:
-        """Open the page as ``name`` in a new tab (the first in the current one)."""
+    def open(self, name: str, query: str = "", tab: str | None = None) -> None:
+        """Open the page as ``name`` in a new tab (the first in the current one), known as
+        ``tab`` (default: ``name``) to the other calls."""
         if self.handles:
             self.driver.switch_to.new_window("tab")
         self.driver.get("%s/?name=%s%s" % (self.base_url, name, query))
-        self.handles[name] = self.driver.current_window_handle
+        self.handles[tab or name] = self.driver.current_window_handle
 
     def on(self, name: str) -> DemoTabs:
         """Switch to ``name``'s tab."""
