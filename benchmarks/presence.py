@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -331,6 +332,17 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> float:
     return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
 
 
+def median_interval(ratios: list[float], resamples: int = 5000, seed: int = 0) -> list[float]:
+    """A 95 % bootstrap interval of the median of ``ratios`` (the rounds resampled with
+    replacement ``resamples`` times, percentiles 2.5 and 97.5 of the resampled medians). The
+    seed is fixed, so the same figures give the same interval. With one ratio, that ratio twice."""
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    return [medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]]
+
+
 async def timed_runs(
     workdir: str, redis: Redis | None, args: argparse.Namespace, kind: str, pin: bool
 ) -> dict[str, list[dict[str, float]]]:
@@ -395,10 +407,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 figures[metric] = {"anonymous": statistics.median(anon)}
                 for variant in ("user", "user+events"):
                     values = [r[metric] for r in runs[variant]]
+                    ratios = [v / a for a, v in zip(anon, values, strict=True)]
                     figures[metric][variant] = {
                         "median": statistics.median(values),
-                        "per_anonymous": [v / a for a, v in zip(anon, values, strict=True)],
+                        "per_anonymous": ratios,
                         "median_ratio": median_ratio(values, anon),
+                        "interval_95": median_interval(ratios),
                     }
             results[kind] = figures
         finally:
@@ -455,14 +469,21 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             )
             rate_cost = 1 - rate[variant]["median_ratio"]
             cpu_cost = cpu[variant]["median_ratio"] - 1
+            rate_lo, rate_hi = rate[variant]["interval_95"]
+            cpu_lo, cpu_hi = cpu[variant]["interval_95"]
             goals.append(
-                "%s, %s: %.1f %% fewer connects/s, %.1f %% more CPU per connect than anonymous "
-                "(medians of the per-run ratios); goal under %.0f %%: %s"
+                "%s, %s: %.1f %% fewer connects/s (95 %% interval %.1f to %.1f), %.1f %% more CPU "
+                "per connect (%.1f to %.1f) than anonymous (medians of the per-run ratios); goal "
+                "under %.0f %%: %s"
                 % (
                     kind,
                     variant,
                     100 * rate_cost,
+                    100 * (1 - rate_hi),
+                    100 * (1 - rate_lo),
                     100 * cpu_cost,
+                    100 * (cpu_lo - 1),
+                    100 * (cpu_hi - 1),
                     100 * GOAL_OVERHEAD,
                     "met" if max(rate_cost, cpu_cost) < GOAL_OVERHEAD else "NOT met",
                 )
@@ -541,10 +562,18 @@ def main(argv: list[str] | None = None) -> int:
         "of timing the connects (see instruction_runs): the same figure for the same work, "
         "however busy the machine is; about 50 times slower",
     )
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the raw figures as JSON: one object per broker, and the options under "
+        '"settings"',
+    )
     args = parser.parse_args(argv)
     results = asyncio.run(main_async(args))
-    print(json.dumps(results, indent=2) if args.json else report(results, args))
+    if args.json:  # the figures of each broker, and the options they were measured with
+        print(json.dumps({"settings": vars(args), **results}, indent=2))
+    else:
+        print(report(results, args))
     return 0
 
 
