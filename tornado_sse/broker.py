@@ -148,10 +148,8 @@ class Broker(Protocol):
 
     async def ask_user(self, user: str, question: dict[str, Any]) -> list[dict[str, Any]]:
         """Ask every other instance holding streams of ``user`` ``question``; their answers
-        (none for a single process). An instance that is not listening (it died and is not
-        yet known dead, or lost its broker link) is left out: nothing was asked of it and its
-        streams cannot be reached. Raises ``BrokerUnavailable`` if the broker cannot be reached
-        or an instance that got the question does not answer."""
+        (none for a single process). Raises ``BrokerUnavailable`` if one cannot be reached or
+        does not answer."""
 
     async def enter(
         self,

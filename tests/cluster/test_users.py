@@ -668,11 +668,10 @@ async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(
         await b.wait(10)
         started = time.monotonic()
         await listeners_gone(redis_server, 1)
-        # b is not known dead yet, but is no longer listening: a user send reaches the stream
-        # that can be reached, and says so, rather than failing after delivering it.
-        answer = await a.send({"user": "ann", "event": {"data": "still here"}})
-        assert answer == (200, {"status": "ok", "streams": 1})
-        await streams[1].wait_until(lambda s: any(e.data == "still here" for e in s.events))
+        # b is not known dead yet and no longer listens: a user send cannot reach all of ann's
+        # streams, so it is refused, and the stream on a did not get it (a retry doubles nothing).
+        status, body = await a.send({"user": "ann", "event": {"data": "refused"}})
+        assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
         while True:  # bounded: the contract gives 60 s
             body = await fetch_presence(a, "room.1")
             if [u["user"] for u in body["users"]] == ["ann"]:
@@ -681,6 +680,11 @@ async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(
             await asyncio.sleep(0.25)
         assert body["users"] == [{"user": "ann", "info": {"name": "Ann"}, "streams": 1}]
         assert body["anonymous"] == 1
+        # Now b is known dead: the user send reaches the one stream left.
+        answer = await a.send({"user": "ann", "event": {"data": "after"}})
+        assert answer == (200, {"status": "ok", "streams": 1})
+        await streams[1].wait_until(lambda s: any(e.data == "after" for e in s.events))
+        assert "refused" not in [e.data for e in streams[1].events]
         left = 60 - (time.monotonic() - started)
         events = await watcher.wait_events(3, timeout=max(left, 1))
         assert presence_events(events)[2] == (

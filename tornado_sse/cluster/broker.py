@@ -9,7 +9,6 @@ once back, the instance re-registers its tokens (Redis may have lost them).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -19,16 +18,13 @@ from redis.exceptions import RedisError
 from ..broker import BrokerHandler
 from ..errors import BrokerUnavailable
 from ..history import Retention, Window
-from ..log import fields
 from ..presence import Leave, Snapshot
 from .channels import ChannelBus
 from .directory import INSTANCE_TTL, Report, TokenDirectory
 from .keys import KeySpace
 from .link import RedisLink
 from .presence import PresenceStore
-from .router import NotListening, Router
-
-log = logging.getLogger("tornado_sse.redis")
+from .router import Router
 
 
 class RedisBroker:
@@ -135,23 +131,12 @@ class RedisBroker:
         answers = await asyncio.gather(
             *(self.router.ask(i, question) for i in others), return_exceptions=True
         )
-        reached: list[dict[str, Any]] = []
-        for instance, answer in zip(others, answers, strict=True):
-            if isinstance(answer, NotListening):
-                # Its streams cannot be reached by anyone: it died (a survivor reports them
-                # soon) or it lost Redis (it ends them itself before it could be taken for
-                # dead). So they are not counted, and the others' answers stand.
-                log.warning(
-                    "a holder of the user's streams is not listening",
-                    extra=fields(instance=instance, op=question.get("op")),
-                )
-            elif isinstance(answer, BrokerUnavailable):
-                raise answer
-            elif isinstance(answer, BaseException):
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if isinstance(answer, BrokerUnavailable):
+                    raise answer
                 raise BrokerUnavailable("an instance holding this user's streams failed")
-            else:
-                reached.append(answer)
-        return reached
+        return [a for a in answers if not isinstance(a, BaseException)]
 
     async def enter(
         self,

@@ -44,11 +44,6 @@ Deliver = Callable[[str, bytes | None, bool], str]
 Answer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class NotListening(BrokerUnavailable):
-    """The instance asked is not subscribed to its channel: it died (and is not yet known
-    dead) or lost its Redis link, so the question reached nobody and nothing was done."""
-
-
 class Router:
     """Request and reply between instances, for sends to tokens."""
 
@@ -142,7 +137,7 @@ class Router:
         try:
             receivers = await self.link.publish(self._channel(owner), json.dumps(message))
             if receivers == 0:
-                raise NotListening("the instance holding this token is not listening")
+                raise BrokerUnavailable("the instance holding this token is not listening")
             return await asyncio.wait_for(reply, REPLY_TIMEOUT)
         except TimeoutError:
             raise BrokerUnavailable("the instance holding this token did not answer") from None
