@@ -95,8 +95,9 @@ class Connection:
         #: The channels presence counts this stream on (and its user's stream count), or
         #: ``None`` while it is not counted; undone when it ends.
         self.counted: tuple[str, ...] | None = None
-        #: Live subscription changes that arrived before the connect answer, applied to the
-        #: channels it names, in order: ``(add, channels)``; ``None`` once the answer is in.
+        #: Live subscription changes that arrived before the connect answer (applied to the
+        #: channels it names) or while the stream was then counted and subscribed (applied
+        #: after that), in order: ``(add, channels)``; ``None`` once the connect is settled.
         self.channel_changes: list[tuple[bool, tuple[str, ...]]] | None = []
         #: While a replay is fetched: the live channel events that arrived meanwhile, as
         #: ``(id, frame)``; ``None`` when live events are written straight away.

@@ -234,13 +234,15 @@ class Gateway:
     async def _accepted(self, conn: Connection) -> bool:
         """Settle a connect that was accepted (by the backend or by a JWT), whose channels,
         user and info are set: live subscription changes that came meanwhile, the user's
-        streams and presence, the broker's subscriptions. True when the stream may open."""
+        streams and presence, the broker's subscriptions, then the live changes that came
+        while those were settled. True when the stream may open."""
         conn.channels = _changed(conn.channels, conn.channel_changes or ())
-        conn.channel_changes = None
+        conn.channel_changes = []  # the changes that come while it is counted and subscribed
         self.registry.bind_user(conn)
         await self._count(conn)
         if conn.channels:
             await self._subscribe(conn)
+        await self._apply_late_changes(conn)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the connect was settled.
             self.registry.settle(conn)  # the connect was accepted: the backend hears the end
@@ -248,6 +250,19 @@ class Gateway:
                 return False
             raise ShuttingDown()
         return True
+
+    async def _apply_late_changes(self, conn: Connection) -> None:
+        """Apply the live subscription changes that came while ``conn`` was counted and
+        subscribed (each was answered already), now that its count and its broker
+        subscriptions are those of its channels, in the order they came; end it and raise if
+        the broker cannot."""
+        late, conn.channel_changes = conn.channel_changes or [], None
+        try:
+            for add, channels in late:
+                await self._change(conn, channels, add)
+        except GatewayError as error:
+            self.registry.fail(conn, backend_may_know=True)
+            raise self._broker_trouble(conn, error) from None
 
     async def _count(self, conn: Connection) -> None:
         """Count ``conn`` in presence and in its user's streams, before it opens; end it and
@@ -633,7 +648,7 @@ class Gateway:
 
     async def _change(self, conn: Connection, channels: tuple[str, ...], add: bool) -> bool:
         """Change one local stream's channels; False if it ended meanwhile."""
-        if conn.channel_changes is not None:  # its connect answer is not in yet
+        if conn.channel_changes is not None:  # its connect is not settled yet
             conn.channel_changes.append((add, channels))
             return True
         if not add:
@@ -651,7 +666,7 @@ class Gateway:
             if not conn.channels:
                 conn.subscribed = True  # its count now covers its channels
             self.registry.add_channels(conn, fresh)
-            await self.presence.follow(conn)
+        await self.presence.follow(conn)  # also what an earlier change that failed left behind
         return conn.state is not State.CLOSED
 
     # -- questions ------------------------------------------------------------------------------

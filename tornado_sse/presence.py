@@ -375,6 +375,9 @@ class Presence:
                 return  # it ended while an earlier change was followed
             added = tuple(c for c in conn.channels if c not in counted)
             removed = tuple(c for c in counted if c not in conn.channels)
+            if removed:  # first: counting out never raises (a failure is logged)
+                conn.counted = tuple(c for c in counted if c not in removed)
+                await self._exit(conn.user, removed, stream=False)
             if added:
                 announce = self.announced(added)
                 await self.broker.enter(
@@ -385,11 +388,7 @@ class Presence:
                     limit=None,
                     join=self._join(conn) if announce else None,
                 )
-                counted = counted + added
-                conn.counted = counted
-            if removed:
-                conn.counted = tuple(c for c in counted if c not in removed)
-                await self._exit(conn.user, removed, stream=False)
+                conn.counted = conn.counted + added
 
     @contextlib.asynccontextmanager
     async def _turn(self, token: str) -> AsyncIterator[None]:

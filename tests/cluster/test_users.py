@@ -302,29 +302,30 @@ async def test_a_subscription_during_the_connect_callback_applies_to_its_answer(
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_subscription_while_the_stream_is_being_counted_is_counted_too(
+async def test_a_subscription_while_the_stream_is_being_counted_is_counted_and_let_go(
     redis_server, gateway, backend
 ):
     backend.answer_for = by_path
     gw = gateway(redis_url=redis_server.url)
     await ready(gw)
-    await gw.open("/sse/-/news/watcher")  # this instance follows news: subscribing needs no Redis
-    pauser = aioredis.from_url(redis_server.url)
+    watcher = await gw.open("/sse/-/news/watcher")  # news is followed here: no Redis to subscribe
+    client = aioredis.from_url(redis_server.url)
     changed: list[Any] = []
 
     async def subscribe_while_counted(token: str) -> None:
-        for _ in range(400):  # until the connect answer is in, and the count waits for Redis
+        for _ in range(500):  # until the connect answer is in and its count waits for Redis
             conn = gw.gateway.registry.get(token)
-            if conn is not None and conn.channel_changes is None:
+            if conn is not None and conn.user == "ann" and conn.counted is None:
                 break
             await asyncio.sleep(0.002)
-        changed.append(
-            await post(gw, "/internal/subscribe", {"token": token, "channels": ["news"]})
-        )
+        else:
+            raise AssertionError("the connect answer never came in")
+        body = {"token": token, "channels": ["news"]}
+        changed.append(await post(gw, "/internal/subscribe", body))
         changed.append(conn.counted)  # still None: the count was in flight all along
 
     async def pause_redis(connect: dict[str, Any]) -> None:
-        await pauser.execute_command("CLIENT", "PAUSE", "800")  # the count will wait for it
+        await client.execute_command("CLIENT", "PAUSE", "1500")  # the count will wait for it
         changed.append(asyncio.ensure_future(subscribe_while_counted(connect["token"])))
 
     backend.on_connect = pause_redis
@@ -332,19 +333,23 @@ async def test_a_subscription_while_the_stream_is_being_counted_is_counted_too(
         stream = await gw.open("/sse/ann/base/1")
         backend.on_connect = None
         await changed[0]
+        assert changed[1:] == [(200, {"status": "ok", "streams": 1}), None]
+        ann = [{"user": "ann", "info": {"name": "Ann"}, "streams": 1}]
+        assert (await presence(gw, "news"))["users"] == (await presence(gw, "base"))["users"] == ann
+        await publish(gw, "news", "one")
+        assert [e.data for e in await stream.wait_events(1)] == ["one"]
+        await stream.aclose()
+        await watcher.aclose()
+        await backend.wait_for_calls("disconnect", count=2)
+        for _ in range(500):  # counted out, and news let go once its last stream here ended
+            users = (await presence(gw, "news"))["users"]
+            [(_, listeners)] = await client.pubsub_numsub("tornado_sse:c:news")
+            if users == [] and listeners == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert (users, listeners) == ([], 0)
     finally:
-        await pauser.aclose()
-    assert changed[1:] == [(200, {"status": "ok", "streams": 1}), None]
-    assert (await presence(gw, "news"))["users"] == [
-        {"user": "ann", "info": {"name": "Ann"}, "streams": 1}
-    ]
-    await stream.aclose()
-    await backend.wait_for_calls("disconnect", count=1)
-    for _ in range(200):  # counted out of both channels, right after the end
-        if (await presence(gw, "news"))["users"] == (await presence(gw, "base"))["users"] == []:
-            break
-        await asyncio.sleep(0.02)
-    assert (await presence(gw, "news"))["users"] == []
+        await client.aclose()
 
 
 # -- presence events, either broker ------------------------------------------------------------
