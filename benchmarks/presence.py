@@ -332,10 +332,21 @@ def median_ratio(numerators: list[float], denominators: list[float]) -> float:
     return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
 
 
-def median_interval(ratios: list[float], resamples: int = 5000, seed: int = 0) -> list[float]:
+#: The fewest rounds a bootstrap interval is given for: with fewer, the 2.5 and 97.5
+#: percentiles of the resampled medians are about the smallest and largest ratio, which hold
+#: the median far less often than 95 % of the time.
+MIN_INTERVAL_ROUNDS = 10
+
+
+def median_interval(
+    ratios: list[float], resamples: int = 5000, seed: int = 0
+) -> list[float] | None:
     """A 95 % bootstrap interval of the median of ``ratios`` (the rounds resampled with
-    replacement ``resamples`` times, percentiles 2.5 and 97.5 of the resampled medians). The
-    seed is fixed, so the same figures give the same interval. With one ratio, that ratio twice."""
+    replacement ``resamples`` times, percentiles 2.5 and 97.5 of the resampled medians), or
+    ``None`` for fewer than :data:`MIN_INTERVAL_ROUNDS` rounds. The seed is fixed, so the same
+    figures give the same interval."""
+    if len(ratios) < MIN_INTERVAL_ROUNDS:
+        return None
     rng = random.Random(seed)
     medians = sorted(
         statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
@@ -469,21 +480,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             )
             rate_cost = 1 - rate[variant]["median_ratio"]
             cpu_cost = cpu[variant]["median_ratio"] - 1
-            rate_lo, rate_hi = rate[variant]["interval_95"]
-            cpu_lo, cpu_hi = cpu[variant]["interval_95"]
             goals.append(
-                "%s, %s: %.1f %% fewer connects/s (95 %% interval %.1f to %.1f), %.1f %% more CPU "
-                "per connect (%.1f to %.1f) than anonymous (medians of the per-run ratios); goal "
-                "under %.0f %%: %s"
+                "%s, %s: %.1f %% fewer connects/s (%s), %.1f %% more CPU per connect (%s) than "
+                "anonymous (medians of the per-run ratios); goal under %.0f %%: %s"
                 % (
                     kind,
                     variant,
                     100 * rate_cost,
-                    100 * (1 - rate_hi),
-                    100 * (1 - rate_lo),
+                    _interval_text(rate[variant]["interval_95"], -1),
                     100 * cpu_cost,
-                    100 * (cpu_lo - 1),
-                    100 * (cpu_hi - 1),
+                    _interval_text(cpu[variant]["interval_95"], 1),
                     100 * GOAL_OVERHEAD,
                     "met" if max(rate_cost, cpu_cost) < GOAL_OVERHEAD else "NOT met",
                 )
@@ -497,6 +503,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             )
         )
     return "\n".join(lines + [""] + goals)
+
+
+def _interval_text(interval: list[float] | None, sign: int) -> str:
+    """``interval`` (of ratios) as the percentages of cost it spans: ``sign`` 1 for a cost
+    that is the ratio above 1 (CPU), -1 for one below 1 (connects/s)."""
+    if interval is None:
+        return "no interval under %d rounds" % MIN_INTERVAL_ROUNDS
+    low, high = sorted(100 * sign * (r - 1) for r in interval)
+    return "95 %% interval %.1f to %.1f" % (low, high)
 
 
 def instructions_report(kind: str, counted: dict[str, Any], lines: list[str]) -> str:
