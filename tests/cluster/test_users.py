@@ -92,6 +92,8 @@ def presence_events(events: list[Any]) -> list[tuple[str, Any]]:
 
 JOIN_ANN = ("presence_join", {"user": "ann", "info": {"name": "Ann"}})
 LEAVE_ANN = ("presence_leave", {"user": "ann", "info": {"name": "Ann"}})
+JOIN_BOB = ("presence_join", {"user": "bob", "info": {"name": "Bob"}})
+LEAVE_BOB = ("presence_leave", {"user": "bob", "info": {"name": "Bob"}})
 
 
 # -- one gateway, either broker ----------------------------------------------------------------
@@ -365,19 +367,21 @@ async def test_two_tabs_join_once_and_leave_after_the_last_tab_and_the_delay(ins
     tab2 = await gw.open("/sse/ann/room.1/2")
     await tab1.aclose()
     await backend.wait_for_calls("disconnect")
-    await asyncio.sleep(0.6)  # twice the delay: a leave for the first tab would be out by now
-    await publish(gw, "room.1", "first tab gone")
-    events = await watcher.wait_events(2)
-    assert presence_events(events) == [JOIN_ANN] and events[1].data == "first tab gone"
-    await tab2.aclose()
+    # Bob comes and goes after ann's first tab: a leave of ann's would be due before his.
+    bob = await gw.open("/sse/bob/room.1/1")
+    await bob.aclose()
     await backend.wait_for_calls("disconnect", count=2)
-    last_left = time.monotonic()
     events = await watcher.wait_events(3)
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
+    await tab2.aclose()
+    await backend.wait_for_calls("disconnect", count=3)
+    last_left = time.monotonic()
+    events = await watcher.wait_events(4)
     assert time.monotonic() - last_left >= 0.3 - 0.05
-    assert presence_events(events) == [JOIN_ANN, LEAVE_ANN]
-    assert int(events[2].last_event_id) > int(events[1].last_event_id)  # channel events, ids
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB, LEAVE_ANN]
+    assert int(events[3].last_event_id) > int(events[2].last_event_id)  # channel events, ids
     await publish(gw, "room.1", "marker")
-    assert [e.data for e in await watcher.wait_events(4)][3] == "marker"  # nothing between
+    assert [e.data for e in await watcher.wait_events(5)][4] == "marker"  # nothing between
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -408,10 +412,15 @@ async def test_a_reconnect_within_the_delay_is_neither_a_leave_nor_a_join(instan
     await tab.aclose()
     await backend.wait_for_calls("disconnect")
     await gw.open("/sse/ann/room.1/reloaded")
-    await asyncio.sleep(3.0)  # twice the delay: a leave would have been announced by now
+    # Bob comes and goes after ann's reload: her leave check is due before his leave.
+    bob = await gw.open("/sse/bob/room.1/1")
+    await bob.aclose()
+    await backend.wait_for_calls("disconnect", count=2)
+    await watcher.wait_events(3)
     await publish(gw, "room.1", "marker")
-    events = await watcher.wait_events(2)
-    assert presence_events(events) == [JOIN_ANN] and events[1].data == "marker"
+    events = await watcher.wait_events(4)
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
+    assert events[3].data == "marker"
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -565,18 +574,20 @@ async def test_tabs_on_two_instances_join_once_and_leave_once(redis_cluster, bac
     tab1, tab2 = await asyncio.gather(a.open("/sse/ann/room.1/1"), b.open("/sse/ann/room.1/2"))
     await tab1.aclose()
     await backend.wait_for_calls("disconnect")
-    await asyncio.sleep(1.5)  # past the delay: a leave for the tab on a would be out by now
-    await publish(c, "room.1", "tab on a gone")
-    events = await watcher.wait_events(2)
-    assert presence_events(events) == [JOIN_ANN] and events[1].data == "tab on a gone"
-    await tab2.aclose()
+    # Bob comes and goes on a after ann's tab there: a leave of ann's would be due before his.
+    bob = await a.open("/sse/bob/room.1/1")
+    await bob.aclose()
     await backend.wait_for_calls("disconnect", count=2)
-    last_left = time.monotonic()
     events = await watcher.wait_events(3)
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
+    await tab2.aclose()
+    await backend.wait_for_calls("disconnect", count=3)
+    last_left = time.monotonic()
+    events = await watcher.wait_events(4)
     assert time.monotonic() - last_left >= 1.0 - 0.05
-    assert presence_events(events) == [JOIN_ANN, LEAVE_ANN]
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB, LEAVE_ANN]
     await publish(a, "room.1", "marker")
-    assert (await watcher.wait_events(4))[3].data == "marker"
+    assert (await watcher.wait_events(5))[4].data == "marker"
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -604,10 +615,15 @@ async def test_a_reconnect_on_another_instance_within_the_delay_is_no_leave(redi
     await tab.aclose()
     await backend.wait_for_calls("disconnect")
     await b.open("/sse/ann/room.1/reloaded")
-    await asyncio.sleep(3.0)  # twice the delay: a leave would have been announced by now
+    # Bob comes and goes on a after ann's reload: her leave check there is due before his leave.
+    bob = await a.open("/sse/bob/room.1/1")
+    await bob.aclose()
+    await backend.wait_for_calls("disconnect", count=2)
+    await watcher.wait_events(3)
     await publish(c, "room.1", "marker")
-    events = await watcher.wait_events(2)
-    assert presence_events(events) == [JOIN_ANN] and events[1].data == "marker"
+    events = await watcher.wait_events(4)
+    assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
+    assert events[3].data == "marker"
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -661,29 +677,32 @@ async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(
 ):
     backend.answer_for = by_path
     env = {"PRESENCE_EVENTS": "room.*", "PRESENCE_LEAVE_DELAY_SECONDS": "0.3"}
-    a, b = await cluster(2, **env)
+    a, b, c = await cluster(3, **env)
     streams = [await a.stream("/sse/-/room.1/watcher")]
     streams += [await a.stream("/sse/ann/room.1/1"), await b.stream("/sse/ann/room.1/2")]
-    streams += [await b.stream("/sse/bob/room.1/1")]
+    streams += [await b.stream("/sse/bob/room.1/1"), await c.stream("/sse/carl/room.1/1")]
     try:
-        assert [s.status for s in streams] == [200] * 4
+        assert [s.status for s in streams] == [200] * 5
         watcher = streams[0]
-        await watcher.wait_events(2)  # ann's and bob's joins
+        await watcher.wait_events(3)  # ann's, bob's and carl's joins
         b.signal(signal.SIGKILL)
         await b.wait(10)
         started = time.monotonic()
-        await listeners_gone(redis_server, 1)
+        await listeners_gone(redis_server, 2)
         # b is not known dead yet and no longer listens: a user send cannot reach all of ann's
         # streams, so it is refused, and the stream on a did not get it (a retry doubles nothing).
         status, body = await a.send({"user": "ann", "event": {"data": "refused"}})
         assert (status, body["error"]["code"]) == (503, "BROKER_UNAVAILABLE")
         while True:  # bounded: the contract gives 60 s
             body = await fetch_presence(a, "room.1")
-            if [u["user"] for u in body["users"]] == ["ann"]:
+            if [u["user"] for u in body["users"]] == ["ann", "carl"]:
                 break
             assert time.monotonic() - started < 60, body
             await asyncio.sleep(0.25)
-        assert body["users"] == [{"user": "ann", "info": {"name": "Ann"}, "streams": 1}]
+        assert body["users"] == [
+            {"user": "ann", "info": {"name": "Ann"}, "streams": 1},
+            {"user": "carl", "info": {"name": "Carl"}, "streams": 1},
+        ]
         assert body["anonymous"] == 1
         # Now b is known dead: the user send reaches the one stream left.
         answer = await a.send({"user": "ann", "event": {"data": "after"}})
@@ -691,11 +710,8 @@ async def test_the_users_of_a_killed_instance_leave_presence_within_60_s(
         await streams[1].wait_until(lambda s: any(e.data == "after" for e in s.events))
         assert "refused" not in [e.data for e in streams[1].events]
         left = 60 - (time.monotonic() - started)
-        events = await watcher.wait_events(3, timeout=max(left, 1))
-        assert presence_events(events)[2] == (
-            "presence_leave",
-            {"user": "bob", "info": {"name": "Bob"}},
-        )
+        events = await watcher.wait_events(4, timeout=max(left, 1))
+        assert presence_events(events)[3] == LEAVE_BOB
         assert time.monotonic() - started < 60
     finally:
         for stream in streams:
