@@ -10,19 +10,18 @@ join/leave bookkeeping adds to the cost of a connect.
 - **connects**: the gateway (``python -m tornado_sse``, ``PRESENCE_EVENTS=room.*``) and the mock
   backend (:mod:`benchmarks.backend`) are processes of their own, this process is the load
   generator. ``--connects`` streams are opened (50 connects in flight), each closed once open,
-  spread over 20 channels, in three variants (:data:`VARIANTS`): ``anonymous`` on ``room.*``
-  (counted in presence, never announced); ``user`` on ``quiet.*``, each stream a user of its
-  own (connect answer with ``"user"`` and ``"info"``: counted per user and in the channel's
-  listing, no presence events there); ``user+events`` the same on ``room.*`` (a join decided
-  and published, a leave decided after the delay and published). Per run: connects/s (until
-  the last head) and the gateway's CPU microseconds per connect (its CPU time from the first
-  connect until every disconnect callback was heard and the leave delay had passed, over the
-  connects). Runs are interleaved, the order turning each round (anonymous, user,
-  user+events; user, user+events, anonymous; ...) so that no variant always runs first or
-  last, each on a fresh gateway and backend (with ``--one-gateway``: all on one gateway and
-  backend started once, each run with users of its own, so that runs follow each other within
-  a second and more pairs fit in the same time). Goal: users cost under 10 % more than
-  anonymous streams.
+  spread over 20 channels (``--channels``), in three variants (:data:`VARIANTS`): ``anonymous``
+  on ``room.*`` (counted in presence, never announced); ``user`` on ``quiet.*``, each stream a
+  user of its own (connect answer with ``"user"`` and ``"info"``: counted per user and in the
+  channel's listing, no presence events there); ``user+events`` the same on ``room.*`` (a join
+  decided and published, a leave decided after the delay and published). Per run: connects/s
+  (until the last head) and the gateway's CPU microseconds per connect (its CPU time from the
+  first connect until every disconnect callback was heard and the leave delay had passed, over
+  the connects). Runs are interleaved, the order turning each round (anonymous, user,
+  user+events; user, user+events, anonymous; ...) so that no variant always runs first or last,
+  each on a fresh gateway and backend (with ``--one-gateway``: all on one gateway and backend
+  started once, each run with users of its own, so that runs follow each other within a second
+  and more pairs fit in the same time). Goal: users cost under 10 % more than anonymous streams.
 
 With ``--instructions`` the connects are not timed: valgrind's cachegrind counts the
 instructions the gateway executes per connect in each variant (:func:`instruction_runs`), a
@@ -203,9 +202,12 @@ async def connect_run(
     blocking: bool = False,
     target: ConnectTarget | None = None,
     in_flight: int = 50,
+    channels: int = CHANNELS,
 ) -> dict[str, float]:
     """One run: ``connects`` streams, ``in_flight`` connects at a time, each closed once open
-    (so this measures the connect and its bookkeeping, not held streams), against a fresh
+    (so this measures the connect and its bookkeeping, not held streams), spread over
+    ``channels`` channels (with as many channels as connects, no presence event of a stream
+    is written to another one: the bookkeeping without the delivery), against a fresh
     gateway process, or against ``target``'s (started) when given. Returns ``connects_per_s``
     and ``cpu_us_per_connect`` (the gateway's). With ``profile`` (a file name), ``py-spy
     record`` samples the gateway meanwhile (raw collapsed stacks, 1000 Hz; see
@@ -221,7 +223,7 @@ async def connect_run(
         prefix, with_user = VARIANTS[variant]
         paths = [
             "/sse/s?ch=%s.%d&%s=u%d-%d"
-            % (prefix, i % CHANNELS, "user" if with_user else "n", run, i)
+            % (prefix, i % channels, "user" if with_user else "n", run, i)
             for i in range(connects)
         ]
         bad: list[int] = []
@@ -381,6 +383,7 @@ async def timed_runs(
                         profile,
                         args.profile_blocking,
                         shared,
+                        channels=args.channels,
                     )
                 )
     finally:
@@ -550,6 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connects", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--broker", choices=["local", "redis", "both"], default="both")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=CHANNELS,
+        help="channels the timed connects are spread over (default %(default)s); as many as "
+        "--connects puts each stream alone on its channel, so that its join and leave reach no "
+        "other stream",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--one-gateway",
