@@ -96,6 +96,15 @@ JOIN_BOB = ("presence_join", {"user": "bob", "info": {"name": "Bob"}})
 LEAVE_BOB = ("presence_leave", {"user": "bob", "info": {"name": "Bob"}})
 
 
+async def bob_comes_and_goes(gw: Any, backend: Any, disconnects: int) -> None:
+    """Open and close a stream of bob's on room.1 of ``gw``, until the backend has heard
+    ``disconnects`` disconnects in all. His leave, due after the delay, then proves that no
+    leave due before it (on that instance) was announced: it would have come first."""
+    bob = await gw.open("/sse/bob/room.1/1")
+    await bob.aclose()
+    await backend.wait_for_calls("disconnect", count=disconnects)
+
+
 # -- one gateway, either broker ----------------------------------------------------------------
 
 
@@ -368,9 +377,7 @@ async def test_two_tabs_join_once_and_leave_after_the_last_tab_and_the_delay(ins
     await tab1.aclose()
     await backend.wait_for_calls("disconnect")
     # Bob comes and goes after ann's first tab: a leave of ann's would be due before his.
-    bob = await gw.open("/sse/bob/room.1/1")
-    await bob.aclose()
-    await backend.wait_for_calls("disconnect", count=2)
+    await bob_comes_and_goes(gw, backend, disconnects=2)
     events = await watcher.wait_events(3)
     assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
     await tab2.aclose()
@@ -413,9 +420,7 @@ async def test_a_reconnect_within_the_delay_is_neither_a_leave_nor_a_join(instan
     await backend.wait_for_calls("disconnect")
     await gw.open("/sse/ann/room.1/reloaded")
     # Bob comes and goes after ann's reload: her leave check is due before his leave.
-    bob = await gw.open("/sse/bob/room.1/1")
-    await bob.aclose()
-    await backend.wait_for_calls("disconnect", count=2)
+    await bob_comes_and_goes(gw, backend, disconnects=2)
     await watcher.wait_events(3)
     await publish(gw, "room.1", "marker")
     events = await watcher.wait_events(4)
@@ -575,9 +580,7 @@ async def test_tabs_on_two_instances_join_once_and_leave_once(redis_cluster, bac
     await tab1.aclose()
     await backend.wait_for_calls("disconnect")
     # Bob comes and goes on a after ann's tab there: a leave of ann's would be due before his.
-    bob = await a.open("/sse/bob/room.1/1")
-    await bob.aclose()
-    await backend.wait_for_calls("disconnect", count=2)
+    await bob_comes_and_goes(a, backend, disconnects=2)
     events = await watcher.wait_events(3)
     assert presence_events(events) == [JOIN_ANN, JOIN_BOB, LEAVE_BOB]
     await tab2.aclose()
@@ -616,9 +619,7 @@ async def test_a_reconnect_on_another_instance_within_the_delay_is_no_leave(redi
     await backend.wait_for_calls("disconnect")
     await b.open("/sse/ann/room.1/reloaded")
     # Bob comes and goes on a after ann's reload: her leave check there is due before his leave.
-    bob = await a.open("/sse/bob/room.1/1")
-    await bob.aclose()
-    await backend.wait_for_calls("disconnect", count=2)
+    await bob_comes_and_goes(a, backend, disconnects=2)
     await watcher.wait_events(3)
     await publish(c, "room.1", "marker")
     events = await watcher.wait_events(4)
