@@ -242,7 +242,9 @@ class Gateway:
         await self._count(conn)
         if conn.channels:
             await self._subscribe(conn)
-        await self._apply_late_changes(conn)
+        late, conn.channel_changes = conn.channel_changes, None
+        if late:
+            await self._apply_late_changes(conn, late)
         if conn.state is State.CLOSED:
             # The client left, or the gateway began draining, while the connect was settled.
             self.registry.settle(conn)  # the connect was accepted: the backend hears the end
@@ -251,12 +253,13 @@ class Gateway:
             raise ShuttingDown()
         return True
 
-    async def _apply_late_changes(self, conn: Connection) -> None:
-        """Apply the live subscription changes that came while ``conn`` was counted and
-        subscribed (each was answered already), now that its count and its broker
+    async def _apply_late_changes(
+        self, conn: Connection, late: list[tuple[bool, tuple[str, ...]]]
+    ) -> None:
+        """Apply ``late``, the live subscription changes that came while ``conn`` was counted
+        and subscribed (each was answered already), now that its count and its broker
         subscriptions are those of its channels, in the order they came; end it and raise if
         the broker cannot."""
-        late, conn.channel_changes = conn.channel_changes or [], None
         try:
             for add, channels in late:
                 await self._change(conn, channels, add)

@@ -325,8 +325,7 @@ class Presence:
         ``BrokerUnavailable``. An anonymous stream without channels is marked counted with
         nothing in the broker, so that the channels a live subscription gives it later are.
         The joins this published are kept in ``conn.joins``, for the stream to get first.
-        Channels added or removed while the count was in flight are followed before this
-        returns."""
+        The gateway holds live changes of its channels until this returned."""
         channels = conn.channels
         if conn.user is None and not channels:
             conn.counted = ()
@@ -339,8 +338,6 @@ class Presence:
         conn.counted = channels
         if join is not None:
             conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in joins.values() if i))
-        if conn.channels != channels:
-            await self.follow(conn)
 
     def exit(self, conn: Connection) -> None:
         """Count ``conn`` out (its stream ended); never waits. Once for each count: a second
