@@ -12,6 +12,8 @@ A broker moves already-encoded bytes and keeps history; it knows nothing of stre
   whether the user already holds ``MAX_STREAMS_PER_USER`` streams (:meth:`Broker.enter`,
   :meth:`Broker.exit`, :meth:`Broker.settle_leaves`, :meth:`Broker.presence`), and
   publishes the join and leave events it decides;
+- logs each user send for a while (:meth:`Broker.send_user`), so that a stream of the user whose
+  connect callback was in flight gets it when it is counted (see :mod:`tornado_sse.user_sends`);
 - carries a question (a JSON object: a user send, a live subscription, a listing) to the other
   instances holding a user's streams, or to the instance holding a token, where it arrives as
   :meth:`BrokerHandler.on_ask`, and brings back their answers (:meth:`Broker.ask_user`,
@@ -33,6 +35,7 @@ from tornado.ioloop import PeriodicCallback
 from .errors import TokenNotFound
 from .history import History, IdCounter, Retention, Window
 from .presence import Leave, Ledger, Snapshot, presence_event
+from .user_sends import Entered, SendLog, SendMark
 
 #: Seconds between two passes of the in-process history's expiry timer.
 EXPIRY_INTERVAL = 1.0
@@ -151,6 +154,15 @@ class Broker(Protocol):
         (none for a single process). Raises ``BrokerUnavailable`` if one cannot be reached or
         does not answer."""
 
+    async def send_user(
+        self, user: str, frame: bytes | None, close: bool, keep: float
+    ) -> tuple[SendMark, list[dict[str, Any]]]:
+        """Log a send to ``user`` for ``keep`` seconds (for their streams counted meanwhile,
+        see :meth:`enter`), then ask every other instance holding streams of the user to
+        deliver it (``{"op": "send", "user", "frame", "close", "mark"}``, see
+        :meth:`ask_user`); its mark and their answers. Raises ``BrokerUnavailable`` as
+        :meth:`ask_user` does."""
+
     async def enter(
         self,
         user: str | None,
@@ -160,17 +172,23 @@ class Broker(Protocol):
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-    ) -> dict[str, int]:
+        since: float | None = None,
+    ) -> Entered:
         """Count one stream of ``user`` (``None``: anonymous) on ``channels``, cluster-wide.
 
         With ``limit`` not ``None`` this is a new stream: the user's stream count goes one up,
         unless they hold ``limit`` (> 0) already, which raises ``TooManyStreams`` and counts
-        nothing. Returns the channels of ``announce`` where this is the user's join, decided
-        once for the cluster, each with the id of its join event: with ``join`` (the user's
-        ``presence_join`` event, encoded without an id) the broker publishes it on each of
-        those channels, as :meth:`publish` would, before it answers (in the step that decides
-        it where it can); the id is 0 without ``join``, or when that publish failed (which is
-        logged, not raised). Raises ``BrokerUnavailable`` if it cannot count.
+        nothing. The answer's ``joins`` are the channels of ``announce`` where this is the
+        user's join, decided once for the cluster, each with the id of its join event: with
+        ``join`` (the user's ``presence_join`` event, encoded without an id) the broker
+        publishes it on each of those channels, as :meth:`publish` would, before it answers
+        (in the step that decides it where it can); the id is 0 without ``join``, or when that
+        publish failed (which is logged, not raised). With ``since`` and a ``limit`` (a new
+        stream of a user, whose connect began ``since`` seconds ago), the answer also holds
+        the user's sends
+        logged since then and a mark at least that of every send to the user logged so far,
+        read after the stream was counted.
+        Raises ``BrokerUnavailable`` if it cannot count.
         """
 
     async def exit(
@@ -214,6 +232,7 @@ class LocalBroker:
         self._expiry: PeriodicCallback | None = None
         self._instance = uuid.uuid4().hex
         self.ledger = Ledger()
+        self.user_sends = SendLog()
 
     @property
     def ready(self) -> bool:
@@ -297,6 +316,11 @@ class LocalBroker:
     async def ask_user(self, user: str, question: dict[str, Any]) -> list[dict[str, Any]]:
         return []  # a single process: the gateway has reached every stream itself
 
+    async def send_user(
+        self, user: str, frame: bytes | None, close: bool, keep: float
+    ) -> tuple[SendMark, list[dict[str, Any]]]:
+        return self.user_sends.log(user, frame, close, keep), []
+
     async def enter(
         self,
         user: str | None,
@@ -306,11 +330,17 @@ class LocalBroker:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-    ) -> dict[str, int]:
-        joins = self.ledger.enter(user, info, channels, announce, limit)
+        since: float | None = None,
+    ) -> Entered:
+        found = self.ledger.enter(user, info, channels, announce, limit)
         if join is None:
-            return dict.fromkeys(joins, 0)
-        return {channel: self._publish(channel, join) for channel in joins}
+            joins = dict.fromkeys(found, 0)
+        else:
+            joins = {channel: self._publish(channel, join) for channel in found}
+        if user is None or since is None or limit is None:
+            return Entered(joins)
+        sends, through = self.user_sends.since(user, since)
+        return Entered(joins, sends, through)
 
     async def exit(
         self,

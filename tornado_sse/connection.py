@@ -14,6 +14,7 @@ from typing import Protocol
 
 from .errors import BufferFull, CloseDetail, CloseReason
 from .protocol import Info, RequestSnapshot
+from .user_sends import NO_MARK, SendMark, UserSend
 
 
 class StreamWriter(Protocol):
@@ -54,6 +55,7 @@ class Connection:
         "channels",
         "expires_at",
         "connected_at",
+        "began",
         "opened_at",
         "state",
         "close_reason",
@@ -67,6 +69,8 @@ class Connection:
         "held",
         "joins",
         "skip_through",
+        "user_held",
+        "user_through",
         "queued",
         "_pending",
         "_pending_close",
@@ -81,6 +85,7 @@ class Connection:
         #: it ends then.
         self.expires_at: float | None = None
         self.connected_at = time.time()
+        self.began = time.monotonic()  # the connect began (its user's sends since reach it)
         self.opened_at = 0.0  # monotonic time the stream opened
         self.state = State.CONNECTING
         self.close_reason: CloseReason | None = None
@@ -108,6 +113,13 @@ class Connection:
         #: Channel events with ids up to this one are not written to the stream: it got them
         #: first (its own joins), or they were published before it opened.
         self.skip_through = 0
+        #: From the connect answer naming the stream's user until its count gave the user's
+        #: sends logged since the connect began: the user sends delivered to it meanwhile
+        #: (see :mod:`~tornado_sse.user_sends`); ``None`` otherwise.
+        self.user_held: list[UserSend] | None = None
+        #: The last mark of its user's sends that the count gave: a user send marked at most
+        #: this one was given then (or was sent before the connect), and is skipped.
+        self.user_through: SendMark = NO_MARK
         #: What the stream's unsent output cost when it was last measured (kept by the
         #: registry, which sums it over all streams).
         self.queued = 0

@@ -47,6 +47,7 @@ from .metrics import Metrics
 from .presence import Presence
 from .protocol import RequestSnapshot, SendRequest, SubscriptionRequest
 from .registry import Registry
+from .user_sends import KEEP_SLACK
 
 log = logging.getLogger("tornado_sse.gateway")
 
@@ -116,6 +117,8 @@ class Gateway:
         self._heartbeat: PeriodicCallback | None = None
         self._connecting = 0
         self._unknown_keys_seen: set[str] = set()
+        #: Seconds the broker keeps each user send for the user's streams still connecting.
+        self._keep_user_sends = settings.callback_timeout_seconds + KEEP_SLACK
         self.presence = Presence(
             broker,
             globs=settings.presence_event_globs,
@@ -272,13 +275,15 @@ class Gateway:
         raise if its user holds ``MAX_STREAMS_PER_USER`` streams already (the backend hears
         ``disconnect``, ``error``, ``user_limit``) or the broker cannot."""
         try:
-            await self.presence.enter(conn)
+            entered = await self.presence.enter(conn)
         except TooManyStreams:
             self.registry.fail(conn, backend_may_know=True, detail=CloseDetail.USER_LIMIT)
             raise
         except GatewayError as error:
             self.registry.fail(conn, backend_may_know=True)
             raise self._broker_trouble(conn, error) from None
+        if entered is not None:
+            self.registry.catch_up(conn, entered.sends, entered.through)
 
     async def _register(self, conn: Connection) -> None:
         """Make ``conn``'s token reachable through the broker, with the record a survivor would
@@ -504,20 +509,18 @@ class Gateway:
         return {"status": await self.send(request)}
 
     async def send_user(self, request: SendRequest) -> int:
-        """Deliver a user send to every stream of the user on every instance (connecting ones
-        whose connect answer is in included); returns how many streams it reached. The other
-        instances are asked first, so that when the broker cannot be reached (503) this
-        instance's streams did not get it either, and a retry does not double it here."""
+        """Deliver a user send to every stream of the user on every instance, connecting ones
+        included; returns how many streams it reached, not counting those whose connect
+        callback is in flight: the broker logs the send, and they get it when they are
+        counted (see :mod:`~tornado_sse.user_sends`). The other instances are asked first,
+        so that when the broker cannot be reached (503) this instance's streams did not get
+        it either, and a retry does not double it here."""
         assert request.user is not None
         frame = protocol.encode(request.event) if request.event is not None else None
-        question = {
-            "op": "send",
-            "user": request.user,
-            "frame": frame.decode("utf-8") if frame is not None else None,
-            "close": request.close,
-        }
-        answers = await self.broker.ask_user(request.user, question)
-        reached = self.registry.send_user(request.user, frame, request.close)
+        mark, answers = await self.broker.send_user(
+            request.user, frame, request.close, self._keep_user_sends
+        )
+        reached = self.registry.send_user(request.user, frame, request.close, mark)
         for answer in answers:
             reached += int(answer.get("streams", 0))
         return reached
@@ -601,7 +604,9 @@ class Gateway:
         op = question["op"]
         if op == "send":
             frame = question["frame"].encode("utf-8") if question["frame"] is not None else None
-            return {"streams": self.registry.send_user(question["user"], frame, question["close"])}
+            mark = (int(question["mark"][0]), int(question["mark"][1]))
+            reached = self.registry.send_user(question["user"], frame, question["close"], mark)
+            return {"streams": reached}
         if op in ("subscribe", "unsubscribe"):
             targets = self._targets(question.get("token"), question.get("user"))
             channels = tuple(question["channels"])

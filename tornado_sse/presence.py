@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import protocol
 from .errors import GatewayError, TooManyStreams
 from .log import fields
+from .user_sends import Entered
 
 if TYPE_CHECKING:  # the broker module imports this one
     from .broker import Broker
@@ -319,25 +320,36 @@ class Presence:
 
     # -- streams --------------------------------------------------------------------------------
 
-    async def enter(self, conn: Connection) -> None:
+    async def enter(self, conn: Connection) -> Entered | None:
         """Count ``conn`` (its user and channels, as they are now); raises
         :class:`TooManyStreams` if its user holds ``limit`` streams already, or
         ``BrokerUnavailable``. An anonymous stream without channels is marked counted with
         nothing in the broker, so that the channels a live subscription gives it later are.
         The joins this published are kept in ``conn.joins``, for the stream to get first.
-        The gateway holds live changes of its channels until this returned."""
+        For a stream of a user, returns what the broker answered, with the user's sends
+        logged since its connect began. The gateway holds live changes of its channels until
+        this returned."""
         channels = conn.channels
         if conn.user is None and not channels:
             conn.counted = ()
-            return
+            return None
         announce = self.announced(channels)
         join = self._join(conn) if announce else None
-        joins = await self.broker.enter(
-            conn.user, _info_text(conn), channels, announce=announce, limit=self.limit, join=join
+        since = None if conn.user is None else time.monotonic() - conn.began
+        entered = await self.broker.enter(
+            conn.user,
+            _info_text(conn),
+            channels,
+            announce=announce,
+            limit=self.limit,
+            join=join,
+            since=since,
         )
         conn.counted = channels
         if join is not None:
-            conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in joins.values() if i))
+            ids = entered.joins.values()
+            conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in ids if i))
+        return entered if since is not None else None
 
     def exit(self, conn: Connection) -> None:
         """Count ``conn`` out (its stream ended); never waits. Once for each count: a second

@@ -25,6 +25,7 @@ from . import protocol
 from .connection import Connection, State, StreamWriter
 from .errors import BufferFull, CloseDetail, CloseReason, TokenNotFound
 from .log import fields
+from .user_sends import SendMark, UserSend, merged
 
 log = logging.getLogger("tornado_sse.registry")
 
@@ -141,9 +142,27 @@ class Registry:
 
     def bind_user(self, conn: Connection) -> None:
         """Index ``conn`` under ``conn.user`` (once its connect answer named it), so that sends
-        to its user reach it, connecting or open."""
+        to its user reach it, connecting or open; they are held until :meth:`catch_up`."""
         if conn.user is not None and conn.state is not State.CLOSED:
             self._by_user.setdefault(conn.user, set()).add(conn)
+            conn.user_held = []
+
+    def catch_up(self, conn: Connection, sends: tuple[UserSend, ...], through: SendMark) -> None:
+        """``conn`` was counted: queue for it its user's ``sends`` that the broker logged since
+        its connect began (all marked at most ``through``) and those held since
+        :meth:`bind_user`, once each in mark order, as sends during the connect callback
+        (one the queue has no room for is dropped, as :meth:`send_user` drops it); from now
+        on a user send marked at most ``through`` is skipped."""
+        held, conn.user_held = conn.user_held or [], None
+        for send in merged(sends, held, through):
+            through = max(through, send.mark)
+            if conn.closing:
+                break
+            try:
+                self.send(conn.token, send.frame, send.close)
+            except (TokenNotFound, BufferFull):
+                continue
+        conn.user_through = through
 
     def add_channels(self, conn: Connection, channels: Iterable[str]) -> tuple[str, ...]:
         """Subscribe a live stream to those of ``channels`` it lacks (an open one receives
@@ -274,12 +293,19 @@ class Registry:
             self.close(conn, CloseReason.SERVER_CLOSED)
         return "ok"
 
-    def send_user(self, user: str, frame: bytes | None, close: bool) -> int:
+    def send_user(self, user: str, frame: bytes | None, close: bool, mark: SendMark) -> int:
         """Deliver a send to every local stream of ``user`` (queued for connecting ones, as
-        :meth:`send` does); returns how many it reached (a stream whose queue is full is not
-        reached)."""
+        :meth:`send` does; held for one being counted, see :meth:`catch_up`; skipped by one
+        whose count gave it already, or whose connect began after it, by ``mark``); returns
+        how many it reached (a stream whose queue is full is not reached)."""
         reached = 0
         for conn in self.of_user(user):
+            if conn.user_held is not None:
+                conn.user_held.append(UserSend(mark, frame, close))
+                reached += 1
+                continue
+            if mark <= conn.user_through:
+                continue  # its count gave it, or it was sent before its connect began
             try:
                 self.send(conn.token, frame, close)
             except (TokenNotFound, BufferFull):

@@ -23,6 +23,7 @@ from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyS
 from tornado_sse.history import Retention, first_id
 from tornado_sse.presence import presence_event
 from tornado_sse.protocol import compact_json
+from tornado_sse.user_sends import UserSend
 
 BROKERS = ["local", "redis"]
 
@@ -372,9 +373,40 @@ async def test_a_join_is_decided_once_for_two_streams_on_two_instances(make_pair
     a, _, b, _ = await make_pair()
     first = await a.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
     second = await b.enter("ann", None, ["room", "quiet"], announce=["room"], limit=0)
-    assert (first, second) == ({"room": 0}, {})  # no join event given: none published
+    assert (first.joins, second.joins) == ({"room": 0}, {})  # no join event given: none published
     assert await a.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == []
     assert await b.exit("ann", ["room", "quiet"], announce=["room"], stream=True) == ["room"]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_new_stream_of_a_user_is_given_their_sends_since_its_connect_began(make_pair):
+    a, _, b, _ = await make_pair()
+    old, _ = await a.send_user("ann", b"data: old\n\n", False, keep=60.0)
+    await asyncio.sleep(0.05)  # the stream below began connecting after "old"
+    began = time.monotonic()
+    first, answers = await a.send_user("ann", b"data: one\n\n", False, keep=60.0)
+    assert answers == []  # nobody holds ann's streams yet
+    await b.send_user("bob", b"data: bob's\n\n", False, keep=60.0)
+    second, _ = await b.send_user(ODD_USER, None, True, keep=60.0)
+    third, _ = await b.send_user("ann", None, True, keep=60.0)
+    assert old < first < third
+    since = time.monotonic() - began + 0.01
+    entered = await b.enter("ann", None, ["room"], announce=(), limit=0, since=since)
+    assert entered.sends == (
+        UserSend(first, b"data: one\n\n", False),
+        UserSend(third, None, True),
+    )
+    assert entered.through == third
+    counted = await a.enter(ODD_USER, None, [], announce=(), limit=0, since=0.0)
+    assert counted.sends == () and counted.through >= second  # sent before it began
+    # Not a new stream, or anonymous: no sends are read.
+    assert (await a.enter("ann", None, ["more"], announce=(), limit=None, since=60.0)).sends == ()
+    assert (await a.enter(None, None, ["room"], announce=(), limit=0, since=60.0)).sends == ()
+    # Now b holds a stream of ann's: a send from a asks b to deliver it, with its mark.
+    mark, answers = await a.send_user("ann", b"data: two\n\n", False, keep=60.0)
+    question = {"op": "send", "user": "ann", "frame": "data: two\n\n", "close": False}
+    asked = [{"streams": 1, "echo": {**question, "mark": list(mark)}}]
+    assert mark > third and answers == ([] if a is b else asked)
 
 
 # A user id and an info that JSON must escape (quotes, backslashes, non-ASCII).
@@ -388,11 +420,13 @@ async def test_the_broker_publishes_the_joins_and_leaves_it_decides(make_pair):
     for broker in (a, b):
         await broker.subscribe({"room"})
     join = presence_event("presence_join", ODD_USER, compact_json(ODD_INFO))
-    joins = await a.enter(
+    entered = await a.enter(
         ODD_USER, compact_json(ODD_INFO), ["room", "quiet"], announce=["room"], limit=0, join=join
     )
+    joins = entered.joins
     assert list(joins) == ["room"] and joins["room"] > 0
-    assert await b.enter(ODD_USER, None, ["room"], announce=["room"], limit=0, join=join) == {}
+    again = await b.enter(ODD_USER, None, ["room"], announce=["room"], limit=0, join=join)
+    assert again.joins == {}
     await a.exit(ODD_USER, ["room", "quiet"], announce=["room"], stream=True)
     assert await b.exit(ODD_USER, ["room"], announce=["room"], stream=True) == ["room"]
     leaves: list[Any] = []
@@ -463,7 +497,7 @@ async def test_a_leave_is_due_only_after_the_delay_and_only_once(make_pair):
     await until(settled)
     assert [(x.channel, x.user, x.info) for x in leaves] == [("room", "ann", {"n": 1})]
     assert await a.settle_leaves([("room", "ann")], 0.3) == []  # decided already
-    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == {"room": 0}
+    assert (await b.enter("ann", None, ["room"], announce=["room"], limit=0)).joins == {"room": 0}
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -471,7 +505,7 @@ async def test_coming_back_within_the_delay_is_neither_a_leave_nor_a_join(make_p
     a, _, b, _ = await make_pair()
     await a.enter("ann", None, ["room"], announce=["room"], limit=0)
     await a.exit("ann", ["room"], announce=["room"], stream=True)
-    assert await b.enter("ann", None, ["room"], announce=["room"], limit=0) == {}
+    assert (await b.enter("ann", None, ["room"], announce=["room"], limit=0)).joins == {}
     await asyncio.sleep(0.1)  # the delay (0.05) has passed: the user is still there
     assert await a.settle_leaves([("room", "ann")], 0.05) == []
 

@@ -194,7 +194,7 @@ async def test_a_user_send_to_nobody_reaches_no_stream(instances):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_user_send_reaches_the_streams_whose_connect_answer_named_the_user(
+async def test_a_user_send_during_the_connect_callback_reaches_the_stream_it_opens(
     instances, backend
 ):
     (gw,) = instances()
@@ -204,19 +204,56 @@ async def test_a_user_send_reaches_the_streams_whose_connect_answer_named_the_us
     async def send_while_connecting(body: dict[str, Any]) -> None:
         if body["request"]["url"].endswith("/2"):  # ann's second tab is connecting now
             sent.append(await gw.send({"user": "ann", "event": {"data": "hi"}}))
+            sent.append(await gw.send({"user": "bob", "event": {"data": "not ann's"}}))
 
     first = await gw.open("/sse/ann/room/1")
+    assert await gw.send({"user": "ann", "event": {"data": "before"}}) == (
+        200,
+        {"status": "ok", "streams": 1},
+    )
     backend.on_connect = send_while_connecting
     second = await gw.open("/sse/ann/room/2")
-    # The second tab's connect answer had not arrived: the send reached the first tab only,
-    # and the second gets the next one, queued or live.
-    assert sent == [(200, {"status": "ok", "streams": 1})]
+    backend.on_connect = None
+    # Only the first tab was known to be ann's when "hi" was sent: the count says 1. The
+    # second gets it once its answer named ann, before anything sent later.
+    assert sent == [(200, {"status": "ok", "streams": 1}), (200, {"status": "ok", "streams": 0})]
     assert await gw.send({"user": "ann", "event": {"data": "both"}}) == (
         200,
         {"status": "ok", "streams": 2},
     )
-    assert [e.data for e in await first.wait_events(2)] == ["hi", "both"]
-    assert [e.data for e in await second.wait_events(1)] == ["both"]
+    assert [e.data for e in await first.wait_events(3)] == ["before", "hi", "both"]
+    assert [e.data for e in await second.wait_events(2)] == ["hi", "both"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_user_close_during_the_connect_callback_ends_the_stream_once_it_opens(
+    instances, backend
+):
+    (gw,) = instances()
+    await ready(gw)
+    sent: list[Any] = []
+    tokens: list[str] = []
+
+    async def close_while_connecting(body: dict[str, Any]) -> None:
+        tokens.append(body["token"])
+        sent.append(await gw.send({"user": "ann", "event": {"data": "bye"}, "close": True}))
+
+    backend.on_connect = close_while_connecting
+    stream = await gw.open("/sse/ann/room/1")
+    backend.on_connect = None
+    assert sent == [(200, {"status": "ok", "streams": 0})]
+    assert stream.status == 200
+    assert [e.data for e in await stream.wait_events(1)] == ["bye"]
+    await stream.read_to_end()
+    (disconnect,) = await backend.wait_for_calls("disconnect", count=1)
+    assert (disconnect.token, disconnect.body["reason"]) == (tokens[0], "server_closed")
+    # ann's next stream is not closed by that close: it was sent before its connect began
+    again = await gw.open("/sse/ann/room/2")
+    assert await gw.send({"user": "ann", "event": {"data": "still here"}}) == (
+        200,
+        {"status": "ok", "streams": 1},
+    )
+    assert [e.data for e in await again.wait_events(1)] == ["still here"]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -494,6 +531,36 @@ async def test_a_user_send_reaches_3_streams_on_2_instances(redis_cluster):
         events = await tab.wait_events(2)
         assert [(e.type, e.data) for e in events] == [("greet", "hello"), ("message", "marker")]
     assert [e.data for e in await other.wait_events(1)] == ["only bob"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_user_send_on_one_instance_reaches_a_stream_connecting_on_another(
+    redis_cluster, backend
+):
+    a, b, c = redis_cluster(3)
+    await ready(a, b, c)
+    sent: list[Any] = []
+
+    async def send_while_connecting(body: dict[str, Any]) -> None:
+        if "/ann/" in body["request"]["url"] and not body["request"]["url"].endswith("/1"):
+            sent.append(await c.send({"user": "ann", "event": {"data": "hi"}}))
+
+    on_a = await a.open("/sse/ann/-/1")
+    on_b = await b.open("/sse/ann/-/1")  # b is asked to deliver: its tab connecting is not
+    backend.on_connect = send_while_connecting
+    connecting = [await b.open("/sse/ann/-/2"), await a.open("/sse/ann/-/3")]
+    backend.on_connect = None
+    assert sent == [(200, {"status": "ok", "streams": 2}), (200, {"status": "ok", "streams": 3})]
+    assert await c.send({"user": "ann", "event": {"data": "marker"}}) == (
+        200,
+        {"status": "ok", "streams": 4},
+    )
+    # Each stream gets each send once; the second tab was open when the third connected.
+    assert [e.data for e in await on_a.wait_events(3)] == ["hi", "hi", "marker"]
+    assert [e.data for e in await on_b.wait_events(3)] == ["hi", "hi", "marker"]
+    second, third = connecting
+    assert [e.data for e in await second.wait_events(3)] == ["hi", "hi", "marker"]
+    assert [e.data for e in await third.wait_events(2)] == ["hi", "marker"]
 
 
 @pytest.mark.gen_test(timeout=30)

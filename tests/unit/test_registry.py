@@ -16,6 +16,7 @@ from tornado_sse.history import (
 )
 from tornado_sse.protocol import RequestSnapshot
 from tornado_sse.registry import Registry
+from tornado_sse.user_sends import UserSend
 
 
 class FakeWriter:
@@ -90,6 +91,38 @@ def test_buffered_close_ends_the_stream_right_after_the_queued_events(registry, 
     writer = FakeWriter()
     assert not registry.open(conn, writer)
     assert writer.frames == [b"last"] and writer.ended
+    assert ended == [("t", "server_closed", None, True)]
+
+
+def test_a_stream_being_counted_gets_its_users_sends_once_each_in_mark_order():
+    registry = Registry(max_pending_events=10)
+    conn = connection(registry)
+    conn.user = "ann"
+    registry.bind_user(conn)
+    # Delivered while it is counted: held. (0, 1) was sent before its connect began, (0, 3)
+    # is in the log the count reads too, (0, 5) came after that read.
+    assert registry.send_user("ann", b"before", False, (0, 1)) == 1
+    assert registry.send_user("ann", b"logged", False, (0, 3)) == 1
+    assert registry.send_user("ann", b"after", False, (0, 5)) == 1
+    logged = (UserSend((0, 2), b"first", False), UserSend((0, 3), b"logged", False))
+    registry.catch_up(conn, logged, through=(0, 4))
+    # Once counted, a send the log gave is skipped; a later one is queued.
+    assert registry.send_user("ann", b"logged", False, (0, 3)) == 0
+    assert registry.send_user("ann", b"later", False, (0, 6)) == 1
+    writer = FakeWriter()
+    assert registry.open(conn, writer)
+    assert writer.frames == [b"first", b"logged", b"after", b"later"]
+
+
+def test_a_user_close_from_the_log_ends_the_stream_when_it_opens(registry, ended):
+    conn = connection(registry)
+    conn.user = "ann"
+    registry.bind_user(conn)
+    logged = (UserSend((0, 1), b"bye", True), UserSend((0, 2), b"too late", False))
+    registry.catch_up(conn, logged, through=(0, 2))
+    writer = FakeWriter()
+    assert not registry.open(conn, writer)
+    assert writer.frames == [b"bye"] and writer.ended
     assert ended == [("t", "server_closed", None, True)]
 
 

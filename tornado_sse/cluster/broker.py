@@ -19,6 +19,7 @@ from ..broker import BrokerHandler
 from ..errors import BrokerUnavailable
 from ..history import Retention, Window
 from ..presence import Leave, Snapshot
+from ..user_sends import Entered, SendMark
 from .channels import ChannelBus
 from .directory import INSTANCE_TTL, Report, TokenDirectory
 from .keys import KeySpace
@@ -125,6 +126,28 @@ class RedisBroker:
             holders = await self.users.holders(user)
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
+        return await self._ask_all(holders, question)
+
+    async def send_user(
+        self, user: str, frame: bytes | None, close: bool, keep: float
+    ) -> tuple[SendMark, list[dict[str, Any]]]:
+        self.link.require()
+        try:
+            mark, holders = await self.users.send(user, frame, close, keep)
+        except RedisError as exc:
+            raise self.link.unavailable(exc) from None
+        question = {
+            "op": "send",
+            "user": user,
+            "frame": frame.decode("utf-8") if frame is not None else None,
+            "close": close,
+            "mark": list(mark),
+        }
+        return mark, await self._ask_all(holders, question)
+
+    async def _ask_all(self, holders: list[str], question: dict[str, Any]) -> list[dict[str, Any]]:
+        """Ask ``holders`` but this instance ``question``; their answers. Raises
+        ``BrokerUnavailable`` if one cannot be reached or does not answer."""
         others = [i for i in holders if i != self.id]
         if not others:
             return []
@@ -147,8 +170,9 @@ class RedisBroker:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-    ) -> dict[str, int]:
-        return await self.users.enter(user, info, channels, announce, limit, join)
+        since: float | None = None,
+    ) -> Entered:
+        return await self.users.enter(user, info, channels, announce, limit, join, since)
 
     async def exit(
         self,

@@ -116,6 +116,10 @@ class KeySpace:
     def user(self, user: str) -> str:
         return self._name("u", "u", user)
 
+    def user_sends(self, user: str) -> str:
+        """Stream of the sends to ``user`` of the last seconds, for their streams connecting."""
+        return self._name("us", "u", user)
+
     def presence(self, channel: str) -> list[str]:
         """Members, instances, infos, announced states and the listing of ``channel``."""
         return [self._name(kind, "c", channel) for kind in ("p", "pn", "pi", "pa", "pl")]

@@ -5,6 +5,9 @@ Keys (``<p>`` is the prefix; ``<i>`` an instance id, ``<u>`` a user id, ``''`` f
 
 - ``<p>u:<u>``: hash ``<i>`` -> streams of the user on that instance (the per-user limit, and
   where user sends and live subscriptions must go);
+- ``<p>us:<u>``: stream of the sends to the user of the last seconds (``c``/``k`` then the
+  frame, see :func:`~tornado_sse.user_sends.pack`), for their streams whose connect callback
+  was in flight; trimmed by each send and expiring with the last;
 - ``<p>p:<channel>``: hash ``<i>:<u>`` -> streams of the user on the channel on that instance;
 - ``<p>pn:<channel>``: set of the instances that have counted streams on the channel;
 - ``<p>pi:<channel>``: hash ``<u>`` -> the user's info (compact JSON);
@@ -44,6 +47,7 @@ from redis.exceptions import RedisError
 from ..errors import BrokerUnavailable, TooManyStreams
 from ..log import fields
 from ..presence import Leave, Snapshot, presence_event
+from ..user_sends import Entered, SendMark, pack, parse_mark, unpack
 from .channels import PUBLISH_FUNCTION, ChannelBus
 from .keys import KeySpace
 from .link import RedisLink
@@ -119,17 +123,19 @@ end
 # caller publishes the joins), ARGV[8..]: '1' where the channel announces. With a join event
 # (one Redis only), KEYS go on with the id counter and epoch, then each channel's history list
 # and dropped id, and ARGV with each channel's history size, ttl in ms and pub/sub channel: each
-# join decided is published here, in the step that decides it. Returns '0' over the limit, else
-# '1' and the indexes of the channels where this is the user's join (with a join event: each
-# index followed by the id of the join published), separated by spaces: one string, which the
-# client reads in one go.
+# join decided is published here, in the step that decides it. The last KEY is the user's send
+# log, the last ARGV how many ms ago the stream's connect began (-1: read no sends). Returns
+# {'0'} over the limit, else a list: '1' and the indexes of the channels where this is the
+# user's join (with a join event: each index followed by the id of the join published),
+# separated by spaces, as one string; then the id of the log's last send ('0-0' for none) and
+# the id and packed send of each one logged since the connect began.
 ENTER_SCRIPT = (
     _COMMON
     + PUBLISH_FUNCTION
     + """
 local user, limit, info, join = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local n = (#KEYS - 1) / 5
-if join ~= '' then n = (#KEYS - 3) / 7 end
+local n = (#KEYS - 2) / 5
+if join ~= '' then n = (#KEYS - 4) / 7 end
 if user ~= '' and limit >= 0 then
   if limit > 0 then
     local held = 0
@@ -141,7 +147,7 @@ if user ~= '' and limit >= 0 then
         redis.call('HDEL', KEYS[1], all[k])
       end
     end
-    if held >= limit then return '0' end
+    if held >= limit then return {'0'} end
   end
   redis.call('HINCRBY', KEYS[1], me, 1)
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -174,7 +180,20 @@ for c = 1, n do
     end
   end
 end
-return table.concat(result, ' ')
+local answer = {table.concat(result, ' '), '0-0'}
+local since = tonumber(ARGV[#ARGV])
+if user ~= '' and since >= 0 then
+  local log = KEYS[#KEYS]
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  if last[1] then
+    answer[2] = last[1][1]
+    for _, entry in ipairs(redis.call('XRANGE', log, now - since, '+')) do
+      answer[#answer + 1] = entry[1]
+      answer[#answer + 1] = entry[2][2]
+    end
+  end
+end
+return answer
 """
 )
 
@@ -333,21 +352,39 @@ return 1
 """
 )
 
-# KEYS[1]: the user hash. Returns the live instances holding streams of the user (dropping
-# dead ones).
-HOLDERS_SCRIPT = (
-    _COMMON
-    + """
-local holders = {}
-local all = redis.call('HGETALL', KEYS[1])
-for k = 1, #all, 2 do
-  if live(all[k]) then
-    if tonumber(all[k + 1]) > 0 then table.insert(holders, all[k]) end
-  else
-    redis.call('HDEL', KEYS[1], all[k])
+# Appends to found the live instances holding streams of the user whose hash is key (and drops
+# the dead ones from it).
+_HOLDERS_FUNCTION = """
+local function holders(key, found)
+  local all = redis.call('HGETALL', key)
+  for k = 1, #all, 2 do
+    if live(all[k]) then
+      if tonumber(all[k + 1]) > 0 then table.insert(found, all[k]) end
+    else
+      redis.call('HDEL', key, all[k])
+    end
   end
+  return found
 end
-return holders
+"""
+
+# KEYS[1]: the user hash. Returns the live instances holding streams of the user.
+HOLDERS_SCRIPT = _COMMON + _HOLDERS_FUNCTION + "return holders(KEYS[1], {})\n"
+
+
+# KEYS[1]: the user hash, KEYS[2]: the user's send log. ARGV[4]: how long to keep the send, in
+# ms; ARGV[5]: the send, packed. Logs the send (letting go of those kept longer), then returns
+# its id and the live instances holding streams of the user, as HOLDERS_SCRIPT: a stream
+# counted before this reaches the user hash first (so its instance is asked to deliver the
+# send), one counted after reads the send from the log.
+SEND_SCRIPT = (
+    _COMMON
+    + _HOLDERS_FUNCTION
+    + """
+local keep = tonumber(ARGV[4])
+local id = redis.call('XADD', KEYS[2], 'MINID', '~', now - keep, '*', 's', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], keep)
+return holders(KEYS[1], {id})
 """
 )
 
@@ -377,6 +414,7 @@ class PresenceStore:
         self._settle_many = client.register_script(SETTLE_MANY_SCRIPT)
         self._presence = client.register_script(PRESENCE_SCRIPT)
         self._holders = client.register_script(HOLDERS_SCRIPT)
+        self._send = client.register_script(SEND_SCRIPT)
         self._rewrite = client.register_script(RESTORE_SCRIPT)
         #: This instance's counts: streams per (channel, user or ''), streams per user.
         self._here: dict[tuple[str, str], int] = {}
@@ -406,24 +444,32 @@ class PresenceStore:
     ) -> list[Any]:
         """In a cluster: run ``script`` once for the user's part (``user_args``, no channel),
         then once per channel (``channel_args``, the user's part off), each in its own slot;
-        the answers joined as one call over every key would give them (the first item, then
-        the indexes of the channels reported). The parts that succeeded before a failure are
-        undone by :meth:`_restore` when the link comes back."""
-        first = [1]
+        the answers joined as one call over every key would give them (for ENTER: its list,
+        the first string holding the first item and the indexes of the channels where this
+        is a join, the sends read by the user's part; for EXIT: the indexes of the channels
+        reported). The parts that succeeded before a failure are undone by :meth:`_restore`
+        when the link comes back."""
+        enter = script is self._enter
+        head: list[Any] = [b"1", b"0-0"]
         if user is not None:
-            first = _numbers(await script(keys=[self._user_key(user)], args=user_args))
-            if first and first[0] == 0 and script is self._enter:
-                return first  # over the limit: no channel counted
-        found = [] if script is self._exit else first[:1]
+            keys = [self._user_key(user)] + ([self.keyspace.user_sends(user)] if enter else [])
+            head = await script(keys=keys, args=user_args)
+            if enter and _numbers(head[0])[0] == 0:
+                return head  # over the limit: no channel counted
+        found: list[int] = []
         for index, channel in enumerate(channels, start=1):
             keys = self._channel_keys(channel)
             args = channel_args + [flags[index - 1]]
-            answer = _numbers(await script(keys=[keys[0], *keys], args=args))
-            if script is self._exit:
-                found += [index for _ in answer]
+            if enter:  # no user's part: the log key is not read, the user key not written
+                answer = await script(keys=[keys[0], *keys, keys[0]], args=args + [-1])
+                found += [index for _ in _numbers(answer[0])[1:]]
             else:
-                found += [index for _ in answer[1:]]
-        return found
+                answer = await script(keys=[keys[0], *keys], args=args)
+                found += [index for _ in _numbers(answer)]
+        if not enter:
+            return found
+        first = b" ".join([bytes(head[0]).split()[0], *(b"%d" % i for i in found)])
+        return [first, *head[1:]]
 
     def _keys(self, user: str | None, channels: Iterable[str]) -> list[str]:
         keys = [self._user_key(user or "")]
@@ -441,22 +487,25 @@ class PresenceStore:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-    ) -> dict[str, int]:
+        since: float | None = None,
+    ) -> Entered:
         """See :meth:`tornado_sse.broker.Broker.enter`. With one Redis, each join is published
         by the script that decides it; in a cluster (where the id counter is in another slot)
-        right after it."""
+        right after it. The user's sends are read by the step that counts the stream in
+        their hash."""
         self.link.require()
         channels = list(channels)
         info_text = info or ""
         flags = ["1" if c in announce else "0" for c in channels]
         inline = join is not None and not self.link.cluster and "1" in flags
         head = self._args() + [user or "", -1 if limit is None else limit, info_text]
+        since_ms = -1 if since is None or user is None or limit is None else int(since * 1000)
         try:
             if self.link.cluster:
-                user_args = head + [""]
+                user_args = head + ["", since_ms]
                 channel_args = head[:4] + [-1, info_text, ""]
                 counted = user if limit is not None else None
-                result = await self._run(
+                raw = await self._run(
                     lambda: self._split(
                         self._enter, counted, channels, user_args, channel_args, flags
                     )
@@ -470,9 +519,12 @@ class PresenceStore:
                         more_keys, more_args = self.channels.publish_in_script(channel)
                         keys += more_keys
                         args += more_args
-                result = _numbers(await self._run(lambda: self._enter(keys=keys, args=args)))
+                keys.append(self.keyspace.user_sends(user or ""))
+                args.append(since_ms)
+                raw = await self._run(lambda: self._enter(keys=keys, args=args))
         except RedisError as exc:
             raise self.link.unavailable(exc) from None
+        result = _numbers(raw[0])
         if result[0] == 0:
             raise TooManyStreams(limit or 0)
         if user is not None and limit is not None:
@@ -480,14 +532,27 @@ class PresenceStore:
         for channel in channels:
             key = (channel, user or "")
             self._here[key] = self._here.get(key, 0) + 1
+        logged = zip(raw[2::2], raw[3::2], strict=True)
+        sends = tuple(unpack(parse_mark(mark), packed) for mark, packed in logged)
+        through = parse_mark(raw[1])
         if inline:  # {1, index, id, index, id, ...}
             pairs = zip(result[1::2], result[2::2], strict=True)
-            return {channels[i - 1]: n for i, n in pairs}
+            return Entered({channels[i - 1]: n for i, n in pairs}, sends, through)
         joined = dict.fromkeys((channels[i - 1] for i in result[1:]), 0)
         if join is not None:
             for channel in joined:
                 joined[channel] = await self._publish(channel, join, "presence_join")
-        return joined
+        return Entered(joined, sends, through)
+
+    async def send(
+        self, user: str, frame: bytes | None, close: bool, keep: float
+    ) -> tuple[SendMark, list[str]]:
+        """Log a send to ``user`` for ``keep`` seconds; its mark and the live instances holding
+        streams of the user (this one included). Raises ``RedisError``."""
+        keys = [self._user_key(user), self.keyspace.user_sends(user)]
+        args = self._args() + [int(keep * 1000), pack(frame, close)]
+        found = await self._send(keys=keys, args=args)
+        return parse_mark(found[0]), [i.decode() for i in found[1:]]
 
     async def exit(
         self, user: str | None, channels: Collection[str], announce: Collection[str], stream: bool

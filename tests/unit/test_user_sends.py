@@ -1,0 +1,38 @@
+"""The log of user sends that reaches streams whose connect callback was in flight."""
+
+from __future__ import annotations
+
+from tornado_sse.user_sends import SendLog, UserSend, merged, pack, parse_mark, unpack
+
+
+def test_the_send_log_gives_a_users_sends_of_the_last_seconds_in_order():
+    log = SendLog()
+    assert log.since("ann", 60.0) == ((), (0, 0))
+    first = log.log("ann", b"one", False, keep=60.0)
+    log.log("bob", b"other", False, keep=60.0)
+    second = log.log("ann", None, True, keep=60.0)
+    sends, through = log.since("ann", 60.0)
+    assert sends == (UserSend(first, b"one", False), UserSend(second, None, True))
+    assert first < second == through == (0, 3)  # bob's send took (0, 2)
+    assert log.since("ann", 0.0)[0] == ()  # none logged since now
+    log.log("cy", b"gone soon", False, keep=0.0)
+    log.log("bob", b"lets the expired go", False, keep=60.0)
+    assert len(log) == 4 and log.since("cy", 60.0)[0] == ()  # the one kept 0 s went
+
+
+def test_a_send_packs_and_unpacks_whole():
+    for frame, close in [(b"data: x\n\n", False), (None, True), (b"", True), (None, False)]:
+        assert unpack((1, 2), pack(frame, close)) == UserSend((1, 2), frame, close)
+    assert parse_mark(b"1733187000000-7") == (1733187000000, 7)
+    assert parse_mark("0-0") < parse_mark("5-0") < parse_mark("5-1")
+
+
+def test_held_sends_after_the_log_follow_it_once_each():
+    logged = (UserSend((5, 0), b"a", False),)
+    held = [
+        UserSend((9, 0), b"c", False),
+        UserSend((5, 0), b"a", False),
+        UserSend((7, 1), b"b", False),
+    ]
+    held.append(UserSend((1, 0), b"before the connect", False))
+    assert [s.frame for s in merged(logged, held, through=(6, 0))] == [b"a", b"b", b"c"]
