@@ -401,6 +401,15 @@ class NoDelayStream(IOStream):
     def set_nodelay(self, value: bool) -> None:
         """Keep ``TCP_NODELAY`` on (class docstring)."""
 
+    def close(self, exc_info: Any = False) -> None:
+        """Close as Tornado does, keeping the error (``self.error``) without its traceback:
+        Tornado closes a stream whose client reset it from inside the read that failed, and
+        the traceback's frames hold the stream, so stream, handler and request would wait in
+        a reference cycle for the collector instead of being freed when the stream ends."""
+        super().close(exc_info)
+        if self.error is not None:
+            self.error.__traceback__ = None
+
 
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTP server, accepting through an :class:`Acceptor` and counting the requests

@@ -74,6 +74,10 @@ def send_direct(stream: IOStream, data: bytes) -> int:
     except BlockingIOError:
         return 0
     except OSError as exc:
+        # Without its traceback the error kept on the stream references no frame: this one
+        # (which holds the error and the stream) and its callers' (a publish's list of
+        # streams, ...) are freed at once instead of waiting, in a cycle, for the collector.
+        exc.__traceback__ = None
         stream.close(exc_info=exc)
         raise StreamClosedError(real_error=exc) from None
 

@@ -4,12 +4,15 @@ them fails here first, not in production), and its queue for a stream that is be
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import struct
 import sys
 import tracemalloc
+import weakref
 
 import pytest
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 from tornado_sse.listener import NoDelayStream, WriteQueue
 from tornado_sse.writer import WRITE_OVERHEAD, ChunkEncoder, SocketWriter, backlog
@@ -227,6 +230,61 @@ async def test_a_gateway_stream_is_written_straight_to_its_socket_with_empty_que
     finally:
         stream.close()
         theirs.close()
+
+
+def _write_to_a_gone_client() -> weakref.ref[NoDelayStream]:
+    """Write a frame to a stream whose client closed; a weak reference to the stream, whose
+    last strong ones go when this returns."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    stream = NoDelayStream(ours)
+    writer = SocketWriter(_Http(stream), None, lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(StreamClosedError):
+        writer.write_frame(b"data: x\n\n")
+    assert stream.closed() and isinstance(stream.error, BrokenPipeError)
+    return weakref.ref(stream)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_stream_whose_client_is_gone_is_freed_once_dropped_without_the_collector():
+    # A failed write keeps its error on the stream; were the error's traceback kept with it,
+    # the stream (and the frames of whatever wrote to it) would stay in a reference cycle
+    # until the cyclic collector ran.
+    gc.disable()
+    try:
+        gone = _write_to_a_gone_client()
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+async def _read_until_reset() -> weakref.ref[NoDelayStream]:
+    """Read from a gateway stream until its client resets the connection; a weak reference to
+    the stream, whose last strong ones go when this returns."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    stream = NoDelayStream(ours)
+    closed = asyncio.Event()
+    stream.set_close_callback(closed.set)
+    reading = stream.read_bytes(1)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # linger 0: a reset, not a FIN
+    await asyncio.wait_for(closed.wait(), 5)
+    # Not awaited: raised here, its traceback would hold this frame, and the frame the stream.
+    assert isinstance(reading.exception(), StreamClosedError)
+    assert isinstance(stream.error, ConnectionResetError)
+    return weakref.ref(stream)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_stream_its_client_reset_is_freed_once_dropped_without_the_collector():
+    gc.disable()
+    try:
+        gone = await _read_until_reset()
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.gen_test(timeout=10)
