@@ -172,7 +172,7 @@ class Broker(Protocol):
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-        since: float | None = None,
+        began: float | None = None,
     ) -> Entered:
         """Count one stream of ``user`` (``None``: anonymous) on ``channels``, cluster-wide.
 
@@ -183,11 +183,10 @@ class Broker(Protocol):
         ``join`` (the user's ``presence_join`` event, encoded without an id) the broker
         publishes it on each of those channels, as :meth:`publish` would, before it answers
         (in the step that decides it where it can); the id is 0 without ``join``, or when that
-        publish failed (which is logged, not raised). With ``since`` and a ``limit`` (a new
-        stream of a user, whose connect began ``since`` seconds ago), the answer also holds
-        the user's sends
-        logged since then and a mark at least that of every send to the user logged so far,
-        read after the stream was counted.
+        publish failed (which is logged, not raised). With ``began`` and a ``limit`` (a new
+        stream of a user, whose connect began at ``began`` on ``time.monotonic``'s clock), the
+        answer also holds the user's sends logged since then and a mark at least that of
+        every send to the user logged so far, read after the stream was counted.
         Raises ``BrokerUnavailable`` if it cannot count.
         """
 
@@ -330,16 +329,16 @@ class LocalBroker:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-        since: float | None = None,
+        began: float | None = None,
     ) -> Entered:
         found = self.ledger.enter(user, info, channels, announce, limit)
         if join is None:
             joins = dict.fromkeys(found, 0)
         else:
             joins = {channel: self._publish(channel, join) for channel in found}
-        if user is None or since is None or limit is None:
+        if user is None or began is None or limit is None:
             return Entered(joins)
-        sends, through = self.user_sends.since(user, since)
+        sends, through = self.user_sends.since(user, began)
         return Entered(joins, sends, through)
 
     async def exit(

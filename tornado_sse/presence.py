@@ -335,7 +335,7 @@ class Presence:
             return None
         announce = self.announced(channels)
         join = self._join(conn) if announce else None
-        since = None if conn.user is None else time.monotonic() - conn.began
+        began = None if conn.user is None else conn.began
         entered = await self.broker.enter(
             conn.user,
             _info_text(conn),
@@ -343,13 +343,13 @@ class Presence:
             announce=announce,
             limit=self.limit,
             join=join,
-            since=since,
+            began=began,
         )
         conn.counted = channels
         if join is not None:
             ids = entered.joins.values()
             conn.joins = tuple(sorted((i, protocol.with_id(i, join)) for i in ids if i))
-        return entered if since is not None else None
+        return entered if began is not None else None
 
     def exit(self, conn: Connection) -> None:
         """Count ``conn`` out (its stream ended); never waits. Once for each count: a second

@@ -151,8 +151,8 @@ class Registry:
         """``conn`` was counted: queue for it its user's ``sends`` that the broker logged since
         its connect began (all marked at most ``through``) and those held since
         :meth:`bind_user`, once each in mark order, as sends during the connect callback
-        (one the queue has no room for is dropped, as :meth:`send_user` drops it); from now
-        on a user send marked at most ``through`` is skipped."""
+        (an event the queue has no room for is dropped, as :meth:`send_user` drops it, but
+        its close applies); from now on a user send marked at most ``through`` is skipped."""
         held, conn.user_held = conn.user_held or [], None
         for send in merged(sends, held, through):
             through = max(through, send.mark)
@@ -160,8 +160,11 @@ class Registry:
                 break
             try:
                 self.send(conn.token, send.frame, send.close)
-            except (TokenNotFound, BufferFull):
+            except TokenNotFound:
                 continue
+            except BufferFull:
+                if send.close:  # the event has no room, the close still applies
+                    self.send(conn.token, None, True)
         conn.user_through = through
 
     def add_channels(self, conn: Connection, channels: Iterable[str]) -> tuple[str, ...]:
@@ -297,7 +300,8 @@ class Registry:
         """Deliver a send to every local stream of ``user`` (queued for connecting ones, as
         :meth:`send` does; held for one being counted, see :meth:`catch_up`; skipped by one
         whose count gave it already, or whose connect began after it, by ``mark``); returns
-        how many it reached (a stream whose queue is full is not reached)."""
+        how many it reached (a stream whose queue is full is not reached, but a close still
+        ends it)."""
         reached = 0
         for conn in self.of_user(user):
             if conn.user_held is not None:
@@ -308,7 +312,11 @@ class Registry:
                 continue  # its count gave it, or it was sent before its connect began
             try:
                 self.send(conn.token, frame, close)
-            except (TokenNotFound, BufferFull):
+            except TokenNotFound:
+                continue
+            except BufferFull:
+                if close:
+                    self.send(conn.token, None, True)
                 continue
             reached += 1
         return reached

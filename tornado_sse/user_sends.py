@@ -103,11 +103,12 @@ class SendLog:
         heapq.heappush(self._expiries, (now + keep, send.mark, user))
         return send.mark
 
-    def since(self, user: str, seconds: float) -> tuple[tuple[UserSend, ...], SendMark]:
-        """The kept sends to ``user`` logged in the last ``seconds``, and the last mark given."""
-        start = time.monotonic() - seconds
+    def since(self, user: str, began: float) -> tuple[tuple[UserSend, ...], SendMark]:
+        """The kept sends to ``user`` logged at ``began`` (``time.monotonic``) or later, and
+        the last mark given."""
+        self._forget(time.monotonic())
         kept = self._by_user.get(user, ())
-        return tuple(s for logged, _, s in kept if logged >= start), (0, self._count)
+        return tuple(s for logged, _, s in kept if logged >= began), (0, self._count)
 
     def __len__(self) -> int:
         """How many sends are kept."""

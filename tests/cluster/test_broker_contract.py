@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_until
 from tornado_sse.broker import Broker, LocalBroker
 from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyStreams
@@ -390,23 +391,46 @@ async def test_a_new_stream_of_a_user_is_given_their_sends_since_its_connect_beg
     second, _ = await b.send_user(ODD_USER, None, True, keep=60.0)
     third, _ = await b.send_user("ann", None, True, keep=60.0)
     assert old < first < third
-    since = time.monotonic() - began + 0.01
-    entered = await b.enter("ann", None, ["room"], announce=(), limit=0, since=since)
+    entered = await b.enter("ann", None, ["room"], announce=(), limit=0, began=began)
     assert entered.sends == (
         UserSend(first, b"data: one\n\n", False),
         UserSend(third, None, True),
     )
     assert entered.through == third
-    counted = await a.enter(ODD_USER, None, [], announce=(), limit=0, since=0.0)
+    await asyncio.sleep(0.05)  # the stream below began connecting after the close to it
+    now = time.monotonic()
+    counted = await a.enter(ODD_USER, None, [], announce=(), limit=0, began=now)
     assert counted.sends == () and counted.through >= second  # sent before it began
     # Not a new stream, or anonymous: no sends are read.
-    assert (await a.enter("ann", None, ["more"], announce=(), limit=None, since=60.0)).sends == ()
-    assert (await a.enter(None, None, ["room"], announce=(), limit=0, since=60.0)).sends == ()
+    assert (await a.enter("ann", None, ["more"], announce=(), limit=None, began=began)).sends == ()
+    assert (await a.enter(None, None, ["room"], announce=(), limit=0, began=began)).sends == ()
     # Now b holds a stream of ann's: a send from a asks b to deliver it, with its mark.
     mark, answers = await a.send_user("ann", b"data: two\n\n", False, keep=60.0)
     question = {"op": "send", "user": "ann", "frame": "data: two\n\n", "close": False}
     asked = [{"streams": 1, "echo": {**question, "mark": list(mark)}}]
     assert mark > third and answers == ([] if a is b else asked)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_user_send_whose_reply_redis_lost_is_logged_once(redis_server):
+    from tornado_sse.cluster.broker import RedisBroker
+
+    proxy = CuttableProxy(redis_server.port)
+    await proxy.start()
+    broker = RedisBroker(proxy.url, retention=Retention())
+    broker.start(RecordingHandler())
+    try:
+        await until(lambda: broker.ready)
+        await broker.send_user("bob", None, False, keep=60.0)  # Redis has the script now
+        began = time.monotonic()
+        proxy.lose_reply_to(b"data: once")
+        mark, _ = await broker.send_user("ann", b"data: once\n\n", False, keep=60.0)
+        assert proxy.lost == 1  # the command ran, and ran again on a fresh connection
+        entered = await broker.enter("ann", None, [], announce=(), limit=0, began=began)
+        assert entered.sends == (UserSend(mark, b"data: once\n\n", False),)
+    finally:
+        await broker.close()
+        await proxy.cut()
 
 
 # A user id and an info that JSON must escape (quotes, backslashes, non-ASCII).

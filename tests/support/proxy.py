@@ -18,6 +18,15 @@ class CuttableProxy:
         self.port = unused_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        #: See :meth:`lose_reply_to`.
+        self._lose: bytes | None = None
+        #: The replies lost so far.
+        self.lost = 0
+
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Forward the next request that holds ``marker``, then reset its connection instead
+        of forwarding the reply (the command ran, the client cannot know it did)."""
+        self._lose = marker
 
     @property
     def url(self) -> str:
@@ -46,11 +55,27 @@ class CuttableProxy:
             _reset(writer)
             return
         self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        doomed: list[bool] = []  # a request of this connection holds the marker
+        await asyncio.gather(
+            self._pipe(reader, up_writer, doomed, up=True),
+            self._pipe(up_reader, writer, doomed, up=False),
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        doomed: list[bool],
+        up: bool,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if up and self._lose is not None and self._lose in data:
+                    self._lose = None
+                    doomed.append(True)
+                elif not up and doomed:
+                    self.lost += 1
+                    break  # the reply is lost: both ends are reset below
                 writer.write(data)
                 await writer.drain()
         except OSError:

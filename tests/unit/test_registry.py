@@ -126,6 +126,27 @@ def test_a_user_close_from_the_log_ends_the_stream_when_it_opens(registry, ended
     assert ended == [("t", "server_closed", None, True)]
 
 
+def test_a_user_close_whose_event_has_no_room_still_ends_the_stream(registry, ended):
+    # registry: at most 2 events queued while connecting.
+    conn = connection(registry)
+    conn.user = "ann"
+    registry.bind_user(conn)
+    assert registry.send("t", b"one", False) == registry.send("t", b"two", False) == "buffered"
+    registry.catch_up(conn, (UserSend((0, 1), b"bye", True),), through=(0, 1))
+    other = connection(registry, "u")
+    other.user = "bob"
+    registry.bind_user(other)
+    registry.catch_up(other, (), through=(0, 0))
+    registry.send("u", b"one", False)
+    registry.send("u", b"two", False)
+    assert registry.send_user("bob", b"bye", True, (0, 2)) == 0  # the event found no room
+    for c in (conn, other):
+        writer = FakeWriter()
+        assert not registry.open(c, writer)
+        assert writer.frames == [b"one", b"two"] and writer.ended
+    assert ended == [("t", "server_closed", None, True), ("u", "server_closed", None, True)]
+
+
 def test_close_is_exactly_once_and_the_first_reason_wins(registry, ended):
     conn = connection(registry)
     registry.open(conn, FakeWriter())

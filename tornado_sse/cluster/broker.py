@@ -143,7 +143,13 @@ class RedisBroker:
             "close": close,
             "mark": list(mark),
         }
-        return mark, await self._ask_all(holders, question)
+        try:
+            return mark, await self._ask_all(holders, question)
+        except BrokerUnavailable:
+            # Refused (503): the streams still connecting must not get it from the log either,
+            # or the backend's retry would give it to them twice.
+            await self.users.unsend(user, mark)
+            raise
 
     async def _ask_all(self, holders: list[str], question: dict[str, Any]) -> list[dict[str, Any]]:
         """Ask ``holders`` but this instance ``question``; their answers. Raises
@@ -170,9 +176,9 @@ class RedisBroker:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-        since: float | None = None,
+        began: float | None = None,
     ) -> Entered:
-        return await self.users.enter(user, info, channels, announce, limit, join, since)
+        return await self.users.enter(user, info, channels, announce, limit, join, began)
 
     async def exit(
         self,

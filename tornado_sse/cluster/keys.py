@@ -120,6 +120,12 @@ class KeySpace:
         """Stream of the sends to ``user`` of the last seconds, for their streams connecting."""
         return self._name("us", "u", user)
 
+    def user_send_done(self, user: str, send: str) -> str:
+        """Marks one send to ``user`` logged (its id), so that a retried one is logged once."""
+        if self.cluster:
+            return "%susd:{u:%s}%s" % (self.prefix, user, send)
+        return "%susd:%s" % (self.prefix, send)
+
     def presence(self, channel: str) -> list[str]:
         """Members, instances, infos, announced states and the listing of ``channel``."""
         return [self._name(kind, "c", channel) for kind in ("p", "pn", "pi", "pa", "pl")]

@@ -8,6 +8,8 @@ Keys (``<p>`` is the prefix; ``<i>`` an instance id, ``<u>`` a user id, ``''`` f
 - ``<p>us:<u>``: stream of the sends to the user of the last seconds (``c``/``k`` then the
   frame, see :func:`~tornado_sse.user_sends.pack`), for their streams whose connect callback
   was in flight; trimmed by each send and expiring with the last;
+- ``<p>usd:<send>``: the log id of one send (``<send>`` random), so that a retried send
+  script logs it once; it expires with the send;
 - ``<p>p:<channel>``: hash ``<i>:<u>`` -> streams of the user on the channel on that instance;
 - ``<p>pn:<channel>``: set of the instances that have counted streams on the channel;
 - ``<p>pi:<channel>``: hash ``<u>`` -> the user's info (compact JSON);
@@ -38,6 +40,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import os
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -60,6 +65,10 @@ log = logging.getLogger("tornado_sse.presence")
 KEY_TTL = 3600
 #: The most leaves one script decides and publishes (with one Redis).
 SETTLE_BATCH = 100
+#: Milliseconds the window of a new stream's user sends reaches back beyond when its connect
+#: began, so that it covers the time until the enter script runs; the entries in it from
+#: before the connect began are then left out, by the Redis time the script ran at.
+SENDS_MARGIN_MS = 5000
 
 # Shared by every script. ARGV[1]: this instance, ARGV[2]: the dead instances (separated by
 # spaces), ARGV[3]: the key TTL in ms. KEYS after the first come in fives per channel: members,
@@ -180,7 +189,7 @@ for c = 1, n do
     end
   end
 end
-local answer = {table.concat(result, ' '), '0-0'}
+local answer = {table.concat(result, ' '), '0-0', tostring(now)}
 local since = tonumber(ARGV[#ARGV])
 if user ~= '' and since >= 0 then
   local log = KEYS[#KEYS]
@@ -372,18 +381,23 @@ end
 HOLDERS_SCRIPT = _COMMON + _HOLDERS_FUNCTION + "return holders(KEYS[1], {})\n"
 
 
-# KEYS[1]: the user hash, KEYS[2]: the user's send log. ARGV[4]: how long to keep the send, in
-# ms; ARGV[5]: the send, packed. Logs the send (letting go of those kept longer), then returns
-# its id and the live instances holding streams of the user, as HOLDERS_SCRIPT: a stream
-# counted before this reaches the user hash first (so its instance is asked to deliver the
-# send), one counted after reads the send from the log.
+# KEYS[1]: the user hash, KEYS[2]: the user's send log, KEYS[3]: this send's done mark.
+# ARGV[4]: how long to keep the send, in ms; ARGV[5]: the send, packed. Logs the send (letting
+# go of those kept longer), once: a retry finds the done mark and logs nothing. Returns its id
+# and the live instances holding streams of the user, as HOLDERS_SCRIPT: a stream counted
+# before this reaches the user hash first (so its instance is asked to deliver the send), one
+# counted after reads the send from the log.
 SEND_SCRIPT = (
     _COMMON
     + _HOLDERS_FUNCTION
     + """
 local keep = tonumber(ARGV[4])
-local id = redis.call('XADD', KEYS[2], 'MINID', '~', now - keep, '*', 's', ARGV[5])
-redis.call('PEXPIRE', KEYS[2], keep)
+local id = redis.call('GET', KEYS[3])
+if not id then
+  id = redis.call('XADD', KEYS[2], 'MINID', '~', now - keep, '*', 's', ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], keep)
+  redis.call('SET', KEYS[3], id, 'PX', keep)
+end
 return holders(KEYS[1], {id})
 """
 )
@@ -450,7 +464,7 @@ class PresenceStore:
         reported). The parts that succeeded before a failure are undone by :meth:`_restore`
         when the link comes back."""
         enter = script is self._enter
-        head: list[Any] = [b"1", b"0-0"]
+        head: list[Any] = [b"1", b"0-0", b"0"]
         if user is not None:
             keys = [self._user_key(user)] + ([self.keyspace.user_sends(user)] if enter else [])
             head = await script(keys=keys, args=user_args)
@@ -487,7 +501,7 @@ class PresenceStore:
         announce: Collection[str],
         limit: int | None,
         join: bytes | None = None,
-        since: float | None = None,
+        began: float | None = None,
     ) -> Entered:
         """See :meth:`tornado_sse.broker.Broker.enter`. With one Redis, each join is published
         by the script that decides it; in a cluster (where the id counter is in another slot)
@@ -499,7 +513,11 @@ class PresenceStore:
         flags = ["1" if c in announce else "0" for c in channels]
         inline = join is not None and not self.link.cluster and "1" in flags
         head = self._args() + [user or "", -1 if limit is None else limit, info_text]
-        since_ms = -1 if since is None or user is None or limit is None else int(since * 1000)
+        reads_sends = began is not None and user is not None and limit is not None
+        started = time.monotonic() if began is None else began
+        # Redis reads from its clock's now - since_ms; the margin covers the time until the
+        # script runs, and the log's entries are then cut where the connect began (below).
+        since_ms = int((time.monotonic() - started) * 1000 + SENDS_MARGIN_MS) if reads_sends else -1
         try:
             if self.link.cluster:
                 user_args = head + ["", since_ms]
@@ -532,8 +550,12 @@ class PresenceStore:
         for channel in channels:
             key = (channel, user or "")
             self._here[key] = self._here.get(key, 0) + 1
-        logged = zip(raw[2::2], raw[3::2], strict=True)
-        sends = tuple(unpack(parse_mark(mark), packed) for mark, packed in logged)
+        # The script ran at Redis time raw[2], at most this long after the connect began.
+        floor_ms = int(raw[2]) - math.ceil((time.monotonic() - started) * 1000) - 1
+        logged = (
+            (parse_mark(mark), packed) for mark, packed in zip(raw[3::2], raw[4::2], strict=True)
+        )
+        sends = tuple(unpack(mark, packed) for mark, packed in logged if mark[0] >= floor_ms)
         through = parse_mark(raw[1])
         if inline:  # {1, index, id, index, id, ...}
             pairs = zip(result[1::2], result[2::2], strict=True)
@@ -549,10 +571,24 @@ class PresenceStore:
     ) -> tuple[SendMark, list[str]]:
         """Log a send to ``user`` for ``keep`` seconds; its mark and the live instances holding
         streams of the user (this one included). Raises ``RedisError``."""
-        keys = [self._user_key(user), self.keyspace.user_sends(user)]
+        send = os.urandom(9).hex()
+        keys = [
+            self._user_key(user),
+            self.keyspace.user_sends(user),
+            self.keyspace.user_send_done(user, send),
+        ]
         args = self._args() + [int(keep * 1000), pack(frame, close)]
         found = await self._send(keys=keys, args=args)
         return parse_mark(found[0]), [i.decode() for i in found[1:]]
+
+    async def unsend(self, user: str, mark: SendMark) -> None:
+        """Take the send ``mark`` out of ``user``'s log (it was refused after it was logged),
+        so that a stream of the user counted from now on does not get it; a failure is
+        logged, not raised."""
+        try:
+            await self.link.client.xdel(self.keyspace.user_sends(user), "%d-%d" % mark)
+        except RedisError as exc:
+            log.warning("refused user send left in the log", extra=fields(error=str(exc)))
 
     async def exit(
         self, user: str | None, channels: Collection[str], announce: Collection[str], stream: bool
