@@ -271,7 +271,8 @@ async def test_no_log_line_holds_the_jwt(backend, log_format):
             await stream.aclose()
 
         good = mint_jwt("42", ["c"], 60, secret=SECRET)
-        short = sign(claims(exp=int(time.time()) + 1))
+        # Valid for 1 to 2 s: long enough to open, short enough to expire within the read.
+        short = sign(claims(exp=int(time.time()) + 2))
         tokens += [good, short]
         opened = await open_stream(gw.port, jwt_path(good))
         assert opened.status == 200
