@@ -27,6 +27,13 @@ class KeySpace:
             return "%s%s:{%s:%s}" % (self.prefix, kind, scope, name)
         return "%s%s:%s" % (self.prefix, kind, name)
 
+    def _done(self, kind: str, scope: str, slot: str, mark: str) -> str:
+        """A key named by ``mark`` alone, kept in the slot of ``scope`` ``slot`` in a cluster
+        (where the script that writes it runs)."""
+        if self.cluster:
+            return "%s%s:{%s:%s}%s" % (self.prefix, kind, scope, slot, mark)
+        return "%s%s:%s" % (self.prefix, kind, mark)
+
     # -- instances (directory, router) -------------------------------------------------------
 
     def instance(self, instance: str) -> str:
@@ -93,9 +100,7 @@ class KeySpace:
 
     def published(self, channel: str, publish: str) -> str:
         """Marks one publish done, so that a retried one is applied once."""
-        if self.cluster:
-            return "%spub:{c:%s}%s" % (self.prefix, channel, publish)
-        return "%spub:%s" % (self.prefix, publish)
+        return self._done("pub", "c", channel, publish)
 
     def pubsub(self, channel: str) -> str:
         """The pub/sub channel of ``channel``'s events."""
@@ -122,9 +127,7 @@ class KeySpace:
 
     def user_send_done(self, user: str, send: str) -> str:
         """Marks one send to ``user`` logged (its id), so that a retried one is logged once."""
-        if self.cluster:
-            return "%susd:{u:%s}%s" % (self.prefix, user, send)
-        return "%susd:%s" % (self.prefix, send)
+        return self._done("usd", "u", user, send)
 
     def presence(self, channel: str) -> list[str]:
         """Members, instances, infos, announced states and the listing of ``channel``."""
