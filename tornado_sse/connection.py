@@ -123,8 +123,10 @@ class Connection:
         #: What the stream's unsent output cost when it was last measured (kept by the
         #: registry, which sums it over all streams).
         self.queued = 0
-        self._pending: list[bytes] = []
-        self._pending_close = False
+        #: The sends queued while connecting, as ``(made at, frame)``, in the order made.
+        self._pending: list[tuple[float, bytes]] = []
+        #: When the close queued while connecting was made (``None``: none is).
+        self._pending_close: float | None = None
         self._writer: StreamWriter | None = None
 
     def __repr__(self) -> str:
@@ -135,25 +137,37 @@ class Connection:
     @property
     def closing(self) -> bool:
         """True once a close is queued or done: the token no longer takes sends."""
-        return self._pending_close or self.state is State.CLOSED
+        return self._pending_close is not None or self.state is State.CLOSED
 
-    def queue(self, frame: bytes | None, close: bool, limit: int) -> None:
-        """Queue a send that arrived during the connect callback (FIFO, at most ``limit``).
+    def queue(self, frame: bytes | None, close: bool, limit: int, at: float | None = None) -> None:
+        """Queue a send made during the connect callback, at most ``limit`` frames, in the
+        order the sends were made: ``at`` is when (``time.monotonic``; ``None``: now), and one
+        made before sends queued already goes before them, after those made at the same time.
 
-        ``frame`` ``None`` queues nothing but may still queue the close. Raises
-        :class:`BufferFull` when ``limit`` frames are already queued.
+        ``frame`` ``None`` queues nothing but may still queue the close. The close ends the
+        stream after every frame queued (each was accepted), so a send made after a queued
+        close is left out. Raises :class:`BufferFull` when ``limit`` frames are already queued.
         """
+        if at is None:
+            at = time.monotonic()
+        if self._pending_close is not None and at >= self._pending_close:
+            return
+        pending = self._pending
         if frame is not None:
-            if len(self._pending) >= limit:
+            if len(pending) >= limit:
                 raise BufferFull("%d events are already queued for this connecting stream" % limit)
-            self._pending.append(frame)
+            place = len(pending)
+            while place and pending[place - 1][0] > at:
+                place -= 1
+            pending.insert(place, (at, frame))
         if close:
-            self._pending_close = True
+            self._pending_close = at
 
     def take_pending(self) -> tuple[list[bytes], bool]:
-        """The frames queued while connecting and whether a close was queued; clears both."""
-        frames, close = self._pending, self._pending_close
-        self._pending, self._pending_close = [], False
+        """The frames queued while connecting, in order, and whether a close was queued;
+        clears both."""
+        frames, close = [f for _, f in self._pending], self._pending_close is not None
+        self._pending, self._pending_close = [], None
         return frames, close
 
     # -- while open ---------------------------------------------------------------------------

@@ -150,21 +150,22 @@ class Registry:
     def catch_up(self, conn: Connection, sends: tuple[UserSend, ...], through: SendMark) -> None:
         """``conn`` was counted: queue for it its user's ``sends`` that the broker logged since
         its connect began (all marked at most ``through``) and those held since
-        :meth:`bind_user`, once each in mark order, as sends during the connect callback
-        (an event the queue has no room for is dropped, as :meth:`send_user` drops it, but
-        its close applies); from now on a user send marked at most ``through`` is skipped."""
+        :meth:`bind_user`, once each in mark order, as sends during the connect callback, each
+        among the token sends queued by when it was made (an event the queue has no room for
+        is dropped, as :meth:`send_user` drops it, but its close applies); from now on a user
+        send marked at most ``through`` is skipped."""
         held, conn.user_held = conn.user_held or [], None
+        at = 0.0
         for send in merged(sends, held, through):
             through = max(through, send.mark)
-            if conn.closing:
+            at = max(at, send.at)  # a user's sends keep their marks' order among themselves
+            if conn.state is not State.CONNECTING:
                 break
             try:
-                self.send(conn.token, send.frame, send.close)
-            except TokenNotFound:
-                continue
+                conn.queue(send.frame, send.close, self.max_pending_events, at)
             except BufferFull:
                 if send.close:  # the event has no room, the close still applies
-                    self.send(conn.token, None, True)
+                    conn.queue(None, True, self.max_pending_events, at)
         conn.user_through = through
 
     def add_channels(self, conn: Connection, channels: Iterable[str]) -> tuple[str, ...]:
@@ -305,7 +306,7 @@ class Registry:
         reached = 0
         for conn in self.of_user(user):
             if conn.user_held is not None:
-                conn.user_held.append(UserSend(mark, frame, close))
+                conn.user_held.append(UserSend(mark, frame, close, time.monotonic()))
                 reached += 1
                 continue
             if mark <= conn.user_through:

@@ -13,6 +13,11 @@ know which sends the log holds for it: sends delivered to it meanwhile are held
 that, a send whose mark is at most the last one the log held (``Connection.user_through``) was
 in the log already and is skipped.
 
+Each send also carries when it was made on this process's ``time.monotonic`` clock
+(:attr:`UserSend.at`), so that it is queued among the token sends of the callback in the order
+the sends were made (PROTOCOL 4.4): exact in one process; with Redis the log's times are Redis
+times brought to this clock through the call that read them, to within that call's round trip.
+
 :class:`SendLog` is the in-process log; the Redis broker keeps one per user in Redis.
 """
 
@@ -37,11 +42,13 @@ KEEP_SLACK = 10.0
 
 @dataclass(frozen=True, slots=True)
 class UserSend:
-    """One send to a user: its frame (``None``: none) and whether it closes the streams."""
+    """One send to a user: its frame (``None``: none), whether it closes the streams, and
+    when it was made (``time.monotonic``; for one read from Redis, as near as known)."""
 
     mark: SendMark
     frame: bytes | None
     close: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +78,10 @@ def pack(frame: bytes | None, close: bool) -> bytes:
     return (b"c" if close else b"k") + (b"" if frame is None else b"f" + frame)
 
 
-def unpack(mark: SendMark, packed: bytes) -> UserSend:
-    """The :class:`UserSend` that :func:`pack` gave ``packed``."""
+def unpack(mark: SendMark, packed: bytes, at: float) -> UserSend:
+    """The :class:`UserSend` that :func:`pack` gave ``packed``, made at ``at``."""
     frame = packed[2:] if packed[1:2] == b"f" else None
-    return UserSend(mark, frame, packed[:1] == b"c")
+    return UserSend(mark, frame, packed[:1] == b"c", at)
 
 
 def parse_mark(text: bytes | str) -> SendMark:
@@ -88,8 +95,8 @@ class SendLog:
 
     def __init__(self) -> None:
         self._count = 0
-        #: Per user, their kept sends in the order logged: (logged at, expires at, send).
-        self._by_user: dict[str, deque[tuple[float, float, UserSend]]] = {}
+        #: Per user, their kept sends in the order logged: (expires at, send).
+        self._by_user: dict[str, deque[tuple[float, UserSend]]] = {}
         #: Every kept send's (expires at, mark, user), soonest first, to let the old ones go.
         self._expiries: list[tuple[float, SendMark, str]] = []
 
@@ -98,8 +105,8 @@ class SendLog:
         now = time.monotonic()
         self._forget(now)
         self._count += 1
-        send = UserSend((0, self._count), frame, close)
-        self._by_user.setdefault(user, deque()).append((now, now + keep, send))
+        send = UserSend((0, self._count), frame, close, now)
+        self._by_user.setdefault(user, deque()).append((now + keep, send))
         heapq.heappush(self._expiries, (now + keep, send.mark, user))
         return send.mark
 
@@ -108,7 +115,7 @@ class SendLog:
         the last mark given."""
         self._forget(time.monotonic())
         kept = self._by_user.get(user, ())
-        return tuple(s for logged, _, s in kept if logged >= began), (0, self._count)
+        return tuple(s for _, s in kept if s.at >= began), (0, self._count)
 
     def __len__(self) -> int:
         """How many sends are kept."""
@@ -121,7 +128,7 @@ class SendLog:
         while expiries and expiries[0][0] <= now:
             _, _, user = heapq.heappop(expiries)
             kept = self._by_user.get(user)
-            while kept and kept[0][1] <= now:
+            while kept and kept[0][0] <= now:
                 kept.popleft()
             if kept is not None and not kept:
                 del self._by_user[user]

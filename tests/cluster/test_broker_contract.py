@@ -24,7 +24,6 @@ from tornado_sse.errors import BufferFull, GatewayError, TokenNotFound, TooManyS
 from tornado_sse.history import Retention, first_id
 from tornado_sse.presence import presence_event
 from tornado_sse.protocol import compact_json
-from tornado_sse.user_sends import UserSend
 
 BROKERS = ["local", "redis"]
 
@@ -389,13 +388,20 @@ async def test_a_new_stream_of_a_user_is_given_their_sends_since_its_connect_beg
     assert answers == []  # nobody holds ann's streams yet
     await b.send_user("bob", b"data: bob's\n\n", False, keep=60.0)
     second, _ = await b.send_user(ODD_USER, None, True, keep=60.0)
+    closing = time.monotonic()
     third, _ = await b.send_user("ann", None, True, keep=60.0)
+    closed = time.monotonic()
     assert old < first < third
+    entering = time.monotonic()
     entered = await b.enter("ann", None, ["room"], announce=(), limit=0, began=began)
-    assert entered.sends == (
-        UserSend(first, b"data: one\n\n", False),
-        UserSend(third, None, True),
-    )
+    slack = time.monotonic() - entering + 0.005  # Redis times come through the enter call
+    assert [(s.mark, s.frame, s.close) for s in entered.sends] == [
+        (first, b"data: one\n\n", False),
+        (third, None, True),
+    ]
+    # Each send with when it was made, on this process's clock.
+    assert began - slack <= entered.sends[0].at <= entered.sends[1].at
+    assert closing - slack <= entered.sends[1].at <= closed + slack
     assert entered.through == third
     await asyncio.sleep(0.05)  # the stream below began connecting after the close to it
     now = time.monotonic()
@@ -427,7 +433,9 @@ async def test_a_user_send_whose_reply_redis_lost_is_logged_once(redis_server):
         mark, _ = await broker.send_user("ann", b"data: once\n\n", False, keep=60.0)
         assert proxy.lost == 1  # the command ran, and ran again on a fresh connection
         entered = await broker.enter("ann", None, [], announce=(), limit=0, began=began)
-        assert entered.sends == (UserSend(mark, b"data: once\n\n", False),)
+        assert [(s.mark, s.frame, s.close) for s in entered.sends] == [
+            (mark, b"data: once\n\n", False)
+        ]
     finally:
         await broker.close()
         await proxy.cut()

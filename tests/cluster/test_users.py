@@ -229,6 +229,33 @@ async def test_a_user_send_during_the_connect_callback_reaches_the_stream_it_ope
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_user_and_token_sends_during_the_connect_callback_come_in_the_order_made(
+    instances, backend, request
+):
+    (gw,) = instances()
+    await ready(gw)
+    # In one process the order is exact; with Redis a user send's time is Redis's, brought to
+    # the gateway's clock to within the round trip of the call that counts the stream.
+    gap = 0.0 if request.node.callspec.params["instances"] == "local" else 0.05
+    answers: list[Any] = []
+
+    async def send_while_connecting(body: dict[str, Any]) -> None:
+        token = body["token"]
+        for send in ({"token": token}, {"user": "ann"}, {"token": token}, {"user": "ann"}):
+            target = "user" if "user" in send else "token"
+            event = {"data": "%s %d" % (target, len(answers))}
+            answers.append(await gw.send({**send, "event": event}))
+            await asyncio.sleep(gap)
+
+    backend.on_connect = send_while_connecting
+    stream = await gw.open("/sse/ann/room/1")
+    backend.on_connect = None
+    assert [status for status, _ in answers] == [200] * 4
+    expected = ["token 0", "user 1", "token 2", "user 3"]
+    assert [e.data for e in await stream.wait_events(4)] == expected
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_user_close_during_the_connect_callback_ends_the_stream_once_it_opens(
     instances, backend
 ):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tornado_sse.connection import Connection, State
@@ -104,7 +106,7 @@ def test_a_stream_being_counted_gets_its_users_sends_once_each_in_mark_order():
     assert registry.send_user("ann", b"before", False, (0, 1)) == 1
     assert registry.send_user("ann", b"logged", False, (0, 3)) == 1
     assert registry.send_user("ann", b"after", False, (0, 5)) == 1
-    logged = (UserSend((0, 2), b"first", False), UserSend((0, 3), b"logged", False))
+    logged = (UserSend((0, 2), b"first", False, 1.0), UserSend((0, 3), b"logged", False, 1.0))
     registry.catch_up(conn, logged, through=(0, 4))
     # Once counted, a send the log gave is skipped; a later one is queued.
     assert registry.send_user("ann", b"logged", False, (0, 3)) == 0
@@ -114,11 +116,44 @@ def test_a_stream_being_counted_gets_its_users_sends_once_each_in_mark_order():
     assert writer.frames == [b"first", b"logged", b"after", b"later"]
 
 
+def test_user_sends_are_queued_among_token_sends_in_the_order_they_were_made(registry, ended):
+    # registry: at most 2 events queued while connecting.
+    conn = connection(registry)
+    conn.user = "ann"
+    registry.bind_user(conn)
+    made = time.monotonic() - 0.5  # the user send below was made before the token send
+    assert registry.send("t", b"token", False) == "buffered"
+    registry.catch_up(conn, (UserSend((0, 1), b"user", False, made),), through=(0, 1))
+    writer = FakeWriter()
+    assert registry.open(conn, writer)
+    assert writer.frames == [b"user", b"token"]
+
+
+def test_a_user_close_made_before_queued_token_sends_ends_the_stream_after_them(registry, ended):
+    conn = connection(registry)
+    conn.user = "ann"
+    registry.bind_user(conn)
+    made = time.monotonic() - 0.5  # the close was made before the token send
+    assert registry.send("t", b"accepted", False) == "buffered"
+    logged = (
+        UserSend((0, 1), b"bye", True, made),
+        UserSend((0, 2), b"after the close", False, made),
+    )
+    registry.catch_up(conn, logged, through=(0, 2))
+    with pytest.raises(TokenNotFound):  # closing: a token send now is refused
+        registry.send("t", b"later", False)
+    writer = FakeWriter()
+    assert not registry.open(conn, writer)
+    # The event accepted for the token is written, then the close ends the stream.
+    assert writer.frames == [b"bye", b"accepted"] and writer.ended
+    assert ended == [("t", "server_closed", None, True)]
+
+
 def test_a_user_close_from_the_log_ends_the_stream_when_it_opens(registry, ended):
     conn = connection(registry)
     conn.user = "ann"
     registry.bind_user(conn)
-    logged = (UserSend((0, 1), b"bye", True), UserSend((0, 2), b"too late", False))
+    logged = (UserSend((0, 1), b"bye", True, 1.0), UserSend((0, 2), b"too late", False, 1.0))
     registry.catch_up(conn, logged, through=(0, 2))
     writer = FakeWriter()
     assert not registry.open(conn, writer)
@@ -132,7 +167,8 @@ def test_a_user_close_whose_event_has_no_room_still_ends_the_stream(registry, en
     conn.user = "ann"
     registry.bind_user(conn)
     assert registry.send("t", b"one", False) == registry.send("t", b"two", False) == "buffered"
-    registry.catch_up(conn, (UserSend((0, 1), b"bye", True),), through=(0, 1))
+    bye = UserSend((0, 1), b"bye", True, time.monotonic())  # made after the two sends
+    registry.catch_up(conn, (bye,), through=(0, 1))
     other = connection(registry, "u")
     other.user = "bob"
     registry.bind_user(other)

@@ -517,7 +517,8 @@ class PresenceStore:
         started = time.monotonic() if began is None else began
         # Redis reads from its clock's now - since_ms; the margin covers the time until the
         # script runs, and the log's entries are then cut where the connect began (below).
-        since_ms = int((time.monotonic() - started) * 1000 + SENDS_MARGIN_MS) if reads_sends else -1
+        called = time.monotonic()
+        since_ms = int((called - started) * 1000 + SENDS_MARGIN_MS) if reads_sends else -1
         try:
             if self.link.cluster:
                 user_args = head + ["", since_ms]
@@ -551,11 +552,19 @@ class PresenceStore:
             key = (channel, user or "")
             self._here[key] = self._here.get(key, 0) + 1
         # The script ran at Redis time raw[2], at most this long after the connect began.
-        floor_ms = int(raw[2]) - math.ceil((time.monotonic() - started) * 1000) - 1
+        answered = time.monotonic()
+        ran_ms = int(raw[2])
+        floor_ms = ran_ms - math.ceil((answered - started) * 1000) - 1
+        # A send's Redis time on this clock: the script ran halfway through the call, say.
+        ran_at = (called + answered) / 2
         logged = (
             (parse_mark(mark), packed) for mark, packed in zip(raw[3::2], raw[4::2], strict=True)
         )
-        sends = tuple(unpack(mark, packed) for mark, packed in logged if mark[0] >= floor_ms)
+        sends = tuple(
+            unpack(mark, packed, min(answered, ran_at + (mark[0] - ran_ms) / 1000))
+            for mark, packed in logged
+            if mark[0] >= floor_ms
+        )
         through = parse_mark(raw[1])
         if inline:  # {1, index, id, index, id, ...}
             pairs = zip(result[1::2], result[2::2], strict=True)
